@@ -1,0 +1,71 @@
+# ebpf_capture - PGXS build.
+#
+#   make && make install     build the BPF object, embed it (bpftool skeleton),
+#                            build and install the extension
+#   make unit                GoogleTest unit tests of the PostgreSQL-free core
+#   make fuzz-smoke          a short libFuzzer run of the frame decoder
+#   make installcheck        pg_regress against a running, preloaded server
+#   make format              clang-format every source file
+
+EXTENSION = ebpf_capture
+MODULE_big = ebpf_capture
+DATA = sql/ebpf_capture--0.1.sql
+
+CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
+	extension/core/flow_span.o extension/core/span_attributes.o
+CAPTURE_OBJS = extension/capture/packet_capture.o
+PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
+	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
+	extension/pg/sql_api.o extension/pg/catalog.o
+OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(PG_OBJS)
+
+BUILD = build
+BPF_OBJ = $(BUILD)/capture.bpf.o
+BPF_SKEL = $(BUILD)/capture.skel.h
+BPF_SRCS = bpf/capture.bpf.c bpf/capture_abi.h bpf/frame_parse.h bpf/flow_account.h
+
+# PostgreSQL's headers are not ours: -isystem keeps their warnings out of -Werror.
+PG_CPPFLAGS = -I$(CURDIR)/extension -I$(CURDIR)/bpf -I$(CURDIR)/$(BUILD) \
+	-isystem $(shell $(PG_CONFIG) --includedir-server)
+# Warnings are errors in our code.
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers \
+	-Wno-register -fno-omit-frame-pointer
+SHLIB_LINK = -lbpf -lelf -lz -lstdc++
+EXTRA_CLEAN = $(BUILD) results regression.diffs regression.out
+
+REGRESS = api errors
+REGRESS_OPTS = --inputdir=tests/regress --outputdir=$(BUILD)/regress
+
+# Debian's PostgreSQL builds JIT bitcode with clang in C++14 mode; we are C++17
+# and have nothing worth inlining into JIT code.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+BPF_CLANG ?= clang
+BPF_CFLAGS = -O2 -g -target bpf -mcpu=v3 -Wall -Werror \
+	-I/usr/include/$(shell gcc -dumpmachine)
+
+$(BPF_OBJ): $(BPF_SRCS)
+	@mkdir -p $(BUILD)
+	$(BPF_CLANG) $(BPF_CFLAGS) -c bpf/capture.bpf.c -o $@
+
+$(BPF_SKEL): $(BPF_OBJ)
+	bpftool gen skeleton $< name capture_bpf > $@.tmp
+	mv $@.tmp $@
+
+# The skeleton embeds the BPF object: nothing is loaded from a path at run time.
+extension/capture/packet_capture.o: $(BPF_SKEL)
+$(OBJS): $(wildcard extension/*/*.h) $(BPF_SRCS)
+
+.PHONY: unit fuzz-smoke format
+unit:
+	$(MAKE) -C tests/unit run
+
+fuzz-smoke:
+	$(MAKE) -C tests/fuzz smoke
+
+format:
+	clang-format -i extension/*/*.cpp extension/*/*.h tests/unit/*.cpp tests/fuzz/*.cpp

@@ -1,0 +1,103 @@
+/*
+ * capture_abi.h - the data shared by the eBPF socket filter and user space.
+ *
+ * Compiled into the BPF object (clang -target bpf) and into the C++ capture
+ * code (g++), so every struct has an explicit, padding-free layout that is
+ * identical on both sides.
+ */
+#ifndef EBPFC_CAPTURE_ABI_H
+#define EBPFC_CAPTURE_ABI_H
+
+#include <linux/types.h>
+
+#define EBPFC_ADDR_LEN 16
+
+/*
+ * A TCP connection, independent of direction: endpoint 0 is the smaller of
+ * (address, port) in network byte order, endpoint 1 the larger. IPv4
+ * addresses are stored IPv4-mapped (::ffff:a.b.c.d).
+ */
+struct ebpfc_flow_key {
+	__u8 addr[2][EBPFC_ADDR_LEN];
+	__u16 port[2]; /* host byte order */
+	__u8 family;   /* 4 or 6 */
+	__u8 pad[3];
+};
+
+/*
+ * What one endpoint sent. Segments of one connection may be accounted on
+ * several CPUs at once (socket filters cannot take a bpf_spin_lock), so every
+ * field that changes after the flow is created is updated atomically.
+ */
+struct ebpfc_flow_dir {
+	__u64 packets;
+	__u64 bytes;       /* TCP payload bytes, each sequence number counted once */
+	__u64 seq;         /* EBPFC_SEQ_VALID | the sequence number after the highest
+			    * payload byte seen; 0 until the first one */
+	__u32 retransmits; /* segments that carried no new sequence space */
+	__u32 flags;       /* OR of the TCP flags this endpoint sent */
+};
+
+#define EBPFC_SEQ_VALID (1ULL << 32)
+
+enum ebpfc_flow_state {
+	EBPFC_FLOW_OPEN = 0,
+	EBPFC_FLOW_CLOSED = 1,
+};
+
+enum ebpfc_close_reason {
+	EBPFC_CLOSE_NONE = 0,
+	EBPFC_CLOSE_FIN = 1,  /* FIN both ways and the final ACK */
+	EBPFC_CLOSE_RST = 2,  /* a reset */
+	EBPFC_CLOSE_IDLE = 3, /* no packet for the idle timeout (user space) */
+	EBPFC_CLOSE_CAPTURE_STOPPED = 4, /* still open when the capture ended */
+};
+
+#define EBPFC_NO_ENDPOINT 0xff
+
+/*
+ * Everything known about one connection: the value of the flows map. Times
+ * are CLOCK_MONOTONIC ns.
+ */
+struct ebpfc_flow_stats {
+	__u64 first_ns;
+	__u64 last_ns;
+	__u64 syn_ns;         /* the client's first SYN */
+	__u64 synack_ns;      /* the server's first SYN-ACK */
+	__u64 established_ns; /* the client's first ACK after the SYN-ACK */
+	struct ebpfc_flow_dir dir[2]; /* dir[i]: what endpoint i sent */
+	__u32 state;                  /* enum ebpfc_flow_state */
+	__u8 client;                  /* endpoint index of the client */
+	__u8 close_reason;            /* enum ebpfc_close_reason */
+	__u8 rst_from;                /* endpoint that sent the first RST */
+	__u8 mid_stream;              /* the connection was first seen without a SYN */
+};
+
+enum ebpfc_event_type {
+	EBPFC_EVENT_FLOW_CLOSED = 1,
+};
+
+/* A ring-buffer record. */
+struct ebpfc_event {
+	__u32 type;
+	__u32 pad;
+	struct ebpfc_flow_key key;
+	struct ebpfc_flow_stats stats;
+};
+
+/* Per-CPU counters, summed by user space. */
+struct ebpfc_counters {
+	__u64 frames;          /* frames the filter saw */
+	__u64 frame_bytes;     /* their lengths */
+	__u64 tcp_packets;     /* TCP segments accounted to a flow */
+	__u64 non_tcp;         /* frames that are not TCP over IPv4/IPv6 */
+	__u64 fragments;       /* IP fragments (ignored) */
+	__u64 malformed;       /* truncated or inconsistent headers */
+	__u64 untracked;       /* segments of unknown flows without SYN or payload */
+	__u64 late;            /* segments of a flow that already closed */
+	__u64 flows_created;   /* entries added to the flows map */
+	__u64 flow_table_full; /* new flows lost because the map was full */
+	__u64 events_dropped;  /* ring buffer full */
+};
+
+#endif /* EBPFC_CAPTURE_ABI_H */

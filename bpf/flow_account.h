@@ -1,0 +1,171 @@
+/*
+ * flow_account.h - account one TCP segment to its connection.
+ *
+ * Shared by the socket filter and the user-space unit tests. Socket filters
+ * cannot take a bpf_spin_lock, and the two directions of one connection are
+ * often processed on two CPUs at once, so every update after ebpfc_flow_init
+ * is an atomic operation (BPF atomics, -mcpu=v3; GCC's __sync builtins in user
+ * space): counters are added, flags or-ed, the sequence high-water mark and
+ * the set-once timestamps moved by compare-and-swap, and exactly one CPU wins
+ * the OPEN -> CLOSED transition.
+ */
+#ifndef EBPFC_FLOW_ACCOUNT_H
+#define EBPFC_FLOW_ACCOUNT_H
+
+#include "frame_parse.h"
+
+/* A jump in sequence space larger than this is a resynchronisation, not a gap. */
+#define EBPFC_MAX_SEQ_GAP (16u << 20)
+/* Compare-and-swap retries before a contended update gives up (bounded loops). */
+#define EBPFC_CAS_TRIES 4
+
+enum ebpfc_account_result {
+	EBPFC_ACCOUNTED = 0,  /* counted; the flow stays open */
+	EBPFC_CLOSED_NOW = 1, /* counted; this segment closed the flow */
+	EBPFC_LATE = 2,       /* the flow had already closed: not counted */
+};
+
+/* Should a segment of a connection we do not know start tracking it? */
+static __always_inline int ebpfc_starts_flow(const struct ebpfc_packet *p)
+{
+	return (p->flags & EBPFC_TCP_SYN) || p->payload_len > 0;
+}
+
+/* Starts a flow at segment p (which is then passed to ebpfc_flow_account). */
+static __always_inline void ebpfc_flow_init(struct ebpfc_flow_stats *s,
+					    const struct ebpfc_packet *p, __u64 now_ns)
+{
+	__builtin_memset(s, 0, sizeof(*s));
+	s->first_ns = now_ns;
+	s->last_ns = now_ns;
+	s->rst_from = EBPFC_NO_ENDPOINT;
+	if ((p->flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK)) == EBPFC_TCP_SYN) {
+		s->client = p->sender; /* the side that opens */
+	} else if (p->flags & EBPFC_TCP_SYN) {
+		s->client = p->sender ^ 1; /* a SYN-ACK answers the client */
+	} else {
+		/* first seen mid-stream: clients use ephemeral (higher) ports */
+		s->mid_stream = 1;
+		if (p->key.port[0] != p->key.port[1])
+			s->client = p->key.port[0] > p->key.port[1] ? 0 : 1;
+		else
+			s->client = p->sender;
+	}
+}
+
+/* Sets a timestamp that is written once. */
+static __always_inline void ebpfc_set_once(__u64 *field, __u64 now_ns)
+{
+	if (*field == 0)
+		__sync_val_compare_and_swap(field, 0, now_ns);
+}
+
+/*
+ * Moves d's sequence high-water mark to cover [data_seq, data_seq + len) and
+ * counts the bytes that were new, each sequence number once.
+ */
+static __always_inline void ebpfc_account_payload(struct ebpfc_flow_dir *d, __u32 data_seq,
+						  __u32 len)
+{
+	__u32 end = data_seq + len;
+
+	if (len == 0)
+		return;
+#pragma unroll
+	for (int i = 0; i < EBPFC_CAS_TRIES; i++) {
+		__u64 old = d->seq;
+		__u32 fresh;
+
+		if (!(old & EBPFC_SEQ_VALID)) {
+			fresh = len;
+		} else {
+			__s32 advance = (__s32)(end - (__u32)old);
+
+			if (advance <= 0) {
+				__sync_fetch_and_add(&d->retransmits, 1); /* nothing new */
+				return;
+			}
+			fresh = (__u32)advance;
+			if (fresh < len)
+				__sync_fetch_and_add(&d->retransmits, 1); /* overlaps */
+			else if (fresh - len > EBPFC_MAX_SEQ_GAP)
+				fresh = len; /* not a gap we believe in: resynchronise */
+		}
+		if (__sync_val_compare_and_swap(&d->seq, old, EBPFC_SEQ_VALID | end) == old) {
+			__sync_fetch_and_add(&d->bytes, fresh);
+			return;
+		}
+	}
+	/* lost every race: still count the segment, without the dedup */
+	__sync_fetch_and_add(&d->bytes, len);
+}
+
+/* Closes the flow if it is open; returns 1 for the one caller that did. */
+static __always_inline int ebpfc_close(struct ebpfc_flow_stats *s, __u8 reason, __u8 rst_from)
+{
+	if (__sync_val_compare_and_swap(&s->state, EBPFC_FLOW_OPEN, EBPFC_FLOW_CLOSED) !=
+	    EBPFC_FLOW_OPEN)
+		return 0;
+	s->close_reason = reason;
+	s->rst_from = rst_from;
+	return 1;
+}
+
+/*
+ * Accounts segment p, seen at now_ns, to the flow s. Returns an
+ * enum ebpfc_account_result.
+ */
+static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
+					      const struct ebpfc_packet *p, __u64 now_ns)
+{
+	__u8 from = p->sender & 1;
+	__u8 flags = p->flags;
+	struct ebpfc_flow_dir *d;
+	__u32 data_seq = p->seq;
+	__u32 seen;
+
+	if (s->state != EBPFC_FLOW_OPEN) {
+		/*
+		 * The same four-tuple opening again (before user space removed the
+		 * closed entry) is a new connection.
+		 */
+		if ((flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK | EBPFC_TCP_RST)) != EBPFC_TCP_SYN)
+			return EBPFC_LATE;
+		ebpfc_flow_init(s, p, now_ns);
+	}
+	d = &s->dir[from];
+
+	__sync_fetch_and_add(&d->packets, 1);
+	seen = __sync_fetch_and_or(&d->flags, (__u32)flags) | flags;
+	if (now_ns > s->last_ns)
+		s->last_ns = now_ns; /* racing CPUs store nearly equal times */
+
+	if (flags & EBPFC_TCP_SYN) {
+		data_seq = p->seq + 1; /* the SYN takes one sequence number */
+		if (d->seq == 0)
+			__sync_val_compare_and_swap(&d->seq, 0, EBPFC_SEQ_VALID | data_seq);
+		else if ((__u32)d->seq == data_seq && p->payload_len == 0)
+			__sync_fetch_and_add(&d->retransmits, 1); /* a repeated SYN */
+		if (!(flags & EBPFC_TCP_ACK)) {
+			if (from == s->client)
+				ebpfc_set_once(&s->syn_ns, now_ns);
+		} else if (from != s->client) {
+			ebpfc_set_once(&s->synack_ns, now_ns);
+		}
+	} else if ((flags & EBPFC_TCP_ACK) && from == s->client && s->synack_ns != 0) {
+		ebpfc_set_once(&s->established_ns, now_ns);
+	}
+
+	ebpfc_account_payload(d, data_seq, p->payload_len);
+
+	if (flags & EBPFC_TCP_RST)
+		return ebpfc_close(s, EBPFC_CLOSE_RST, from) ? EBPFC_CLOSED_NOW : EBPFC_ACCOUNTED;
+	/* both FINs seen, and now the ACK that acknowledges the last one */
+	if ((seen & EBPFC_TCP_FIN) && (s->dir[from ^ 1].flags & EBPFC_TCP_FIN) &&
+	    (flags & (EBPFC_TCP_FIN | EBPFC_TCP_ACK)) == EBPFC_TCP_ACK && p->payload_len == 0)
+		return ebpfc_close(s, EBPFC_CLOSE_FIN, EBPFC_NO_ENDPOINT) ? EBPFC_CLOSED_NOW
+									  : EBPFC_ACCOUNTED;
+	return EBPFC_ACCOUNTED;
+}
+
+#endif /* EBPFC_FLOW_ACCOUNT_H */

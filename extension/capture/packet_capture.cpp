@@ -1,0 +1,295 @@
+#include "capture/packet_capture.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+
+#include "capture.skel.h"
+
+namespace ebpfc {
+
+namespace {
+
+// libbpf reports verifier logs and load errors through a print callback; keep
+// the last few lines so a failed load can say why.
+std::mutex g_log_mutex;
+std::string g_libbpf_log;
+
+__attribute__((format(printf, 2, 0))) int libbpf_print(enum libbpf_print_level level,
+                                                    const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char line[512];
+  vsnprintf(line, sizeof(line), fmt, args);
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  g_libbpf_log += line;
+  if (g_libbpf_log.size() > 4096) g_libbpf_log.erase(0, g_libbpf_log.size() - 4096);
+  return 0;
+}
+
+std::string take_libbpf_log() {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  std::string out;
+  out.swap(g_libbpf_log);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+std::string errno_text(int err) { return std::string(strerror(err)); }
+
+[[noreturn]] void fail(const std::string& what, int err, const std::string& hint = "") {
+  std::string msg = what + ": " + errno_text(err);
+  if (!hint.empty()) msg += " (" + hint + ")";
+  throw CaptureError(msg);
+}
+
+}  // namespace
+
+std::string interface_name_problem(const std::string& name) {
+  if (name.empty()) return "invalid interface name \"\": it is empty";
+  if (name.size() >= IFNAMSIZ)
+    return "interface name \"" + name + "\" is too long (at most " +
+           std::to_string(IFNAMSIZ - 1) + " bytes)";
+  if (name == "." || name == "..") return "invalid interface name \"" + name + "\"";
+  for (unsigned char ch : name) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    if (!ok)
+      return "invalid interface name \"" + name +
+             "\": only letters, digits, '.', '_' and '-' are allowed";
+  }
+  return "";
+}
+
+std::vector<std::string> missing_capabilities() {
+  // CapEff in /proc/self/status is a hex bit mask of capability numbers.
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  uint64_t eff = 0;
+  bool found = false;
+  while (std::getline(status, line)) {
+    if (line.compare(0, 7, "CapEff:") == 0) {
+      eff = std::strtoull(line.c_str() + 7, nullptr, 16);
+      found = true;
+      break;
+    }
+  }
+  std::vector<std::string> missing;
+  if (!found) return missing;  // cannot tell: let the syscalls decide
+  constexpr int kCapNetRaw = 13, kCapSysAdmin = 21, kCapBpf = 39;
+  const bool sys_admin = eff & (1ull << kCapSysAdmin);
+  if (!(eff & (1ull << kCapBpf)) && !sys_admin) missing.emplace_back("CAP_BPF");
+  if (!(eff & (1ull << kCapNetRaw))) missing.emplace_back("CAP_NET_RAW");
+  return missing;
+}
+
+PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) {
+  const std::string problem = interface_name_problem(options.interface);
+  if (!problem.empty()) throw CaptureError(problem);
+  const unsigned ifindex = if_nametoindex(options.interface.c_str());
+  if (ifindex == 0) throw CaptureError("interface \"" + options.interface + "\" does not exist");
+
+  // libbpf's callback type carries no format attribute for GCC to match.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsuggest-attribute=format"
+  libbpf_set_print(libbpf_print);
+#pragma GCC diagnostic pop
+  take_libbpf_log();
+
+  skel_ = capture_bpf__open();
+  if (!skel_) fail("cannot open the embedded BPF object", errno);
+  if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
+      bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {
+    int err = errno;
+    capture_bpf__destroy(skel_);
+    skel_ = nullptr;
+    fail("cannot size the BPF maps", err);
+  }
+  if (capture_bpf__load(skel_) != 0) {
+    int err = errno;
+    std::string log = take_libbpf_log();
+    capture_bpf__destroy(skel_);
+    skel_ = nullptr;
+    std::string msg = "cannot load the BPF socket filter: " + errno_text(err);
+    if (err == EPERM)
+      msg += " (the server process lacks CAP_BPF: start it with setpriv --ambient-caps "
+             "+bpf,+net_raw,+net_admin,+perfmon, or setcap cap_bpf,cap_net_raw,cap_net_admin,"
+             "cap_perfmon+ep on the postgres binary)";
+    if (!log.empty()) msg += "; libbpf: " + log;
+    throw CaptureError(msg);
+  }
+  flows_fd_ = bpf_map__fd(skel_->maps.flows);
+  counters_fd_ = bpf_map__fd(skel_->maps.counters);
+
+  try {
+    // A socket with protocol 0 receives nothing until bound: attach the filter
+    // first, so no unfiltered frame is ever queued.
+    sock_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (sock_ < 0)
+      fail("cannot open an AF_PACKET socket", errno,
+           errno == EPERM ? "the server process lacks CAP_NET_RAW: grant it with setpriv "
+                            "--ambient-caps +net_raw,... or setcap cap_net_raw+ep"
+                          : "");
+    const int prog_fd = bpf_program__fd(skel_->progs.ebpfc_socket_filter);
+    if (setsockopt(sock_, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd, sizeof(prog_fd)) != 0)
+      fail("cannot attach the socket filter (SO_ATTACH_BPF)", errno);
+    sockaddr_ll addr{};
+    addr.sll_family = AF_PACKET;
+    addr.sll_protocol = htons(ETH_P_ALL);
+    addr.sll_ifindex = static_cast<int>(ifindex);
+    if (bind(sock_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      fail("cannot bind the packet socket to \"" + options.interface + "\"", errno);
+    if (options.promiscuous) {
+      // A bridge passes frames forwarded between its ports up to packet
+      // sockets on the bridge device only while it is promiscuous.
+      packet_mreq mreq{};
+      mreq.mr_ifindex = static_cast<int>(ifindex);
+      mreq.mr_type = PACKET_MR_PROMISC;
+      if (setsockopt(sock_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0)
+        fail("cannot make \"" + options.interface + "\" promiscuous", errno);
+    }
+
+    ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this,
+                             nullptr);
+    if (!ring_) fail("cannot map the BPF ring buffer", errno);
+  } catch (...) {
+    if (ring_) ring_buffer__free(ring_);
+    ring_ = nullptr;
+    if (sock_ >= 0) close(sock_);
+    sock_ = -1;
+    capture_bpf__destroy(skel_);
+    skel_ = nullptr;
+    throw;
+  }
+
+  closed_keys_.reserve(1024);
+  sweep_keys_.resize(options.flow_table_size);
+  sweep_values_.resize(options.flow_table_size);
+  sweep_delete_.reserve(options.flow_table_size);
+  const int cpus = libbpf_num_possible_cpus();
+  percpu_.resize(cpus > 0 ? static_cast<size_t>(cpus) : 1);
+}
+
+PacketCapture::~PacketCapture() {
+  if (ring_) ring_buffer__free(ring_);
+  if (sock_ >= 0) close(sock_);
+  if (skel_) capture_bpf__destroy(skel_);
+}
+
+int PacketCapture::event_fd() const { return ring_buffer__epoll_fd(ring_); }
+
+int PacketCapture::on_event(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<PacketCapture*>(ctx);
+  if (size < sizeof(ebpfc_event)) return 0;
+  ebpfc_event ev;
+  std::memcpy(&ev, data, sizeof(ev));
+  if (ev.type != EBPFC_EVENT_FLOW_CLOSED) return 0;
+  self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
+  self->closed_keys_.push_back(ev.key);
+  self->drained_++;
+  return 0;
+}
+
+void PacketCapture::delete_batch(std::vector<ebpfc_flow_key>& keys) {
+  // Only user space deletes entries, so every key is present: the batch
+  // deletes all of them (it stops at the first missing key, if any).
+  size_t done = 0;
+  while (done < keys.size()) {
+    __u32 count = static_cast<__u32>(keys.size() - done);
+    int rc = bpf_map_delete_batch(flows_fd_, keys.data() + done, &count, nullptr);
+    done += count;
+    if (rc != 0) {
+      if (count == 0) done++;  // skip a key that is already gone
+    }
+  }
+  keys.clear();
+}
+
+size_t PacketCapture::drain(FlowSink& sink) {
+  sink_ = &sink;
+  drained_ = 0;
+  int rc = ring_buffer__consume(ring_);
+  sink_ = nullptr;
+  if (rc < 0) fail("cannot read the BPF ring buffer", -rc);
+  if (!closed_keys_.empty()) delete_batch(closed_keys_);
+  return drained_;
+}
+
+size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
+  const uint64_t now = WallClock::monotonic_ns();
+  size_t reported = 0;
+  size_t seen = 0;
+  ebpfc_flow_key token{};
+  bool first = true;
+  for (;;) {
+    __u32 count = static_cast<__u32>(sweep_keys_.size() - seen);
+    if (count == 0) break;
+    int rc = bpf_map_lookup_batch(flows_fd_, first ? nullptr : &token, &token,
+                                  sweep_keys_.data() + seen, sweep_values_.data() + seen, &count,
+                                  nullptr);
+    int err = rc < 0 ? errno : 0;
+    seen += count;
+    first = false;
+    if (rc < 0) {
+      if (err == ENOENT) break;  // walked the whole map
+      fail("cannot read the flows map", err);
+    }
+  }
+  flows_tracked_ = seen;
+  for (size_t i = 0; i < seen; i++) {
+    const ebpfc_flow_stats& st = sweep_values_[i];
+    switch (sweep_action(st, now, policy)) {
+      case SweepAction::Keep:
+        continue;
+      case SweepAction::ReportClosed:
+        sink.flow_ended(sweep_keys_[i], st, CloseReason::None);
+        break;
+      case SweepAction::ReportIdle:
+        sink.flow_ended(sweep_keys_[i], st, CloseReason::Idle);
+        break;
+      case SweepAction::ReportStopped:
+        sink.flow_ended(sweep_keys_[i], st, CloseReason::CaptureStopped);
+        break;
+    }
+    sweep_delete_.push_back(sweep_keys_[i]);
+    reported++;
+  }
+  if (!sweep_delete_.empty()) delete_batch(sweep_delete_);
+  return reported;
+}
+
+CaptureCounters PacketCapture::counters() {
+  CaptureCounters out;
+  __u32 zero = 0;
+  // A per-CPU value is read as one struct per possible CPU.
+  if (bpf_map_lookup_elem(counters_fd_, &zero, percpu_.data()) == 0) {
+    for (const auto& c : percpu_) {
+      const __u64* src = reinterpret_cast<const __u64*>(&c);
+      __u64* dst = reinterpret_cast<__u64*>(&out.filter);
+      for (size_t k = 0; k < sizeof(ebpfc_counters) / sizeof(__u64); k++) dst[k] += src[k];
+    }
+  }
+  tpacket_stats st{};
+  socklen_t len = sizeof(st);
+  // PACKET_STATISTICS resets on read: accumulate.
+  if (getsockopt(sock_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+    socket_packets_ += st.tp_packets;
+    socket_drops_ += st.tp_drops;
+  }
+  out.socket_packets = socket_packets_;
+  out.socket_drops = socket_drops_;
+  return out;
+}
+
+}  // namespace ebpfc

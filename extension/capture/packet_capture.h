@@ -1,0 +1,105 @@
+// packet_capture.h - the kernel side of one capture, seen from user space:
+// the AF_PACKET socket on the interface, the socket filter (embedded BPF
+// object), its flows map and its ring buffer.
+//
+// Plain C++: no PostgreSQL headers. Errors are CaptureError exceptions whose
+// message says what failed and what to do about it.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "capture_abi.h"
+#include "core/flow_span.h"
+
+struct capture_bpf;
+struct ring_buffer;
+
+namespace ebpfc {
+
+class CaptureError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct CaptureOptions {
+  std::string interface;
+  bool promiscuous = true;
+  uint32_t flow_table_size = 65536;   // entries in the flows map
+  uint32_t ring_buffer_bytes = 4u << 20;  // power of two, >= page size
+};
+
+// Kernel-side counters: the filter's per-CPU counters summed, plus the
+// socket's PACKET_STATISTICS (cumulative).
+struct CaptureCounters {
+  ebpfc_counters filter{};
+  uint64_t socket_packets = 0;
+  uint64_t socket_drops = 0;
+};
+
+// Receives connections that ended, in the order user space learns of them.
+class FlowSink {
+ public:
+  virtual ~FlowSink() = default;
+  virtual void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
+                          CloseReason reason) = 0;
+};
+
+class PacketCapture {
+ public:
+  explicit PacketCapture(const CaptureOptions& options);
+  ~PacketCapture();
+  PacketCapture(const PacketCapture&) = delete;
+  PacketCapture& operator=(const PacketCapture&) = delete;
+
+  // Readable when the ring buffer holds events (ring_buffer__epoll_fd).
+  int event_fd() const;
+
+  // Consumes every event in the ring buffer, hands each closed flow to sink,
+  // then removes those flows from the map in one batch. Returns the number of
+  // flows reported.
+  size_t drain(FlowSink& sink);
+
+  // Walks the flows map: reports and removes idle flows and closed flows whose
+  // event was lost (or, on the final sweep, everything). Returns the number
+  // of flows reported.
+  size_t sweep(const SweepPolicy& policy, FlowSink& sink);
+
+  // Number of entries the last sweep saw in the flows map.
+  size_t flows_tracked() const { return flows_tracked_; }
+
+  CaptureCounters counters();
+
+ private:
+  static int on_event(void* ctx, void* data, size_t size);
+  void delete_batch(std::vector<ebpfc_flow_key>& keys);
+
+  CaptureOptions options_;
+  capture_bpf* skel_ = nullptr;
+  ring_buffer* ring_ = nullptr;
+  int sock_ = -1;
+  int flows_fd_ = -1;
+  int counters_fd_ = -1;
+  FlowSink* sink_ = nullptr;  // set only during drain()
+  size_t drained_ = 0;
+  size_t flows_tracked_ = 0;
+  uint64_t socket_packets_ = 0;
+  uint64_t socket_drops_ = 0;
+  std::vector<ebpfc_flow_key> closed_keys_;  // filled by drain(), reused
+  std::vector<ebpfc_flow_key> sweep_keys_;   // buffers for sweep(), reused
+  std::vector<ebpfc_flow_stats> sweep_values_;
+  std::vector<ebpfc_flow_key> sweep_delete_;
+  std::vector<ebpfc_counters> percpu_;
+};
+
+// Capabilities the capturing process needs, by name ("CAP_BPF", ...), that
+// it does not have in its effective set. Empty when all are present.
+std::vector<std::string> missing_capabilities();
+
+// Validates an interface name: non-empty, shorter than IFNAMSIZ, letters,
+// digits, '.', '_', '-' only, not "." or "..". Returns an error message or "".
+std::string interface_name_problem(const std::string& name);
+
+}  // namespace ebpfc

@@ -1,0 +1,31 @@
+// module.cpp - _PG_init: configuration, shared memory, and the launcher.
+#include <cstring>
+
+#include "pg/guc.h"
+#include "pg/pg_headers.h"
+#include "pg/shmem.h"
+
+extern "C" {
+PG_MODULE_MAGIC;
+PGDLLEXPORT void _PG_init(void);
+}
+
+void _PG_init(void) {
+  ebpfc::pg::define_gucs();
+  // Loaded by CREATE EXTENSION alone: the SQL functions work, and
+  // capture_start explains what is missing.
+  if (!process_shared_preload_libraries_in_progress) return;
+
+  ebpfc::pg::install_shmem_hooks();
+
+  BackgroundWorker w;
+  std::memset(&w, 0, sizeof(w));
+  w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  w.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  w.bgw_restart_time = 5;
+  strlcpy(w.bgw_library_name, "ebpf_capture", BGW_MAXLEN);
+  strlcpy(w.bgw_function_name, "ebpf_capture_launcher_main", BGW_MAXLEN);
+  strlcpy(w.bgw_name, "ebpf_capture launcher", BGW_MAXLEN);
+  strlcpy(w.bgw_type, "ebpf_capture launcher", BGW_MAXLEN);
+  RegisterBackgroundWorker(&w);
+}

@@ -1,0 +1,174 @@
+// sql_api.cpp - the C functions behind the SQL API (see sql/ebpf_capture--0.1.sql,
+// where capture_start, capture_stop and capture_status are defined on top of
+// these).
+#include <net/if.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "capture/packet_capture.h"
+#include "pg/guc.h"
+#include "pg/pg_guard.h"
+#include "pg/shmem.h"
+
+namespace ebpfc::pg {
+namespace {
+
+bool g_wake_at_commit = false;
+bool g_callback_registered = false;
+
+void wake_on_commit(XactEvent event, void* arg) {
+  (void)arg;
+  if (event == XACT_EVENT_COMMIT && g_wake_at_commit) wake_launcher();
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) g_wake_at_commit = false;
+}
+
+enum class Problem { None, NotPreloaded, WrongDatabase, BadName, NoSuchInterface, MissingCaps };
+
+}  // namespace
+}  // namespace ebpfc::pg
+
+using namespace ebpfc::pg;
+
+extern "C" {
+PG_FUNCTION_INFO_V1(ebpf_capture_check_start);
+PG_FUNCTION_INFO_V1(ebpf_capture_wake);
+PG_FUNCTION_INFO_V1(ebpf_capture_slots);
+}
+
+// _capture_check_start(interface text): raises the error that stops a capture
+// on `interface` from starting, if there is one.
+extern "C" Datum ebpf_capture_check_start(PG_FUNCTION_ARGS) {
+  if (PG_ARGISNULL(0))
+    ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                    errmsg("invalid interface name: it is NULL")));
+  char* name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+  char* dbname = get_database_name(MyDatabaseId);
+
+  char message[512] = "";
+  char detail[512] = "";
+  Problem problem = Problem::None;
+  entry_guard([&] {
+    if (!preloaded() || shared() == nullptr) {
+      problem = Problem::NotPreloaded;
+      return;
+    }
+    if (dbname == nullptr || strcmp(dbname, g_database) != 0) {
+      problem = Problem::WrongDatabase;
+      return;
+    }
+    std::string bad = ebpfc::interface_name_problem(name);
+    if (!bad.empty()) {
+      problem = Problem::BadName;
+      strlcpy(message, bad.c_str(), sizeof(message));
+      return;
+    }
+    if (if_nametoindex(name) == 0) {
+      problem = Problem::NoSuchInterface;
+      return;
+    }
+    std::vector<std::string> missing = ebpfc::missing_capabilities();
+    if (!missing.empty()) {
+      problem = Problem::MissingCaps;
+      std::string list;
+      for (const auto& m : missing) list += (list.empty() ? "" : " and ") + m;
+      strlcpy(detail, list.c_str(), sizeof(detail));
+    }
+  });
+
+  switch (problem) {
+    case Problem::None:
+      break;
+    case Problem::NotPreloaded:
+      ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                      errmsg("ebpf_capture is not loaded via shared_preload_libraries"),
+                      errhint("Add shared_preload_libraries = 'ebpf_capture' to postgresql.conf "
+                              "(keep any libraries already listed there) and restart the "
+                              "server.")));
+      break;
+    case Problem::WrongDatabase:
+      ereport(ERROR,
+              (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+               errmsg("captures run in database \"%s\" (ebpf_capture.database), not in \"%s\"",
+                      g_database, dbname ? dbname : "?"),
+               errhint("Connect to database \"%s\", or set ebpf_capture.database in "
+                       "postgresql.conf and restart the server.",
+                       g_database)));
+      break;
+    case Problem::BadName:
+      ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", message)));
+      break;
+    case Problem::NoSuchInterface:
+      ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+                      errmsg("interface \"%s\" does not exist", name),
+                      errhint("The server sees the interfaces of its own network namespace; "
+                              "list them with: ip link show")));
+      break;
+    case Problem::MissingCaps:
+      ereport(ERROR,
+              (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+               errmsg("the PostgreSQL server process lacks capability %s", detail),
+               errhint("Start the server with the capabilities it needs, e.g. setpriv "
+                       "--inh-caps=+bpf,+net_raw,+net_admin,+perfmon "
+                       "--ambient-caps=+bpf,+net_raw,+net_admin,+perfmon pg_ctl ..., or grant "
+                       "them to the postgres binary with setcap "
+                       "cap_bpf,cap_net_raw,cap_net_admin,cap_perfmon+ep.")));
+      break;
+  }
+  PG_RETURN_VOID();
+}
+
+// _capture_wake(): wakes the launcher when the current transaction commits.
+extern "C" Datum ebpf_capture_wake(PG_FUNCTION_ARGS) {
+  (void)fcinfo;
+  if (!g_callback_registered) {
+    RegisterXactCallback(wake_on_commit, nullptr);
+    g_callback_registered = true;
+  }
+  g_wake_at_commit = true;
+  PG_RETURN_VOID();
+}
+
+// _capture_slots(): the capture slots in shared memory, one row per slot in use.
+extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
+  ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
+  InitMaterializedSRF(fcinfo, 0);
+  SharedState* sh = shared();
+  if (sh == nullptr) PG_RETURN_VOID();
+
+  for (int i = 0; i < sh->nslots; i++) {
+    CaptureSlot* s = &sh->slots[i];
+    CaptureSlot copy;
+    SpinLockAcquire(&sh->mutex);
+    const bool in_use = s->in_use;
+    std::memcpy(copy.interface, s->interface, sizeof(copy.interface));
+    copy.state = s->state;
+    copy.pid = s->pid;
+    copy.started_at = s->started_at;
+    std::memcpy(copy.last_error, s->last_error, sizeof(copy.last_error));
+    SpinLockRelease(&sh->mutex);
+    if (!in_use) continue;
+
+    Datum values[13];
+    bool nulls[13] = {false};
+    values[0] = CStringGetTextDatum(copy.interface);
+    values[1] = Int32GetDatum(copy.pid);
+    nulls[1] = copy.pid == 0;
+    values[2] = CStringGetTextDatum(slot_state_name(copy.state));
+    values[3] = TimestampTzGetDatum(copy.started_at);
+    nulls[3] = copy.started_at == 0;
+    values[4] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->packets)));
+    values[5] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->bytes)));
+    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->spans_written)));
+    values[7] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->spans_dropped)));
+    values[8] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->events_dropped)));
+    values[9] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->kernel_drops)));
+    values[10] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flow_table_full)));
+    values[11] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flows_tracked)));
+    values[12] = CStringGetTextDatum(copy.last_error);
+    nulls[12] = copy.last_error[0] == '\0';
+    tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+  }
+  PG_RETURN_VOID();
+}

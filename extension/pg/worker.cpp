@@ -1,0 +1,288 @@
+// worker.cpp - the capture worker: one background worker per interface.
+//
+// One WaitEventSet drives it: the process latch, postmaster death and the
+// ring buffer's epoll fd. Each wake-up drains the ring buffer (closed
+// connections), sweeps the flows map when due (idle connections, lost
+// events), and inserts the finished spans in a batch when the batch is big
+// or old enough. SIGTERM is PostgreSQL's `die`, SIGHUP reloads the
+// configuration, and CHECK_FOR_INTERRUPTS runs on every iteration.
+//
+// The C++ state lives on the heap behind `g_worker`, so the loop's own frame
+// holds nothing a longjmp or a FATAL exit could skip a destructor of.
+#include <cstring>
+#include <vector>
+
+#include "capture/packet_capture.h"
+#include "core/flow_span.h"
+#include "pg/guc.h"
+#include "pg/pg_guard.h"
+#include "pg/shmem.h"
+#include "pg/span_store.h"
+
+namespace ebpfc::pg {
+namespace {
+
+// How often the flows map is walked for idle connections and lost events.
+constexpr uint64_t kSweepIntervalNs = 250ull * 1000 * 1000;
+// A closed flow still in the map after this long lost its ring-buffer event.
+constexpr uint64_t kCloseGraceNs = 1000ull * 1000 * 1000;
+
+class SpanBatch final : public FlowSink {
+ public:
+  void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
+                  CloseReason reason) override {
+    if (spans.size() >= static_cast<size_t>(g_max_pending_spans)) {
+      dropped++;
+      return;
+    }
+    if (spans.empty()) oldest_ns = WallClock::monotonic_ns();
+    spans.emplace_back();
+    span_from_flow(key, stats, reason, clock, ids, spans.back());
+  }
+
+  std::vector<Span> spans;
+  uint64_t oldest_ns = 0;
+  uint64_t dropped = 0;
+  WallClock clock;
+  SpanIdGenerator ids;
+};
+
+struct Worker {
+  int slot = -1;
+  char interface[IFNAMSIZ] = {};
+  PacketCapture* capture = nullptr;
+  SpanBatch batch;
+  SpanStore store;
+  uint64_t spans_written = 0;
+  uint64_t next_sweep_ns = 0;
+};
+
+Worker* g_worker = nullptr;
+
+CaptureSlot* my_slot() { return &shared()->slots[g_worker->slot]; }
+
+void set_state(SlotState state) {
+  SharedState* sh = shared();
+  SpinLockAcquire(&sh->mutex);
+  my_slot()->state = state;
+  if (state == SlotState::Running) my_slot()->started_at = GetCurrentTimestamp();
+  SpinLockRelease(&sh->mutex);
+}
+
+bool stop_requested() {
+  SharedState* sh = shared();
+  SpinLockAcquire(&sh->mutex);
+  bool stop = my_slot()->stop_requested;
+  SpinLockRelease(&sh->mutex);
+  return stop;
+}
+
+// Marks the capture failed with `message`, logs it, and exits (the launcher
+// retries with back-off).
+[[noreturn]] void fail_and_exit(const char* message) {
+  set_slot_error(g_worker->slot, message);
+  set_state(SlotState::Failed);
+  ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\" failed: %s", g_worker->interface,
+                       message)));
+  proc_exit(1);
+}
+
+void publish_counters() {
+  CaptureSlot* s = my_slot();
+  CaptureCounters c{};
+  try {
+    c = g_worker->capture->counters();
+  } catch (const std::exception&) {
+    return;
+  }
+  pg_atomic_write_u64(&s->packets, c.filter.frames);
+  pg_atomic_write_u64(&s->bytes, c.filter.frame_bytes);
+  pg_atomic_write_u64(&s->events_dropped, c.filter.events_dropped);
+  pg_atomic_write_u64(&s->kernel_drops, c.socket_drops);
+  pg_atomic_write_u64(&s->flow_table_full, c.filter.flow_table_full);
+  pg_atomic_write_u64(&s->malformed, c.filter.malformed);
+  pg_atomic_write_u64(&s->flows_tracked, g_worker->capture->flows_tracked());
+  pg_atomic_write_u64(&s->spans_written, g_worker->spans_written);
+  pg_atomic_write_u64(&s->spans_dropped, g_worker->batch.dropped);
+}
+
+// Inserts pending spans in transactions of at most batch_size rows.
+void flush() {
+  SpanBatch& b = g_worker->batch;
+  size_t done = 0;
+  while (done < b.spans.size()) {
+    size_t n = b.spans.size() - done;
+    if (n > static_cast<size_t>(g_batch_size)) n = static_cast<size_t>(g_batch_size);
+    char error[kErrorLen];
+    if (g_worker->store.insert(b.spans.data() + done, n, g_worker->interface, error,
+                               sizeof(error))) {
+      g_worker->spans_written += n;
+    } else {
+      // The batch is lost, and counted: retrying a batch the table refuses
+      // would stall every span behind it.
+      b.dropped += n;
+      set_slot_error(g_worker->slot, error);
+      ereport(WARNING, (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s", n,
+                               g_worker->interface, error)));
+    }
+    done += n;
+  }
+  b.spans.clear();
+}
+
+bool flush_due(uint64_t now) {
+  const SpanBatch& b = g_worker->batch;
+  if (b.spans.empty()) return false;
+  return b.spans.size() >= static_cast<size_t>(g_batch_size) ||
+         now - b.oldest_ns >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
+}
+
+// Drains the ring buffer and, when due or final, sweeps the flows map.
+// Returns false with the message in `error` if the kernel side failed.
+bool collect(bool final_sweep, char* error, size_t error_size) {
+  try {
+    g_worker->batch.clock.refresh();
+    g_worker->capture->drain(g_worker->batch);
+    const uint64_t now = WallClock::monotonic_ns();
+    if (final_sweep || now >= g_worker->next_sweep_ns) {
+      SweepPolicy policy{static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull, kCloseGraceNs,
+                         final_sweep};
+      g_worker->capture->sweep(policy, g_worker->batch);
+      g_worker->next_sweep_ns = now + kSweepIntervalNs;
+    }
+    return true;
+  } catch (const std::exception& e) {
+    strlcpy(error, e.what(), error_size);
+    return false;
+  }
+}
+
+// The capture is ending (capture_stop or shutdown): report every flow still
+// in the kernel, insert everything, with interrupts held so the final insert
+// is not cut short by the pending SIGTERM.
+void finish() {
+  char error[kErrorLen];
+  HOLD_INTERRUPTS();
+  if (!collect(true, error, sizeof(error))) set_slot_error(g_worker->slot, error);
+  flush();
+  publish_counters();
+  RESUME_INTERRUPTS();
+}
+
+long wait_timeout_ms(uint64_t now) {
+  uint64_t deadline = g_worker->next_sweep_ns;
+  const SpanBatch& b = g_worker->batch;
+  if (!b.spans.empty()) {
+    uint64_t flush_at = b.oldest_ns + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
+    if (flush_at < deadline) deadline = flush_at;
+  }
+  if (deadline <= now) return 0;
+  return static_cast<long>((deadline - now) / 1000000ull) + 1;
+}
+
+void run() {
+  char error[kErrorLen];
+  bool opened = false;
+  try {
+    CaptureOptions options;
+    options.interface = g_worker->interface;
+    options.promiscuous = g_promiscuous;
+    options.flow_table_size = static_cast<uint32_t>(g_flow_table_size);
+    options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
+    g_worker->capture = new PacketCapture(options);
+    g_worker->batch.spans.reserve(static_cast<size_t>(g_batch_size) * 2);
+    opened = true;
+  } catch (const std::exception& e) {
+    strlcpy(error, e.what(), sizeof(error));
+  }
+  if (!opened) fail_and_exit(error);
+
+  try {
+    g_worker->store.prepare();
+  } catch (const std::exception& e) {
+    strlcpy(error, e.what(), sizeof(error));
+    opened = false;
+  }
+  if (!opened) fail_and_exit(error);
+
+  WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 3);
+  AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+  AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+  AddWaitEventToSet(wes, WL_SOCKET_READABLE, g_worker->capture->event_fd(), nullptr, nullptr);
+
+  set_state(SlotState::Running);
+  ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\"", g_worker->interface)));
+  g_worker->next_sweep_ns = WallClock::monotonic_ns() + kSweepIntervalNs;
+
+  for (;;) {
+    WaitEvent events[3];
+    int n = WaitEventSetWait(wes, wait_timeout_ms(WallClock::monotonic_ns()), events, 3,
+                             PG_WAIT_EXTENSION);
+    for (int i = 0; i < n; i++)
+      if (events[i].events & WL_LATCH_SET) ResetLatch(MyLatch);
+
+    if (ProcDiePending || stop_requested()) {
+      finish();
+      if (stop_requested()) {
+        set_state(SlotState::Stopped);
+        ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\" stopped", g_worker->interface)));
+        proc_exit(0);
+      }
+    }
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+    }
+
+    if (!collect(false, error, sizeof(error))) fail_and_exit(error);
+    if (flush_due(WallClock::monotonic_ns())) flush();
+    publish_counters();
+  }
+}
+
+void on_worker_exit(int code, Datum arg) {
+  (void)code;
+  (void)arg;
+  SharedState* sh = shared();
+  if (!sh || !g_worker) return;
+  SpinLockAcquire(&sh->mutex);
+  my_slot()->pid = 0;
+  SpinLockRelease(&sh->mutex);
+}
+
+}  // namespace
+}  // namespace ebpfc::pg
+
+using namespace ebpfc::pg;
+
+extern "C" PGDLLEXPORT void ebpf_capture_worker_main(Datum arg);
+
+void ebpf_capture_worker_main(Datum arg) {
+  const int slot = DatumGetInt32(arg);
+  pqsignal(SIGTERM, die);
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  BackgroundWorkerUnblockSignals();
+
+  SharedState* sh = shared();
+  if (sh == nullptr || slot < 0 || slot >= sh->nslots)
+    ereport(ERROR, (errmsg("ebpf_capture: worker started without its capture slot")));
+
+  bool allocated = false;
+  try {
+    g_worker = new Worker();
+    allocated = true;
+  } catch (const std::exception&) {
+  }
+  if (!allocated) ereport(ERROR, (errmsg("ebpf_capture: out of memory starting the worker")));
+  g_worker->slot = slot;
+  SpinLockAcquire(&sh->mutex);
+  strlcpy(g_worker->interface, sh->slots[slot].interface, sizeof(g_worker->interface));
+  sh->slots[slot].pid = MyProcPid;
+  SpinLockRelease(&sh->mutex);
+  before_shmem_exit(on_worker_exit, 0);
+
+  BackgroundWorkerInitializeConnection(g_database, nullptr, 0);
+  pgstat_report_appname("ebpf_capture worker");
+  run();
+}

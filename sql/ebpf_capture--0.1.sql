@@ -1,0 +1,136 @@
+-- ebpf_capture 0.1
+\echo Use "CREATE EXTENSION ebpf_capture" to load this file. \quit
+
+-- One row per interface ever captured: the desired state. The launcher makes
+-- the running workers match it, and resumes enabled captures after a restart.
+CREATE TABLE @extschema@.captures (
+    interface    text PRIMARY KEY,
+    enabled      boolean NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    stopped_at   timestamptz
+);
+
+-- One row per observed connection (protocol 'tcp'); later protocols add rows
+-- of their own. Column names are a contract.
+CREATE TABLE @extschema@.spans (
+    trace_id         text NOT NULL,
+    span_id          text NOT NULL,
+    parent_span_id   text,
+    name             text NOT NULL,
+    kind             text NOT NULL,
+    start_time       timestamptz NOT NULL,
+    end_time         timestamptz NOT NULL,
+    status           text NOT NULL,
+    protocol         text NOT NULL,
+    interface        text NOT NULL,
+    src_addr         inet NOT NULL,
+    dst_addr         inet NOT NULL,
+    src_port         int NOT NULL,
+    dst_port         int NOT NULL,
+    bytes_sent       bigint NOT NULL,
+    bytes_received   bigint NOT NULL,
+    packets_sent     bigint NOT NULL,
+    packets_received bigint NOT NULL,
+    attributes       jsonb NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE @extschema@.spans IS
+  'Observed network spans. tcp: client = the side that sent the SYN; bytes_* are TCP payload bytes, each sequence number counted once.';
+
+-- Users ask for recent spans ("last 15 minutes") and for whole traces.
+CREATE INDEX spans_start_time_idx ON @extschema@.spans (start_time);
+CREATE INDEX spans_trace_id_idx ON @extschema@.spans (trace_id);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.captures', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.spans', '');
+
+CREATE FUNCTION @extschema@._capture_check_start(interface text) RETURNS void
+    LANGUAGE c CALLED ON NULL INPUT AS 'MODULE_PATHNAME', 'ebpf_capture_check_start';
+
+CREATE FUNCTION @extschema@._capture_wake() RETURNS void
+    LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_wake';
+
+CREATE FUNCTION @extschema@._capture_slots(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT last_error text)
+    RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
+
+-- Starts capturing on an interface of the server's network namespace. Returns
+-- at once; the capture runs in a background worker once this commits.
+CREATE FUNCTION @extschema@.capture_start(interface text) RETURNS void
+LANGUAGE plpgsql CALLED ON NULL INPUT AS $$
+DECLARE
+    running int;
+    max_captures int := current_setting('ebpf_capture.max_captures', true)::int;
+BEGIN
+    PERFORM @extschema@._capture_check_start(interface);
+    -- serialise starts and stops
+    LOCK TABLE @extschema@.captures IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM @extschema@.captures c
+               WHERE c.interface = capture_start.interface AND c.enabled) THEN
+        RAISE EXCEPTION 'capture already running on interface "%"', interface
+            USING ERRCODE = 'duplicate_object',
+                  HINT = format('Stop it first with SELECT capture_stop(%L).', interface);
+    END IF;
+    SELECT count(*) INTO running FROM @extschema@.captures c WHERE c.enabled;
+    IF running >= max_captures THEN
+        RAISE EXCEPTION 'too many captures: % are running (ebpf_capture.max_captures = %)',
+            running, max_captures
+            USING ERRCODE = 'configuration_limit_exceeded';
+    END IF;
+    INSERT INTO @extschema@.captures AS c (interface, enabled, requested_at)
+    VALUES (interface, true, now())
+    ON CONFLICT ON CONSTRAINT captures_pkey
+    DO UPDATE SET enabled = true, requested_at = now(), stopped_at = NULL;
+    PERFORM @extschema@._capture_wake();
+END
+$$;
+
+-- Stops the capture on an interface for good (it is not resumed after a
+-- restart). Returns false if no capture was running there.
+CREATE FUNCTION @extschema@.capture_stop(interface text) RETURNS boolean
+LANGUAGE plpgsql CALLED ON NULL INPUT AS $$
+BEGIN
+    LOCK TABLE @extschema@.captures IN SHARE ROW EXCLUSIVE MODE;
+    UPDATE @extschema@.captures c SET enabled = false, stopped_at = now()
+    WHERE c.interface = capture_stop.interface AND c.enabled;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM @extschema@._capture_wake();
+    RETURN true;
+END
+$$;
+
+-- One row per capture: what is asked (captures) joined with what runs
+-- (shared memory).
+CREATE FUNCTION @extschema@.capture_status(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT last_error text)
+RETURNS SETOF record LANGUAGE sql STABLE AS $$
+    SELECT c.interface, s.pid,
+           CASE
+             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
+             WHEN c.enabled THEN s.state
+             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
+             ELSE 'stopped'
+           END,
+           s.started_at,
+           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
+           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
+           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
+           coalesce(s.flows_tracked, 0), s.last_error
+    FROM @extschema@.captures c
+    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
+    ORDER BY c.interface
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._capture_check_start(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._capture_wake() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._capture_slots() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.capture_start(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.capture_stop(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;
