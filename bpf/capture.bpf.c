@@ -4,8 +4,8 @@
  *
  * It aggregates in the kernel: every TCP segment is accounted to its
  * connection in the `flows` hash map (exact packet and byte counts, handshake
- * times, flags; updated atomically, see flow_account.h), and user space hears about a connection through the `events`
- * ring buffer only when it closes. If the ring buffer is full the map still
+ * times, flags; updated atomically, see flow_account.h), and user space hears about a connection
+ * through the `events` ring buffer only when it closes. If the ring buffer is full the map still
  * holds the exact counts and user space finds the closed flow on its next
  * sweep. The filter returns 0, so no frame is ever queued to the socket.
  */
@@ -48,9 +48,10 @@ struct {
 	__type(value, struct ebpfc_scratch);
 } scratch SEC(".maps");
 
-static __always_inline struct ebpfc_flow_stats *
-ebpfc_find_or_create(const struct ebpfc_packet *p, __u64 now, struct ebpfc_counters *c,
-		     struct ebpfc_scratch *tmp)
+static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struct ebpfc_packet *p,
+								     __u64 now,
+								     struct ebpfc_counters *c,
+								     struct ebpfc_scratch *tmp)
 {
 	struct ebpfc_flow_stats *v = bpf_map_lookup_elem(&flows, &p->key);
 	long err;

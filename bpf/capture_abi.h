@@ -31,11 +31,11 @@ struct ebpfc_flow_key {
  */
 struct ebpfc_flow_dir {
 	__u64 packets;
-	__u64 bytes;       /* TCP payload bytes, each sequence number counted once */
-	__u64 seq;         /* EBPFC_SEQ_VALID | the sequence number after the highest
+	__u64 bytes;	   /* TCP payload bytes, each sequence number counted once */
+	__u64 seq;	   /* EBPFC_SEQ_VALID | the sequence number after the highest
 			    * payload byte seen; 0 until the first one */
 	__u32 retransmits; /* segments that carried no new sequence space */
-	__u32 flags;       /* OR of the TCP flags this endpoint sent */
+	__u32 flags;	   /* OR of the TCP flags this endpoint sent */
 };
 
 #define EBPFC_SEQ_VALID (1ULL << 32)
@@ -47,9 +47,9 @@ enum ebpfc_flow_state {
 
 enum ebpfc_close_reason {
 	EBPFC_CLOSE_NONE = 0,
-	EBPFC_CLOSE_FIN = 1,  /* FIN both ways and the final ACK */
-	EBPFC_CLOSE_RST = 2,  /* a reset */
-	EBPFC_CLOSE_IDLE = 3, /* no packet for the idle timeout (user space) */
+	EBPFC_CLOSE_FIN = 1,		 /* FIN both ways and the final ACK */
+	EBPFC_CLOSE_RST = 2,		 /* a reset */
+	EBPFC_CLOSE_IDLE = 3,		 /* no packet for the idle timeout (user space) */
 	EBPFC_CLOSE_CAPTURE_STOPPED = 4, /* still open when the capture ended */
 };
 
@@ -62,15 +62,15 @@ enum ebpfc_close_reason {
 struct ebpfc_flow_stats {
 	__u64 first_ns;
 	__u64 last_ns;
-	__u64 syn_ns;         /* the client's first SYN */
-	__u64 synack_ns;      /* the server's first SYN-ACK */
-	__u64 established_ns; /* the client's first ACK after the SYN-ACK */
+	__u64 syn_ns;		      /* the client's first SYN */
+	__u64 synack_ns;	      /* the server's first SYN-ACK */
+	__u64 established_ns;	      /* the client's first ACK after the SYN-ACK */
 	struct ebpfc_flow_dir dir[2]; /* dir[i]: what endpoint i sent */
-	__u32 state;                  /* enum ebpfc_flow_state */
-	__u8 client;                  /* endpoint index of the client */
-	__u8 close_reason;            /* enum ebpfc_close_reason */
-	__u8 rst_from;                /* endpoint that sent the first RST */
-	__u8 mid_stream;              /* the connection was first seen without a SYN */
+	__u32 state;		      /* enum ebpfc_flow_state */
+	__u8 client;		      /* endpoint index of the client */
+	__u8 close_reason;	      /* enum ebpfc_close_reason */
+	__u8 rst_from;		      /* endpoint that sent the first RST */
+	__u8 mid_stream;	      /* the connection was first seen without a SYN */
 };
 
 enum ebpfc_event_type {
@@ -87,14 +87,14 @@ struct ebpfc_event {
 
 /* Per-CPU counters, summed by user space. */
 struct ebpfc_counters {
-	__u64 frames;          /* frames the filter saw */
+	__u64 frames;	       /* frames the filter saw */
 	__u64 frame_bytes;     /* their lengths */
 	__u64 tcp_packets;     /* TCP segments accounted to a flow */
-	__u64 non_tcp;         /* frames that are not TCP over IPv4/IPv6 */
+	__u64 non_tcp;	       /* frames that are not TCP over IPv4/IPv6 */
 	__u64 fragments;       /* IP fragments (ignored) */
 	__u64 malformed;       /* truncated or inconsistent headers */
 	__u64 untracked;       /* segments of unknown flows without SYN or payload */
-	__u64 late;            /* segments of a flow that already closed */
+	__u64 late;	       /* segments of a flow that already closed */
 	__u64 flows_created;   /* entries added to the flows map */
 	__u64 flow_table_full; /* new flows lost because the map was full */
 	__u64 events_dropped;  /* ring buffer full */

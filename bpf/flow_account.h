@@ -22,7 +22,7 @@
 enum ebpfc_account_result {
 	EBPFC_ACCOUNTED = 0,  /* counted; the flow stays open */
 	EBPFC_CLOSED_NOW = 1, /* counted; this segment closed the flow */
-	EBPFC_LATE = 2,       /* the flow had already closed: not counted */
+	EBPFC_LATE = 2,	      /* the flow had already closed: not counted */
 };
 
 /* Should a segment of a connection we do not know start tracking it? */

@@ -28,12 +28,12 @@
 #define EBPFC_NTOHL(x) (x)
 #endif
 
-#define EBPFC_ETH_HLEN 14
-#define EBPFC_ETH_P_IP 0x0800
-#define EBPFC_ETH_P_IPV6 0x86DD
-#define EBPFC_ETH_P_8021Q 0x8100
-#define EBPFC_ETH_P_8021AD 0x88A8
-#define EBPFC_MAX_VLAN_TAGS 2
+#define EBPFC_ETH_HLEN		   14
+#define EBPFC_ETH_P_IP		   0x0800
+#define EBPFC_ETH_P_IPV6	   0x86DD
+#define EBPFC_ETH_P_8021Q	   0x8100
+#define EBPFC_ETH_P_8021AD	   0x88A8
+#define EBPFC_MAX_VLAN_TAGS	   2
 #define EBPFC_MAX_IPV6_EXT_HEADERS 6
 
 #define EBPFC_TCP_FIN 0x01
@@ -213,7 +213,8 @@ static __always_inline int ebpfc_parse_frame(void *ctx, __u32 frame_len, struct 
 	p->payload_len = l4_end - (l4_off + doff);
 	p->pad[0] = p->pad[1] = 0;
 	p->sender = 0;
-	if (ebpfc_endpoint_cmp(p->key.addr[0], p->key.port[0], p->key.addr[1], p->key.port[1]) > 0) {
+	if (ebpfc_endpoint_cmp(p->key.addr[0], p->key.port[0], p->key.addr[1], p->key.port[1]) >
+	    0) {
 		ebpfc_swap_endpoints(&p->key);
 		p->sender = 1;
 	}

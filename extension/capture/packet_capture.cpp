@@ -28,7 +28,7 @@ std::mutex g_log_mutex;
 std::string g_libbpf_log;
 
 __attribute__((format(printf, 2, 0))) int libbpf_print(enum libbpf_print_level level,
-                                                    const char* fmt, va_list args) {
+                                                       const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
   char line[512];
   vsnprintf(line, sizeof(line), fmt, args);
@@ -59,8 +59,8 @@ std::string errno_text(int err) { return std::string(strerror(err)); }
 std::string interface_name_problem(const std::string& name) {
   if (name.empty()) return "invalid interface name \"\": it is empty";
   if (name.size() >= IFNAMSIZ)
-    return "interface name \"" + name + "\" is too long (at most " +
-           std::to_string(IFNAMSIZ - 1) + " bytes)";
+    return "interface name \"" + name + "\" is too long (at most " + std::to_string(IFNAMSIZ - 1) +
+           " bytes)";
   if (name == "." || name == "..") return "invalid interface name \"" + name + "\"";
   for (unsigned char ch : name) {
     const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -100,7 +100,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   const unsigned ifindex = if_nametoindex(options.interface.c_str());
   if (ifindex == 0) throw CaptureError("interface \"" + options.interface + "\" does not exist");
 
-  // libbpf's callback type carries no format attribute for GCC to match.
+    // libbpf's callback type carries no format attribute for GCC to match.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wsuggest-attribute=format"
   libbpf_set_print(libbpf_print);
@@ -123,9 +123,10 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
     skel_ = nullptr;
     std::string msg = "cannot load the BPF socket filter: " + errno_text(err);
     if (err == EPERM)
-      msg += " (the server process lacks CAP_BPF: start it with setpriv --ambient-caps "
-             "+bpf,+net_raw,+net_admin,+perfmon, or setcap cap_bpf,cap_net_raw,cap_net_admin,"
-             "cap_perfmon+ep on the postgres binary)";
+      msg +=
+          " (the server process lacks CAP_BPF: start it with setpriv --ambient-caps "
+          "+bpf,+net_raw,+net_admin,+perfmon, or setcap cap_bpf,cap_net_raw,cap_net_admin,"
+          "cap_perfmon+ep on the postgres binary)";
     if (!log.empty()) msg += "; libbpf: " + log;
     throw CaptureError(msg);
   }
@@ -160,8 +161,8 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
         fail("cannot make \"" + options.interface + "\" promiscuous", errno);
     }
 
-    ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this,
-                             nullptr);
+    ring_ =
+        ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this, nullptr);
     if (!ring_) fail("cannot map the BPF ring buffer", errno);
   } catch (...) {
     if (ring_) ring_buffer__free(ring_);
@@ -235,9 +236,9 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
   for (;;) {
     __u32 count = static_cast<__u32>(sweep_keys_.size() - seen);
     if (count == 0) break;
-    int rc = bpf_map_lookup_batch(flows_fd_, first ? nullptr : &token, &token,
-                                  sweep_keys_.data() + seen, sweep_values_.data() + seen, &count,
-                                  nullptr);
+    int rc =
+        bpf_map_lookup_batch(flows_fd_, first ? nullptr : &token, &token, sweep_keys_.data() + seen,
+                             sweep_values_.data() + seen, &count, nullptr);
     int err = rc < 0 ? errno : 0;
     seen += count;
     first = false;

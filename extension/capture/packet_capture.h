@@ -27,7 +27,7 @@ class CaptureError : public std::runtime_error {
 struct CaptureOptions {
   std::string interface;
   bool promiscuous = true;
-  uint32_t flow_table_size = 65536;   // entries in the flows map
+  uint32_t flow_table_size = 65536;       // entries in the flows map
   uint32_t ring_buffer_bytes = 4u << 20;  // power of two, >= page size
 };
 

@@ -78,8 +78,9 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& st, Close
     out.reset_by = (st.rst_from & 1) == c ? Side::Client : Side::Server;
 
   // A reset, or a SYN that never got an answer, is a failed connection.
-  const bool refused = st.syn_ns != 0 && st.synack_ns == 0 &&
-                       (out.close_reason == CloseReason::Rst || out.close_reason == CloseReason::Idle);
+  const bool refused =
+      st.syn_ns != 0 && st.synack_ns == 0 &&
+      (out.close_reason == CloseReason::Rst || out.close_reason == CloseReason::Idle);
   out.status = (out.reset_by != Side::None || refused) ? SpanStatus::Error : SpanStatus::Unset;
 }
 

@@ -17,10 +17,10 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats, Cl
 
 // What a sweep of the flows map does with one entry.
 enum class SweepAction : uint8_t {
-  Keep,          // still open and active
-  ReportClosed,  // closed in the kernel, and its ring-buffer event was lost
-  ReportIdle,    // open but silent for the idle timeout
-  ReportStopped, // the capture is ending: report it as it stands
+  Keep,           // still open and active
+  ReportClosed,   // closed in the kernel, and its ring-buffer event was lost
+  ReportIdle,     // open but silent for the idle timeout
+  ReportStopped,  // the capture is ending: report it as it stands
 };
 
 struct SweepPolicy {

@@ -20,12 +20,12 @@ struct Span {
   uint8_t span_id[8];
   int64_t start_unix_us;
   int64_t end_unix_us;
-  uint8_t family;  // 4 or 6
+  uint8_t family;        // 4 or 6
   uint8_t src_addr[16];  // client; IPv4 as IPv4-mapped IPv6
   uint8_t dst_addr[16];  // server
   uint16_t src_port;
   uint16_t dst_port;
-  uint64_t bytes_sent;  // client -> server payload
+  uint64_t bytes_sent;      // client -> server payload
   uint64_t bytes_received;  // server -> client payload
   uint64_t packets_sent;
   uint64_t packets_received;
@@ -34,7 +34,7 @@ struct Span {
   int64_t handshake_rtt_us;  // -1 when the handshake was not seen
   SpanStatus status;
   CloseReason close_reason;
-  Side reset_by;  // who sent the first RST
+  Side reset_by;    // who sent the first RST
   bool mid_stream;  // first seen without a SYN
   bool handshake_completed;
 };

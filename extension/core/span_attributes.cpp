@@ -24,14 +24,14 @@ size_t format_tcp_attributes(const Span& s, char* buf, size_t size) {
   char reset_by[40] = "";
   if (s.reset_by != Side::None)
     snprintf(reset_by, sizeof(reset_by), ",\"tcp.reset_by\":\"%s\"", side_name(s.reset_by));
-  int n = snprintf(buf, size,
-                   "{\"tcp.close_reason\":\"%s\",\"tcp.reset\":%s%s,\"tcp.mid_stream\":%s,"
-                   "\"tcp.handshake_completed\":%s%s,\"tcp.retransmits_sent\":%" PRIu32
-                   ",\"tcp.retransmits_received\":%" PRIu32 "}",
-                   close_reason_name(s.close_reason), s.reset_by != Side::None ? "true" : "false",
-                   reset_by, s.mid_stream ? "true" : "false",
-                   s.handshake_completed ? "true" : "false", rtt, s.retransmits_sent,
-                   s.retransmits_received);
+  int n =
+      snprintf(buf, size,
+               "{\"tcp.close_reason\":\"%s\",\"tcp.reset\":%s%s,\"tcp.mid_stream\":%s,"
+               "\"tcp.handshake_completed\":%s%s,\"tcp.retransmits_sent\":%" PRIu32
+               ",\"tcp.retransmits_received\":%" PRIu32 "}",
+               close_reason_name(s.close_reason), s.reset_by != Side::None ? "true" : "false",
+               reset_by, s.mid_stream ? "true" : "false", s.handshake_completed ? "true" : "false",
+               rtt, s.retransmits_sent, s.retransmits_received);
   if (n < 0 || static_cast<size_t>(n) >= size) {
     if (size > 0) buf[0] = '\0';
     return 0;

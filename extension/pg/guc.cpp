@@ -26,14 +26,12 @@ static bool check_ring_buffer_kb(int* newval, void** extra, GucSource source) {
 }
 
 void define_gucs() {
-  DefineCustomStringVariable("ebpf_capture.database",
-                             "Database that holds the ebpf_capture tables and runs its workers.",
-                             nullptr, &g_database, "postgres", PGC_POSTMASTER, 0, nullptr,
-                             nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.database", "Database that holds the ebpf_capture tables and runs its workers.",
+      nullptr, &g_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.max_captures",
                           "Maximum number of interfaces captured at once.", nullptr,
-                          &g_max_captures, 4, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr,
-                          nullptr);
+                          &g_max_captures, 4, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.idle_timeout",
                           "An open connection with no packet for this long is written as a span.",
                           nullptr, &g_idle_timeout_ms, 60000, 1000, 24 * 3600 * 1000, PGC_SIGHUP,
@@ -43,21 +41,17 @@ void define_gucs() {
                           &g_flush_interval_ms, 200, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
                           nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.batch_size", "Spans inserted per transaction.", nullptr,
-                          &g_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr,
-                          nullptr);
+                          &g_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "ebpf_capture.max_pending_spans",
-      "Spans kept in memory while inserts fail; beyond this they are dropped and counted.",
-      nullptr, &g_max_pending_spans, 200000, 1000, 10000000, PGC_SIGHUP, 0, nullptr, nullptr,
-      nullptr);
+      "Spans kept in memory while inserts fail; beyond this they are dropped and counted.", nullptr,
+      &g_max_pending_spans, 200000, 1000, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomBoolVariable("ebpf_capture.promiscuous",
                            "Put the captured interface in promiscuous mode (needed on bridges).",
-                           nullptr, &g_promiscuous, true, PGC_SIGHUP, 0, nullptr, nullptr,
-                           nullptr);
-  DefineCustomIntVariable("ebpf_capture.flow_table_size",
-                          "Connections the kernel tracks at once per capture.", nullptr,
-                          &g_flow_table_size, 65536, 1024, 4194304, PGC_SIGHUP, 0, nullptr,
-                          nullptr, nullptr);
+                           nullptr, &g_promiscuous, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.flow_table_size", "Connections the kernel tracks at once per capture.", nullptr,
+      &g_flow_table_size, 65536, 1024, 4194304, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.ring_buffer_size",
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
                           &g_ring_buffer_kb, 4096, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,

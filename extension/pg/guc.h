@@ -3,15 +3,15 @@
 
 namespace ebpfc::pg {
 
-extern char* g_database;          // postmaster: the database holding the tables
-extern int g_max_captures;        // postmaster: capture slots in shared memory
-extern int g_idle_timeout_ms;     // sighup: an open connection silent this long ends
-extern int g_flush_interval_ms;   // sighup: oldest span waits at most this long
-extern int g_batch_size;          // sighup: spans per insert transaction
-extern int g_max_pending_spans;   // sighup: backlog bound while inserts fail
-extern bool g_promiscuous;        // sighup (next start): join the interface promiscuously
-extern int g_flow_table_size;     // sighup (next start): entries in the kernel flows map
-extern int g_ring_buffer_kb;      // sighup (next start): ring buffer size
+extern char* g_database;         // postmaster: the database holding the tables
+extern int g_max_captures;       // postmaster: capture slots in shared memory
+extern int g_idle_timeout_ms;    // sighup: an open connection silent this long ends
+extern int g_flush_interval_ms;  // sighup: oldest span waits at most this long
+extern int g_batch_size;         // sighup: spans per insert transaction
+extern int g_max_pending_spans;  // sighup: backlog bound while inserts fail
+extern bool g_promiscuous;       // sighup (next start): join the interface promiscuously
+extern int g_flow_table_size;    // sighup (next start): entries in the kernel flows map
+extern int g_ring_buffer_kb;     // sighup (next start): ring buffer size
 
 void define_gucs();
 

@@ -106,7 +106,8 @@ void reconcile() {
     for (int i = 0; i < nslots; i++) {
       CaptureSlot* s = &sh->slots[i];
       if (s->in_use && strcmp(s->interface, enabled[e]) == 0) found = i;
-      const bool reusable = !s->in_use || (s->state == SlotState::Stopped && g_control[i].handle == nullptr);
+      const bool reusable =
+          !s->in_use || (s->state == SlotState::Stopped && g_control[i].handle == nullptr);
       if (reusable && free_slot < 0) free_slot = i;
     }
     if (found < 0 && free_slot >= 0) {
@@ -166,10 +167,10 @@ void reconcile() {
         state = s->state;
         SpinLockRelease(&sh->mutex);
         if (state == SlotState::Failed) {
-          ctl.backoff_ms = ctl.backoff_ms == 0 ? kMinBackoffMs
-                                               : (ctl.backoff_ms * 2 > kMaxBackoffMs
-                                                      ? kMaxBackoffMs
-                                                      : ctl.backoff_ms * 2);
+          ctl.backoff_ms =
+              ctl.backoff_ms == 0
+                  ? kMinBackoffMs
+                  : (ctl.backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : ctl.backoff_ms * 2);
           ctl.retry_at = TimestampTzPlusMilliseconds(now, ctl.backoff_ms);
         }
       } else if (state == SlotState::Running) {

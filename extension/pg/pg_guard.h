@@ -34,9 +34,7 @@ bool pg_call_noexcept(F&& f, char* message, size_t message_size) {
   MemoryContext ctx = CurrentMemoryContext;
   volatile bool ok = true;
   PG_TRY();
-  {
-    f();
-  }
+  { f(); }
   PG_CATCH();
   {
     MemoryContextSwitchTo(ctx);

@@ -49,8 +49,8 @@ Datum make_array(Datum* elems, int n, Oid type) {
 
 void SpanStore::prepare() {
   pg_call([&] {
-    batch_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture span batch",
-                                           ALLOCSET_DEFAULT_SIZES);
+    batch_context_ =
+        AllocSetContextCreate(TopMemoryContext, "ebpf_capture span batch", ALLOCSET_DEFAULT_SIZES);
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     SPI_connect();
@@ -67,10 +67,10 @@ void SpanStore::prepare() {
         "$11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::text[]) "
         "AS u(t, s, st, et, status, sa, da, sp, dp, bs, br, ps, pr, attr)",
         schema);
-    Oid types[kArgs - 1] = {TEXTOID,        TEXTARRAYOID,   TEXTARRAYOID,   TIMESTAMPTZARRAYOID,
-                            TIMESTAMPTZARRAYOID, TEXTARRAYOID, INETARRAYOID, INETARRAYOID,
-                            INT4ARRAYOID,   INT4ARRAYOID,   INT8ARRAYOID,   INT8ARRAYOID,
-                            INT8ARRAYOID,   INT8ARRAYOID,   TEXTARRAYOID};
+    Oid types[kArgs - 1] = {
+        TEXTOID,      TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+        TEXTARRAYOID, INETARRAYOID, INETARRAYOID, INT4ARRAYOID,        INT4ARRAYOID,
+        INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,        TEXTARRAYOID};
     SPIPlanPtr plan = SPI_prepare(sql, kArgs - 1, types);
     if (plan == nullptr)
       elog(ERROR, "ebpf_capture: cannot prepare the span insert: %s",
@@ -120,9 +120,9 @@ bool SpanStore::insert(const Span* spans, size_t count, const char* interface, c
           size_t len = format_tcp_attributes(s, attrs, sizeof(attrs));
           cols[13][i] = make_text(attrs, len);
         }
-        static const Oid elem_types[kArgs - 2] = {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-                                                  TEXTOID, INETOID, INETOID, INT4OID, INT4OID,
-                                                  INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+        static const Oid elem_types[kArgs - 2] = {
+            TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INETOID, INETOID,
+            INT4OID, INT4OID, INT8OID,        INT8OID,        INT8OID, INT8OID, TEXTOID};
         Datum values[kArgs - 1];
         values[0] = make_text(interface, strlen(interface));
         for (int c = 0; c < kArgs - 2; c++) values[c + 1] = make_array(cols[c], n, elem_types[c]);

@@ -20,7 +20,7 @@ class SpanStore {
   bool insert(const Span* spans, size_t n, const char* interface, char* error, size_t error_size);
 
  private:
-  void* plan_ = nullptr;  // SPIPlanPtr
+  void* plan_ = nullptr;           // SPIPlanPtr
   void* batch_context_ = nullptr;  // MemoryContext, reset after every batch
 };
 

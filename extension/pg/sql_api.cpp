@@ -100,10 +100,10 @@ extern "C" Datum ebpf_capture_check_start(PG_FUNCTION_ARGS) {
       ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", message)));
       break;
     case Problem::NoSuchInterface:
-      ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
-                      errmsg("interface \"%s\" does not exist", name),
-                      errhint("The server sees the interfaces of its own network namespace; "
-                              "list them with: ip link show")));
+      ereport(ERROR,
+              (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("interface \"%s\" does not exist", name),
+               errhint("The server sees the interfaces of its own network namespace; "
+                       "list them with: ip link show")));
       break;
     case Problem::MissingCaps:
       ereport(ERROR,

@@ -82,8 +82,8 @@ bool stop_requested() {
 [[noreturn]] void fail_and_exit(const char* message) {
   set_slot_error(g_worker->slot, message);
   set_state(SlotState::Failed);
-  ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\" failed: %s", g_worker->interface,
-                       message)));
+  ereport(LOG,
+          (errmsg("ebpf_capture: capture on \"%s\" failed: %s", g_worker->interface, message)));
   proc_exit(1);
 }
 
