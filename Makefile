@@ -13,7 +13,7 @@ DATA = sql/ebpf_capture--0.1.sql
 
 CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
 	extension/core/flow_span.o extension/core/span_attributes.o
-CAPTURE_OBJS = extension/capture/packet_capture.o
+CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
 	extension/pg/sql_api.o extension/pg/catalog.o

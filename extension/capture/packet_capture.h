@@ -94,12 +94,4 @@ class PacketCapture {
   std::vector<ebpfc_counters> percpu_;
 };
 
-// Capabilities the capturing process needs, by name ("CAP_BPF", ...), that
-// it does not have in its effective set. Empty when all are present.
-std::vector<std::string> missing_capabilities();
-
-// Validates an interface name: non-empty, shorter than IFNAMSIZ, letters,
-// digits, '.', '_', '-' only, not "." or "..". Returns an error message or "".
-std::string interface_name_problem(const std::string& name);
-
 }  // namespace ebpfc

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "capture/packet_capture.h"
+#include "capture/capture_checks.h"
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
