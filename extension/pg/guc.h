@@ -13,6 +13,8 @@ extern bool g_promiscuous;       // sighup (next start): join the interface prom
 extern int g_flow_table_size;    // sighup (next start): entries in the kernel flows map
 extern int g_ring_buffer_kb;     // sighup (next start): ring buffer size
 
-void define_gucs();
+// Defines the ebpf_capture.* parameters; the postmaster-level ones only while
+// shared_preload_libraries is being processed.
+void define_gucs(bool preloading);
 
 }  // namespace ebpfc::pg

@@ -11,7 +11,7 @@ PGDLLEXPORT void _PG_init(void);
 }
 
 void _PG_init(void) {
-  ebpfc::pg::define_gucs();
+  ebpfc::pg::define_gucs(process_shared_preload_libraries_in_progress);
   // Loaded by CREATE EXTENSION alone: the SQL functions work, and
   // capture_start explains what is missing.
   if (!process_shared_preload_libraries_in_progress) return;
