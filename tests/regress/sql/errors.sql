@@ -1,0 +1,45 @@
+--
+-- errors: what capture_start and capture_stop refuse. The server runs in the
+-- node network namespace, where cni0 exists; ebpf_capture.database = postgres.
+--
+\set VERBOSITY terse
+-- the regression database is not ebpf_capture.database
+CREATE EXTENSION ebpf_capture;
+SELECT capture_start('cni0');
+DROP EXTENSION ebpf_capture;
+\c postgres
+\set VERBOSITY terse
+CREATE EXTENSION ebpf_capture;
+-- interface names
+SELECT capture_start('nosuch0');
+SELECT capture_start('aaaaaaaaaaaaaaaa');
+SELECT capture_start('eth0; rm');
+SELECT capture_start('../x');
+SELECT capture_start('');
+-- nothing was started by any of that
+SELECT count(*) AS captures FROM capture_status();
+-- not for ordinary users
+CREATE ROLE regress_ebpfc_user;
+SET ROLE regress_ebpfc_user;
+SELECT capture_start('cni0');
+SELECT capture_stop('cni0');
+RESET ROLE;
+DROP ROLE regress_ebpfc_user;
+-- one capture per interface
+SELECT capture_start('cni0');
+SELECT capture_start('cni0');
+SELECT capture_stop('cni0');
+-- wait (at most 30 s) until it has stopped
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM capture_status() WHERE state <> 'stopped');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT interface, state FROM capture_status();
+-- stopping what is not running
+SELECT capture_stop('cni0');
+SELECT capture_stop('lo');
+DROP EXTENSION ebpf_capture;

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# run.sh - the whole test suite of ebpf_capture: `bash tests/run.sh` (as root).
+#
+# Stages: install the Debian packages, build and install the extension, the
+# unit tests and the fuzz smoke run (when the Makefile has those targets), the
+# network namespaces (tests/lib/topology.sh), a PostgreSQL 15 cluster inside the
+# node namespace (tests/lib/pgcluster.sh), pg_regress (make installcheck) and
+# the pytest integration tests. Clusters and namespaces are removed at exit.
+#
+# The last line printed is "N passed, M failed": every pytest test counts as
+# one, every other stage as one. Exits non-zero if anything failed.
+#
+# Environment: EBPFC_NS (namespace prefix, default ebpfct), EBPFC_PGPORT
+# (default 5499), EBPFC_PYTEST_ARGS (extra pytest arguments, e.g. "-k idle").
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+export EBPFC_NS="${EBPFC_NS:-ebpfct}"
+export EBPFC_PODS="${EBPFC_PODS:-4}"
+export EBPFC_PGPORT="${EBPFC_PGPORT:-5499}"
+PYTHON=/usr/bin/python3
+PG_BINDIR=/usr/lib/postgresql/15/bin
+RUN_PREFIX=/tmp/ebpfc-run.
+
+passed=0
+failed=0
+failures=()
+PGDIR=""
+
+say() { printf '\n=== %s\n' "$*"; }
+
+stage_ok() {
+	passed=$((passed + 1))
+	printf '=== PASS: %s\n' "$1"
+}
+
+stage_fail() {
+	failed=$((failed + 1))
+	failures+=("$1")
+	printf '=== FAIL: %s\n' "$1"
+}
+
+# run_stage NAME CMD... : one stage that counts as one test.
+run_stage() {
+	local name="$1"
+	shift
+	say "$name"
+	if "$@"; then
+		stage_ok "$name"
+		return 0
+	fi
+	stage_fail "$name"
+	return 1
+}
+
+# Stops a cluster left in DIR by this script or by the pytest fixtures.
+stop_cluster_dir() {
+	local dir="$1"
+	if [[ -f "$dir/data/postmaster.pid" ]]; then
+		runuser -u postgres -- "$PG_BINDIR/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop \
+			>/dev/null 2>&1 || true
+	fi
+}
+
+cleanup_leftovers() {
+	local dir
+	for dir in "${RUN_PREFIX}"* /tmp/ebpfc-pg-*; do
+		[[ -d "$dir" ]] || continue
+		stop_cluster_dir "$dir"
+		rm -rf "$dir"
+	done
+}
+
+on_exit() {
+	local rc=$?
+	set +e
+	if [[ -n "$PGDIR" ]]; then
+		bash tests/lib/pgcluster.sh stop "$PGDIR" >/dev/null 2>&1 || stop_cluster_dir "$PGDIR"
+		if ((failed == 0)); then
+			rm -rf "$PGDIR"
+		else
+			echo "server log kept in $PGDIR/server.log"
+		fi
+	fi
+	bash tests/lib/topology.sh down >/dev/null 2>&1
+	if ((${#failures[@]})); then
+		printf '\nfailed: %s\n' "${failures[*]}"
+	fi
+	printf '%d passed, %d failed\n' "$passed" "$failed"
+	if ((rc == 0 && failed > 0)); then
+		rc=1
+	fi
+	exit "$rc"
+}
+trap on_exit EXIT
+
+if ((EUID != 0)); then
+	echo "tests/run.sh must run as root (packages, network namespaces, eBPF)" >&2
+	exit 1
+fi
+
+# --------------------------------------------------------------------------
+run_stage "install-deps" bash tests/install-deps.sh || exit 1
+
+cleanup_leftovers
+bash tests/lib/topology.sh down
+
+build() {
+	make -j2 && make install
+}
+run_stage "build (make, make install)" build || exit 1
+
+# Stages other people own: run them when the Makefile has the target.
+optional_target() {
+	local target="$1"
+	if make -n "$target" >/dev/null 2>&1; then
+		run_stage "make $target" make "$target" || true
+	else
+		say "make $target: SKIPPED (make -n $target fails: no such target, or what it runs is not there yet)"
+	fi
+}
+optional_target unit
+optional_target fuzz-smoke
+
+run_stage "topology up" bash tests/lib/topology.sh up || exit 1
+
+PGDIR="$(mktemp -d "${RUN_PREFIX}XXXXXX")"
+run_stage "cluster start" bash tests/lib/pgcluster.sh start "$PGDIR" --port "$EBPFC_PGPORT" || exit 1
+
+installcheck() {
+	if make installcheck PGHOST="$PGDIR" PGPORT="$EBPFC_PGPORT" PGUSER=postgres; then
+		return 0
+	fi
+	local diffs
+	for diffs in build/regress/regression.diffs regression.diffs; do
+		if [[ -f "$diffs" ]]; then
+			echo "--- $diffs (first 200 lines)"
+			head -n 200 "$diffs"
+			break
+		fi
+	done
+	return 1
+}
+run_stage "pg_regress (make installcheck)" installcheck || true
+
+# --------------------------------------------------------------------------
+say "pytest tests/integration"
+JUNIT="$PGDIR/pytest-junit.xml"
+pytest_args=(-v -rfE -p no:cacheprovider --junitxml="$JUNIT")
+if [[ -n "${EBPFC_PYTEST_ARGS:-}" ]]; then
+	read -r -a extra <<<"$EBPFC_PYTEST_ARGS"
+	pytest_args+=("${extra[@]}")
+fi
+set +e
+EBPFC_TOPOLOGY_READY=1 EBPFC_PGDIR="$PGDIR" PYTHONDONTWRITEBYTECODE=1 \
+	timeout 900 "$PYTHON" -m pytest "${pytest_args[@]}" tests/integration
+pytest_rc=$?
+set -e
+
+counts="$("$PYTHON" - "$JUNIT" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 0")
+    sys.exit(0)
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+tests = fails = skipped = 0
+for s in suites:
+    tests += int(s.get("tests", 0))
+    fails += int(s.get("failures", 0)) + int(s.get("errors", 0))
+    skipped += int(s.get("skipped", 0))
+print(max(tests - fails - skipped, 0), fails)
+EOF
+)"
+read -r py_passed py_failed <<<"$counts"
+passed=$((passed + py_passed))
+failed=$((failed + py_failed))
+if ((pytest_rc != 0)); then
+	failures+=("pytest (exit $pytest_rc)")
+	# no test ran, or pytest itself broke: that is a failure too
+	if ((py_failed == 0)); then
+		failed=$((failed + 1))
+	fi
+fi
+if ((py_passed == 0 && pytest_rc == 0)); then
+	failures+=("pytest ran no test")
+	failed=$((failed + 1))
+fi
