@@ -60,6 +60,15 @@ $(BPF_SKEL): $(BPF_OBJ)
 extension/capture/packet_capture.o: $(BPF_SKEL)
 $(OBJS): $(wildcard extension/*/*.h) $(BPF_SRCS)
 
+# A shared library links with undefined symbols (PostgreSQL's come from the
+# server at load time), so a missing definition of our own would only show up
+# as a failed LOAD. Refuse to build such a library.
+all: check-symbols
+.PHONY: check-symbols
+check-symbols: $(shlib)
+	@undefined="$$(nm -D --undefined-only $(shlib) | c++filt | grep -E 'ebpfc::|capture_bpf' || true)"; \
+	if [ -n "$$undefined" ]; then echo "undefined symbols of ours in $(shlib):"; echo "$$undefined"; exit 1; fi
+
 .PHONY: unit fuzz-smoke format
 unit:
 	$(MAKE) -C tests/unit run

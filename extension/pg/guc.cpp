@@ -25,13 +25,18 @@ static bool check_ring_buffer_kb(int* newval, void** extra, GucSource source) {
   return true;
 }
 
-void define_gucs() {
+// PostgreSQL refuses to define PGC_POSTMASTER variables after startup (a FATAL
+// error): loaded by CREATE EXTENSION alone, only the reloadable ones exist.
+static void define_postmaster_gucs() {
   DefineCustomStringVariable(
       "ebpf_capture.database", "Database that holds the ebpf_capture tables and runs its workers.",
       nullptr, &g_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.max_captures",
                           "Maximum number of interfaces captured at once.", nullptr,
                           &g_max_captures, 4, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+}
+
+static void define_reloadable_gucs() {
   DefineCustomIntVariable("ebpf_capture.idle_timeout",
                           "An open connection with no packet for this long is written as a span.",
                           nullptr, &g_idle_timeout_ms, 60000, 1000, 24 * 3600 * 1000, PGC_SIGHUP,
@@ -56,6 +61,11 @@ void define_gucs() {
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
                           &g_ring_buffer_kb, 4096, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,
                           check_ring_buffer_kb, nullptr, nullptr);
+}
+
+void define_gucs(bool preloading) {
+  if (preloading) define_postmaster_gucs();
+  define_reloadable_gucs();
   MarkGUCPrefixReserved("ebpf_capture");
 }
 
