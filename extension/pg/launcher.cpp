@@ -218,21 +218,31 @@ void reconcile() {
 void stop_orphans() {
   SharedState* sh = shared();
   for (int waited_ms = 0; waited_ms <= kStopGraceMs; waited_ms += 100) {
-    int alive = 0;
+    pid_t alive[kMaxSlots];
+    int nalive = 0;
     SpinLockAcquire(&sh->mutex);
-    for (int i = 0; i < sh->nslots; i++) {
+    for (int i = 0; i < sh->nslots && i < kMaxSlots; i++) {
       CaptureSlot* s = &sh->slots[i];
-      if (s->pid != 0 && kill(s->pid, 0) == 0) {
+      if (s->pid != 0) {
         s->stop_requested = true;
-        alive++;
-        wake_process(s->pid);
-      } else {
-        s->pid = 0;
-        if (s->in_use && s->state != SlotState::Failed) s->state = SlotState::Stopped;
+        alive[nalive++] = s->pid;
+      } else if (s->in_use && s->state != SlotState::Failed) {
+        s->state = SlotState::Stopped;
       }
     }
     SpinLockRelease(&sh->mutex);
-    if (alive == 0) return;
+    if (nalive == 0) return;
+    // A worker clears its pid on exit; one that died without doing so is gone.
+    for (int i = 0; i < nalive; i++) {
+      if (kill(alive[i], 0) != 0) {
+        SpinLockAcquire(&sh->mutex);
+        for (int k = 0; k < sh->nslots; k++)
+          if (sh->slots[k].pid == alive[i]) sh->slots[k].pid = 0;
+        SpinLockRelease(&sh->mutex);
+      } else {
+        wake_process(alive[i]);
+      }
+    }
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
