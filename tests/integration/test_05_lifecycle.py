@@ -67,3 +67,20 @@ def test_worker_kill9_crash_recovery_resume(cluster, capture, pods):
     assert cluster.postmaster_pid() == postmaster
     assert pid_alive(st["pid"]), st
     connections_recorded(cluster, pods)
+
+
+def test_launcher_restart_keeps_one_worker(cluster, capture, pods):
+    """A launcher that dies alone (the server does not) must not leave the
+    interface with two workers: it stops the orphan and starts afresh."""
+    launcher = cluster.value(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'ebpf_capture launcher'")
+    assert launcher, "no launcher in pg_stat_activity"
+    old_pid = capture["pid"]
+    cluster.sql("SELECT pg_terminate_backend(%s)", (launcher,))
+    st = cluster.wait_state("running", other_than_pid=old_pid, timeout=30)
+    wait_for(lambda: not pid_alive(old_pid), 15, desc="the orphaned worker to exit")
+    workers = cluster.value(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'ebpf_capture worker'")
+    assert workers == 1, workers
+    assert pid_alive(st["pid"]), st
+    connections_recorded(cluster, pods)
