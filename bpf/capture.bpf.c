@@ -35,6 +35,14 @@ struct {
 	__type(value, struct ebpfc_counters);
 } counters SEC(".maps");
 
+/*
+ * User space is woken only once this many bytes of events are waiting; it
+ * also drains the ring buffer on its own every few milliseconds. A wake-up per
+ * closed connection would cost the worker a few syscalls per span.
+ * Set by user space before load.
+ */
+const volatile __u64 wakeup_bytes = 64 * sizeof(struct ebpfc_event);
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	struct ebpfc_flow_stats fresh;
@@ -126,7 +134,9 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		e->pad = 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
+					  ? BPF_RB_FORCE_WAKEUP
+					  : BPF_RB_NO_WAKEUP);
 	}
 	return 0;
 }

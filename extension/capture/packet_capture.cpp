@@ -72,6 +72,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
 
   skel_ = capture_bpf__open();
   if (!skel_) fail("cannot open the embedded BPF object", errno);
+  skel_->rodata->wakeup_bytes = static_cast<__u64>(options.wakeup_events) * sizeof(ebpfc_event);
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {
     int err = errno;

@@ -29,6 +29,9 @@ struct CaptureOptions {
   bool promiscuous = true;
   uint32_t flow_table_size = 65536;       // entries in the flows map
   uint32_t ring_buffer_bytes = 4u << 20;  // power of two, >= page size
+  // The kernel wakes the reader once this many events are waiting; fewer are
+  // picked up by the reader's own periodic drain.
+  uint32_t wakeup_events = 64;
 };
 
 // Kernel-side counters: the filter's per-CPU counters summed, plus the

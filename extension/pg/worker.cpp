@@ -22,8 +22,13 @@
 namespace ebpfc::pg {
 namespace {
 
-// How often the flows map is walked for idle connections and lost events.
+// How often the flows map is walked for idle connections and lost events,
+// and the counters in shared memory are refreshed.
 constexpr uint64_t kSweepIntervalNs = 250ull * 1000 * 1000;
+// The kernel wakes us only when events pile up (see wakeup_bytes in
+// capture.bpf.c); between wake-ups the ring buffer is drained this often
+// while connections are closing, and at every sweep when none are.
+constexpr uint64_t kDrainIntervalNs = 20ull * 1000 * 1000;
 // A closed flow still in the map after this long lost its ring-buffer event.
 constexpr uint64_t kCloseGraceNs = 1000ull * 1000 * 1000;
 
@@ -55,6 +60,8 @@ struct Worker {
   SpanStore store;
   uint64_t spans_written = 0;
   uint64_t next_sweep_ns = 0;
+  size_t last_drained = 0;  // flows the last drain reported
+  bool swept = false;       // a sweep ran since the counters were published
 };
 
 Worker* g_worker = nullptr;
@@ -142,13 +149,14 @@ bool flush_due(uint64_t now) {
 bool collect(bool final_sweep, char* error, size_t error_size) {
   try {
     g_worker->batch.clock.refresh();
-    g_worker->capture->drain(g_worker->batch);
+    g_worker->last_drained = g_worker->capture->drain(g_worker->batch);
     const uint64_t now = WallClock::monotonic_ns();
     if (final_sweep || now >= g_worker->next_sweep_ns) {
       SweepPolicy policy{static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull, kCloseGraceNs,
                          final_sweep};
       g_worker->capture->sweep(policy, g_worker->batch);
       g_worker->next_sweep_ns = now + kSweepIntervalNs;
+      g_worker->swept = true;
     }
     return true;
   } catch (const std::exception& e) {
@@ -171,6 +179,8 @@ void finish() {
 
 long wait_timeout_ms(uint64_t now) {
   uint64_t deadline = g_worker->next_sweep_ns;
+  if (g_worker->last_drained > 0 && now + kDrainIntervalNs < deadline)
+    deadline = now + kDrainIntervalNs;
   const SpanBatch& b = g_worker->batch;
   if (!b.spans.empty()) {
     uint64_t flush_at = b.oldest_ns + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
@@ -237,7 +247,10 @@ void run() {
 
     if (!collect(false, error, sizeof(error))) fail_and_exit(error);
     if (flush_due(WallClock::monotonic_ns())) flush();
-    publish_counters();
+    if (g_worker->swept) {
+      publish_counters();
+      g_worker->swept = false;
+    }
   }
 }
 
