@@ -12,7 +12,9 @@ MODULE_big = ebpf_capture
 DATA = sql/ebpf_capture--0.1.sql
 
 CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
-	extension/core/flow_span.o extension/core/span_attributes.o
+	extension/core/flow_span.o extension/core/span_attributes.o \
+	extension/core/text_sanitize.o extension/core/http_span.o \
+	extension/core/http_exchange.o
 CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
@@ -22,7 +24,8 @@ OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(PG_OBJS)
 BUILD = build
 BPF_OBJ = $(BUILD)/capture.bpf.o
 BPF_SKEL = $(BUILD)/capture.skel.h
-BPF_SRCS = bpf/capture.bpf.c bpf/capture_abi.h bpf/frame_parse.h bpf/flow_account.h
+BPF_SRCS = bpf/capture.bpf.c bpf/capture_abi.h bpf/frame_parse.h bpf/flow_account.h \
+	bpf/l7_classify.h
 
 # PostgreSQL's headers are not ours: -isystem keeps their warnings out of -Werror.
 PG_CPPFLAGS = -I$(CURDIR)/extension -I$(CURDIR)/bpf -I$(CURDIR)/$(BUILD) \

@@ -14,6 +14,7 @@
 
 #define EBPFC_LOAD(ctx, off, dst, len) bpf_skb_load_bytes((ctx), (off), (dst), (len))
 #include "flow_account.h"
+#include "l7_classify.h"
 
 /* Sizes are set by user space before load; these are the defaults. */
 struct {
@@ -35,6 +36,14 @@ struct {
 	__type(value, struct ebpfc_counters);
 } counters SEC(".maps");
 
+/* Written by user space: where each HTTP connection's parser wants payload again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ebpfc_flow_key);
+	__type(value, struct ebpfc_l7_control);
+} l7_control SEC(".maps");
+
 /*
  * User space is woken only once this many bytes of events are waiting; it
  * also drains the ring buffer on its own every few milliseconds. A wake-up per
@@ -43,10 +52,14 @@ struct {
  */
 const volatile __u64 wakeup_bytes = 64 * sizeof(struct ebpfc_event);
 
+/* Whether to send payload heads of HTTP connections. Set by user space before load. */
+const volatile __u8 send_payload = 0;
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	struct ebpfc_flow_stats fresh;
 	struct ebpfc_flow_stats closed;
+	struct ebpfc_payload_event payload;
 };
 
 struct {
@@ -77,6 +90,84 @@ static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struc
 	else if (err != -17 /* EEXIST: another CPU created it first */)
 		c->flow_table_full++;
 	return bpf_map_lookup_elem(&flows, &p->key);
+}
+
+static __always_inline __u64 ebpfc_wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									     : BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * Sends user space the head of this segment's payload if the connection is
+ * (or may be) HTTP and the parser wants these bytes. Classifies the
+ * connection on its first payload of at least EBPFC_L7_PROBE_LEN bytes.
+ */
+static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const struct ebpfc_packet *p,
+					       struct ebpfc_flow_stats *v, __u64 now,
+					       struct ebpfc_counters *c,
+					       struct ebpfc_payload_event *pe)
+{
+	__u32 data_seq = p->seq + ((p->flags & EBPFC_TCP_SYN) ? 1 : 0);
+	__u8 from = p->sender & 1;
+	struct ebpfc_l7_control *ctl;
+	__u32 offset = 0;
+	__u32 len;
+	__u32 l7;
+
+	if (!send_payload || p->payload_len == 0)
+		return;
+	l7 = v->l7;
+	if (l7 == EBPFC_L7_OTHER)
+		return;
+	if (l7 == EBPFC_L7_UNKNOWN && p->payload_len >= EBPFC_L7_PROBE_LEN) {
+		__u8 head[EBPFC_L7_PROBE_LEN];
+
+		if (bpf_skb_load_bytes(skb, p->payload_off, head, sizeof(head)) < 0)
+			return;
+		__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN,
+					    ebpfc_looks_like_http(head) ? EBPFC_L7_HTTP
+									: EBPFC_L7_OTHER);
+		if (v->l7 == EBPFC_L7_OTHER)
+			return;
+	}
+
+	ctl = bpf_map_lookup_elem(&l7_control, &p->key);
+	if (ctl) {
+		if (ctl->not_http)
+			return;
+		if (ctl->skip_valid[from]) {
+			__s32 ahead = (__s32)(ctl->skip_to[from] - data_seq);
+
+			if (ahead >= (__s32)p->payload_len) {
+				c->payload_skipped++;
+				return;
+			}
+			if (ahead > 0)
+				offset = (__u32)ahead;
+		}
+	}
+
+	len = p->payload_len - offset;
+	if (len > EBPFC_PAYLOAD_MAX)
+		len = EBPFC_PAYLOAD_MAX;
+	if (len == 0)
+		return;
+	pe->type = EBPFC_EVENT_PAYLOAD;
+	pe->sender = from;
+	pe->from_client = from == v->client;
+	__builtin_memcpy(&pe->key, &p->key, sizeof(pe->key));
+	pe->ts_ns = now;
+	pe->seq = data_seq + offset;
+	pe->segment_len = p->payload_len - offset;
+	pe->data_len = len;
+	if (bpf_skb_load_bytes(skb, p->payload_off + offset, pe->data, len) < 0)
+		return;
+	if (bpf_ringbuf_output(&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len, ebpfc_wakeup_flags()) <
+	    0)
+		c->payload_dropped++;
+	else
+		c->payload_events++;
 }
 
 SEC("socket")
@@ -114,7 +205,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	if (!v)
 		return 0;
 
-	result = ebpfc_flow_account(v, &p, now);
+	result = ebpfc_flow_account(v, &p, now, &tmp->closed);
 	if (result == EBPFC_CLOSED_NOW)
 		__builtin_memcpy(&tmp->closed, v, sizeof(tmp->closed));
 
@@ -123,7 +214,8 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		return 0;
 	}
 	c->tcp_packets++;
-	if (result == EBPFC_CLOSED_NOW) {
+	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload);
+	if (result == EBPFC_CLOSED_NOW || result == EBPFC_REOPENED) {
 		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 		if (!e) {
@@ -131,12 +223,11 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 			return 0;
 		}
 		e->type = EBPFC_EVENT_FLOW_CLOSED;
-		e->pad = 0;
+		/* a reopened entry already holds the new connection: keep it */
+		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY : 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
-		bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-					  ? BPF_RB_FORCE_WAKEUP
-					  : BPF_RB_NO_WAKEUP);
+		bpf_ringbuf_submit(e, ebpfc_wakeup_flags());
 	}
 	return 0;
 }

@@ -36,6 +36,8 @@ struct ebpfc_flow_dir {
 			    * payload byte seen; 0 until the first one */
 	__u32 retransmits; /* segments that carried no new sequence space */
 	__u32 flags;	   /* OR of the TCP flags this endpoint sent */
+	__u32 isn;	   /* initial sequence number of this endpoint's first SYN */
+	__u32 pad;
 };
 
 #define EBPFC_SEQ_VALID (1ULL << 32)
@@ -51,6 +53,7 @@ enum ebpfc_close_reason {
 	EBPFC_CLOSE_RST = 2,		 /* a reset */
 	EBPFC_CLOSE_IDLE = 3,		 /* no packet for the idle timeout (user space) */
 	EBPFC_CLOSE_CAPTURE_STOPPED = 4, /* still open when the capture ended */
+	EBPFC_CLOSE_REOPENED = 5,	 /* a new SYN on the four-tuple while it looked open */
 };
 
 #define EBPFC_NO_ENDPOINT 0xff
@@ -71,16 +74,66 @@ struct ebpfc_flow_stats {
 	__u8 close_reason;	      /* enum ebpfc_close_reason */
 	__u8 rst_from;		      /* endpoint that sent the first RST */
 	__u8 mid_stream;	      /* the connection was first seen without a SYN */
+	__u32 l7;		      /* enum ebpfc_l7: what the payload looks like */
+	__u32 pad;
+};
+
+/* What a connection's payload looks like, decided on its first payload bytes. */
+enum ebpfc_l7 {
+	EBPFC_L7_UNKNOWN = 0, /* no payload yet, or too little to tell: payload is sent */
+	EBPFC_L7_HTTP = 1,    /* starts like an HTTP/1.x request or response: heads are sent */
+	EBPFC_L7_OTHER = 2,   /* anything else: no payload is sent */
+};
+
+/*
+ * Written by user space, read by the filter: where the parser of an HTTP
+ * connection wants payload again. Segments that end before skip_to[i] (what
+ * endpoint i sends, while skip_valid[i]) are not sent: they are body bytes
+ * whose end the parser already knows. not_http stops all payload of the flow.
+ */
+struct ebpfc_l7_control {
+	__u32 skip_to[2];
+	__u8 skip_valid[2];
+	__u8 not_http;
+	__u8 pad[5];
 };
 
 enum ebpfc_event_type {
 	EBPFC_EVENT_FLOW_CLOSED = 1,
+	EBPFC_EVENT_PAYLOAD = 2,
 };
+
+/* At most this many payload bytes of one segment are sent to user space. */
+#define EBPFC_PAYLOAD_MAX 4096
+
+/*
+ * A ring-buffer record carrying the head of one segment's payload: data_len
+ * bytes from sequence number seq; the segment carried segment_len bytes from
+ * there on. Records are variable-length: the header, then data_len bytes.
+ */
+struct ebpfc_payload_event {
+	__u32 type;	  /* EBPFC_EVENT_PAYLOAD */
+	__u8 sender;	  /* endpoint index (in key) of the sender */
+	__u8 from_client; /* the sender is the connection's client */
+	__u8 pad[2];
+	struct ebpfc_flow_key key;
+	__u64 ts_ns;
+	__u32 seq;
+	__u32 segment_len;
+	__u32 data_len;
+	__u32 pad2;
+	__u8 data[EBPFC_PAYLOAD_MAX];
+};
+
+#define EBPFC_PAYLOAD_HEADER_LEN ((__u32) __builtin_offsetof(struct ebpfc_payload_event, data))
+
+/* ebpfc_event.flags */
+#define EBPFC_EVENT_KEEP_ENTRY 1 /* the map entry already holds a newer connection */
 
 /* A ring-buffer record. */
 struct ebpfc_event {
 	__u32 type;
-	__u32 pad;
+	__u32 flags;
 	struct ebpfc_flow_key key;
 	struct ebpfc_flow_stats stats;
 };
@@ -98,6 +151,9 @@ struct ebpfc_counters {
 	__u64 flows_created;   /* entries added to the flows map */
 	__u64 flow_table_full; /* new flows lost because the map was full */
 	__u64 events_dropped;  /* ring buffer full */
+	__u64 payload_events;  /* payload heads sent to user space */
+	__u64 payload_skipped; /* payload segments not sent: body bytes the parser skips */
+	__u64 payload_dropped; /* payload heads lost because the ring buffer was full */
 };
 
 #endif /* EBPFC_CAPTURE_ABI_H */

@@ -23,6 +23,10 @@ enum ebpfc_account_result {
 	EBPFC_ACCOUNTED = 0,  /* counted; the flow stays open */
 	EBPFC_CLOSED_NOW = 1, /* counted; this segment closed the flow */
 	EBPFC_LATE = 2,	      /* the flow had already closed: not counted */
+	EBPFC_REOPENED = 3,   /* a new connection on the four-tuple of one that still looked
+			       * open (its close was not seen): *old holds the old record,
+			       * closed with EBPFC_CLOSE_REOPENED; the new one starts with
+			       * this segment */
 };
 
 /* Should a segment of a connection we do not know start tracking it? */
@@ -51,6 +55,25 @@ static __always_inline void ebpfc_flow_init(struct ebpfc_flow_stats *s,
 		else
 			s->client = p->sender;
 	}
+}
+
+/*
+ * Is p, on an open flow, the SYN of a new connection on the same four-tuple?
+ * A sender that already opened with another initial sequence number, or a
+ * SYN on a flow first seen mid-stream, means the old connection ended unseen.
+ * A retransmitted SYN carries the same sequence number.
+ */
+static __always_inline int ebpfc_is_reopening(const struct ebpfc_flow_stats *s,
+					      const struct ebpfc_packet *p)
+{
+	const struct ebpfc_flow_dir *d = &s->dir[p->sender & 1];
+
+	if (s->state != EBPFC_FLOW_OPEN ||
+	    (p->flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK | EBPFC_TCP_RST)) != EBPFC_TCP_SYN)
+		return 0;
+	if (d->flags & EBPFC_TCP_SYN)
+		return d->isn != p->seq;
+	return s->mid_stream;
 }
 
 /* Sets a timestamp that is written once. */
@@ -113,10 +136,12 @@ static __always_inline int ebpfc_close(struct ebpfc_flow_stats *s, __u8 reason, 
 
 /*
  * Accounts segment p, seen at now_ns, to the flow s. Returns an
- * enum ebpfc_account_result.
+ * enum ebpfc_account_result; for EBPFC_REOPENED the old record is copied to
+ * *old first.
  */
 static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
-					      const struct ebpfc_packet *p, __u64 now_ns)
+					      const struct ebpfc_packet *p, __u64 now_ns,
+					      struct ebpfc_flow_stats *old)
 {
 	__u8 from = p->sender & 1;
 	__u8 flags = p->flags;
@@ -124,7 +149,15 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	__u32 data_seq = p->seq;
 	__u32 seen;
 
-	if (s->state != EBPFC_FLOW_OPEN) {
+	int reopened = 0;
+
+	if (ebpfc_is_reopening(s, p)) {
+		__builtin_memcpy(old, s, sizeof(*old));
+		old->state = EBPFC_FLOW_CLOSED;
+		old->close_reason = EBPFC_CLOSE_REOPENED;
+		ebpfc_flow_init(s, p, now_ns);
+		reopened = 1;
+	} else if (s->state != EBPFC_FLOW_OPEN) {
 		/*
 		 * The same four-tuple opening again (before user space removed the
 		 * closed entry) is a new connection.
@@ -142,9 +175,10 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 
 	if (flags & EBPFC_TCP_SYN) {
 		data_seq = p->seq + 1; /* the SYN takes one sequence number */
-		if (d->seq == 0)
+		if (d->seq == 0) {
 			__sync_val_compare_and_swap(&d->seq, 0, EBPFC_SEQ_VALID | data_seq);
-		else if ((__u32)d->seq == data_seq && p->payload_len == 0)
+			d->isn = p->seq;
+		} else if ((__u32)d->seq == data_seq && p->payload_len == 0)
 			__sync_fetch_and_add(&d->retransmits, 1); /* a repeated SYN */
 		if (!(flags & EBPFC_TCP_ACK)) {
 			if (from == s->client)
@@ -165,7 +199,7 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	    (flags & (EBPFC_TCP_FIN | EBPFC_TCP_ACK)) == EBPFC_TCP_ACK && p->payload_len == 0)
 		return ebpfc_close(s, EBPFC_CLOSE_FIN, EBPFC_NO_ENDPOINT) ? EBPFC_CLOSED_NOW
 									  : EBPFC_ACCOUNTED;
-	return EBPFC_ACCOUNTED;
+	return reopened ? EBPFC_REOPENED : EBPFC_ACCOUNTED;
 }
 
 #endif /* EBPFC_FLOW_ACCOUNT_H */

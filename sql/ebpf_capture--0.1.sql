@@ -31,12 +31,16 @@ CREATE TABLE @extschema@.spans (
     dst_port         int NOT NULL,
     bytes_sent       bigint NOT NULL,
     bytes_received   bigint NOT NULL,
-    packets_sent     bigint NOT NULL,
-    packets_received bigint NOT NULL,
-    attributes       jsonb NOT NULL DEFAULT '{}'
+    packets_sent     bigint,          -- tcp only
+    packets_received bigint,          -- tcp only
+    attributes       jsonb NOT NULL DEFAULT '{}',
+    -- protocol 'http': one row per request/response exchange
+    http_method      text,
+    http_target      text,
+    http_status      int
 );
 COMMENT ON TABLE @extschema@.spans IS
-  'Observed network spans. tcp: client = the side that sent the SYN; bytes_* are TCP payload bytes, each sequence number counted once.';
+  'Observed network spans. tcp: one per connection, client = the side that sent the SYN, bytes_* are TCP payload bytes counted once each. http: one per request/response exchange, bytes_* are body bytes.';
 
 -- Users ask for recent spans ("last 15 minutes") and for whole traces.
 CREATE INDEX spans_start_time_idx ON @extschema@.spans (start_time);

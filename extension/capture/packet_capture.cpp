@@ -72,8 +72,10 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
 
   skel_ = capture_bpf__open();
   if (!skel_) fail("cannot open the embedded BPF object", errno);
+  skel_->rodata->send_payload = options.http ? 1 : 0;
   skel_->rodata->wakeup_bytes = static_cast<__u64>(options.wakeup_events) * sizeof(ebpfc_event);
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
+      bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {
     int err = errno;
     capture_bpf__destroy(skel_);
@@ -96,6 +98,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   }
   flows_fd_ = bpf_map__fd(skel_->maps.flows);
   counters_fd_ = bpf_map__fd(skel_->maps.counters);
+  l7_control_fd_ = bpf_map__fd(skel_->maps.l7_control);
 
   try {
     // A socket with protocol 0 receives nothing until bound: attach the filter
@@ -156,29 +159,54 @@ int PacketCapture::event_fd() const { return ring_buffer__epoll_fd(ring_); }
 
 int PacketCapture::on_event(void* ctx, void* data, size_t size) {
   auto* self = static_cast<PacketCapture*>(ctx);
-  if (size < sizeof(ebpfc_event)) return 0;
-  ebpfc_event ev;
-  std::memcpy(&ev, data, sizeof(ev));
-  if (ev.type != EBPFC_EVENT_FLOW_CLOSED) return 0;
-  self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
-  self->closed_keys_.push_back(ev.key);
-  self->drained_++;
+  uint32_t type = 0;
+  if (size < sizeof(type)) return 0;
+  std::memcpy(&type, data, sizeof(type));
+  if (type == EBPFC_EVENT_FLOW_CLOSED && size >= sizeof(ebpfc_event)) {
+    ebpfc_event ev;
+    std::memcpy(&ev, data, sizeof(ev));
+    self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
+    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY)) self->closed_keys_.push_back(ev.key);
+    self->drained_++;
+  } else if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
+    // Records are variable-length: trust data_len only as far as the record goes.
+    const auto* head = static_cast<const ebpfc_payload_event*>(data);
+    if (head->data_len <= size - EBPFC_PAYLOAD_HEADER_LEN && head->data_len <= EBPFC_PAYLOAD_MAX)
+      self->sink_->payload(*head);
+  }
   return 0;
 }
 
-void PacketCapture::delete_batch(std::vector<ebpfc_flow_key>& keys) {
-  // Only user space deletes entries, so every key is present: the batch
-  // deletes all of them (it stops at the first missing key, if any).
+void PacketCapture::delete_batch(int map_fd, std::vector<ebpfc_flow_key>& keys) {
+  // BPF_MAP_DELETE_BATCH stops at the first key that is not there; skip it
+  // and go on.
   size_t done = 0;
   while (done < keys.size()) {
     __u32 count = static_cast<__u32>(keys.size() - done);
-    int rc = bpf_map_delete_batch(flows_fd_, keys.data() + done, &count, nullptr);
+    int rc = bpf_map_delete_batch(map_fd, keys.data() + done, &count, nullptr);
     done += count;
-    if (rc != 0) {
-      if (count == 0) done++;  // skip a key that is already gone
-    }
+    if (rc != 0 && count == 0) done++;
   }
   keys.clear();
+}
+
+void PacketCapture::set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control) {
+  control_keys_.push_back(key);
+  control_values_.push_back(control);
+}
+
+void PacketCapture::clear_l7_control(const ebpfc_flow_key& key) { control_deletes_.push_back(key); }
+
+void PacketCapture::apply_l7_control() {
+  if (!control_keys_.empty()) {
+    __u32 count = static_cast<__u32>(control_keys_.size());
+    // Best effort: a full map only means the filter keeps sending body heads.
+    (void)bpf_map_update_batch(l7_control_fd_, control_keys_.data(), control_values_.data(), &count,
+                               nullptr);
+    control_keys_.clear();
+    control_values_.clear();
+  }
+  if (!control_deletes_.empty()) delete_batch(l7_control_fd_, control_deletes_);
 }
 
 size_t PacketCapture::drain(FlowSink& sink) {
@@ -187,7 +215,8 @@ size_t PacketCapture::drain(FlowSink& sink) {
   int rc = ring_buffer__consume(ring_);
   sink_ = nullptr;
   if (rc < 0) fail("cannot read the BPF ring buffer", -rc);
-  if (!closed_keys_.empty()) delete_batch(closed_keys_);
+  if (!closed_keys_.empty()) delete_batch(flows_fd_, closed_keys_);
+  apply_l7_control();
   return drained_;
 }
 
@@ -230,7 +259,7 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
     sweep_delete_.push_back(sweep_keys_[i]);
     reported++;
   }
-  if (!sweep_delete_.empty()) delete_batch(sweep_delete_);
+  if (!sweep_delete_.empty()) delete_batch(flows_fd_, sweep_delete_);
   return reported;
 }
 

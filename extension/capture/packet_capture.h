@@ -32,6 +32,8 @@ struct CaptureOptions {
   // The kernel wakes the reader once this many events are waiting; fewer are
   // picked up by the reader's own periodic drain.
   uint32_t wakeup_events = 64;
+  // Send the payload heads of HTTP connections (FlowSink::payload).
+  bool http = false;
 };
 
 // Kernel-side counters: the filter's per-CPU counters summed, plus the
@@ -43,11 +45,16 @@ struct CaptureCounters {
 };
 
 // Receives connections that ended, in the order user space learns of them.
+// Receives what the kernel reports, in the order user space learns of it:
+// connections that ended, and the payload heads of (possibly) HTTP
+// connections. The payload's data points into the ring buffer and is valid
+// only during the call.
 class FlowSink {
  public:
   virtual ~FlowSink() = default;
   virtual void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
                           CloseReason reason) = 0;
+  virtual void payload(const ebpfc_payload_event& head) = 0;
 };
 
 class PacketCapture {
@@ -70,6 +77,12 @@ class PacketCapture {
   // of flows reported.
   size_t sweep(const SweepPolicy& policy, FlowSink& sink);
 
+  // Tells the filter where the parser of connection `key` wants payload again
+  // (applied in one batch at the end of the current or next drain).
+  void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control);
+  // Forgets the control entry of a connection the parser no longer follows.
+  void clear_l7_control(const ebpfc_flow_key& key);
+
   // Number of entries the last sweep saw in the flows map.
   size_t flows_tracked() const { return flows_tracked_; }
 
@@ -77,7 +90,8 @@ class PacketCapture {
 
  private:
   static int on_event(void* ctx, void* data, size_t size);
-  void delete_batch(std::vector<ebpfc_flow_key>& keys);
+  void delete_batch(int map_fd, std::vector<ebpfc_flow_key>& keys);
+  void apply_l7_control();
 
   CaptureOptions options_;
   capture_bpf* skel_ = nullptr;
@@ -85,6 +99,7 @@ class PacketCapture {
   int sock_ = -1;
   int flows_fd_ = -1;
   int counters_fd_ = -1;
+  int l7_control_fd_ = -1;
   FlowSink* sink_ = nullptr;  // set only during drain()
   size_t drained_ = 0;
   size_t flows_tracked_ = 0;
@@ -95,6 +110,9 @@ class PacketCapture {
   std::vector<ebpfc_flow_stats> sweep_values_;
   std::vector<ebpfc_flow_key> sweep_delete_;
   std::vector<ebpfc_counters> percpu_;
+  std::vector<ebpfc_flow_key> control_keys_;  // pending l7_control updates
+  std::vector<ebpfc_l7_control> control_values_;
+  std::vector<ebpfc_flow_key> control_deletes_;
 };
 
 }  // namespace ebpfc

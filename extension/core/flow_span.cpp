@@ -14,6 +14,8 @@ const char* close_reason_name(CloseReason r) {
       return "idle";
     case CloseReason::CaptureStopped:
       return "capture_stopped";
+    case CloseReason::Reopened:
+      return "reopened";
     case CloseReason::None:
       break;
   }
@@ -42,6 +44,8 @@ static CloseReason from_kernel(uint8_t r) {
       return CloseReason::Idle;
     case EBPFC_CLOSE_CAPTURE_STOPPED:
       return CloseReason::CaptureStopped;
+    case EBPFC_CLOSE_REOPENED:
+      return CloseReason::Reopened;
     default:
       return CloseReason::None;
   }

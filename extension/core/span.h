@@ -9,7 +9,7 @@ namespace ebpfc {
 enum class SpanStatus : uint8_t { Unset, Ok, Error };
 
 // Why a connection's span ended (mirrors enum ebpfc_close_reason).
-enum class CloseReason : uint8_t { None, Fin, Rst, Idle, CaptureStopped };
+enum class CloseReason : uint8_t { None, Fin, Rst, Idle, CaptureStopped, Reopened };
 
 // Which end of the connection did something.
 enum class Side : int8_t { None = -1, Client = 0, Server = 1 };

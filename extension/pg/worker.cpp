@@ -45,6 +45,9 @@ class SpanBatch final : public FlowSink {
     span_from_flow(key, stats, reason, clock, ids, spans.back());
   }
 
+  // Payload heads come only when CaptureOptions::http is set.
+  void payload(const ebpfc_payload_event&) override {}
+
   std::vector<Span> spans;
   uint64_t oldest_ns = 0;
   uint64_t dropped = 0;
@@ -121,7 +124,7 @@ void flush() {
     size_t n = b.spans.size() - done;
     if (n > static_cast<size_t>(g_batch_size)) n = static_cast<size_t>(g_batch_size);
     char error[kErrorLen];
-    if (g_worker->store.insert(b.spans.data() + done, n, g_worker->interface, error,
+    if (g_worker->store.insert(b.spans.data() + done, n, nullptr, 0, g_worker->interface, error,
                                sizeof(error))) {
       g_worker->spans_written += n;
     } else {

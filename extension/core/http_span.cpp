@@ -1,0 +1,174 @@
+#include "core/http_span.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "core/text_sanitize.h"
+
+namespace ebpfc {
+
+void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, unsigned client,
+                             const uint8_t connection_span_id[8], const WallClock& clock,
+                             SpanIdGenerator& ids, HttpSpan& out) {
+  const unsigned c = client & 1;
+  const unsigned s = c ^ 1;
+  // A request that carries a valid traceparent joins its trace: the hop we
+  // see is a child of the caller's span.
+  if (ex.has_traceparent) {
+    std::memcpy(out.trace_id, ex.trace_id, sizeof(out.trace_id));
+    std::memcpy(out.parent_span_id, ex.parent_id, sizeof(out.parent_span_id));
+    out.has_parent = true;
+  } else {
+    ids.trace_id(out.trace_id);
+    std::memset(out.parent_span_id, 0, sizeof(out.parent_span_id));
+    out.has_parent = false;
+  }
+  ids.span_id(out.span_id);
+  const uint64_t start = ex.request_start_ns != 0 ? ex.request_start_ns : ex.response_end_ns;
+  const uint64_t end = ex.response_end_ns >= start ? ex.response_end_ns : start;
+  out.start_unix_us = clock.to_unix_us(start);
+  out.end_unix_us = clock.to_unix_us(end);
+  out.family = key.family;
+  std::memcpy(out.src_addr, key.addr[c], sizeof(out.src_addr));
+  std::memcpy(out.dst_addr, key.addr[s], sizeof(out.dst_addr));
+  out.src_port = key.port[c];
+  out.dst_port = key.port[s];
+  std::memcpy(out.connection_span_id, connection_span_id, sizeof(out.connection_span_id));
+  // Server-side semantics (we observe the server's answer): 5xx is an error,
+  // 4xx is not; so is an exchange that never got a response.
+  const bool no_response = ex.status == 0;
+  out.status = (ex.status >= 500 || no_response) ? SpanStatus::Error : SpanStatus::Unset;
+  std::memcpy(&out.exchange, &ex, sizeof(ex));
+}
+
+const char* http_span_name(const HttpExchange& ex) {
+  switch (ex.method) {
+    case HttpMethod::None:
+    case HttpMethod::Other:
+      return "HTTP";
+    default:
+      return http_method_name(ex.method);
+  }
+}
+
+namespace {
+
+// A bounded JSON object writer: keys are ours, string values are sanitized.
+class JsonObject {
+ public:
+  JsonObject(char* buf, size_t size) : buf_(buf), size_(size) { ok_ = put("{", 1); }
+
+  void number(const char* key, uint64_t v) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
+    raw_value(key, tmp, static_cast<size_t>(n));
+  }
+  void boolean(const char* key, bool v) { raw_value(key, v ? "true" : "false", v ? 4 : 5); }
+  void string(const char* key, const char* s, size_t len) {
+    char clean[kHttpTargetMax * 3 + 1];
+    size_t n = sanitize_utf8(s, len, clean, sizeof(clean));
+    // sanitize_utf8 leaves no control bytes: only '"' and '\\' double.
+    char quoted[sizeof(clean) * 2 + 3];
+    size_t q = json_string(clean, n, quoted, sizeof(quoted));
+    if (q == 0) {
+      ok_ = false;
+      return;
+    }
+    raw_value(key, quoted, q);
+  }
+  void hex(const char* key, const uint8_t* bytes, size_t n) {
+    char tmp[2 * 16 + 3];
+    tmp[0] = '"';
+    to_hex(bytes, n, tmp + 1);
+    tmp[2 * n + 1] = '"';
+    raw_value(key, tmp, 2 * n + 2);
+  }
+  void begin_array(const char* key) {
+    key_(key);
+    ok_ = ok_ && put("[", 1);
+    first_in_array_ = true;
+  }
+  void array_string(const char* s) {
+    if (!first_in_array_) ok_ = ok_ && put(",", 1);
+    first_in_array_ = false;
+    ok_ = ok_ && put("\"", 1) && put(s, strlen(s)) && put("\"", 1);
+  }
+  void end_array() { ok_ = ok_ && put("]", 1); }
+  size_t finish() {
+    ok_ = ok_ && put("}", 1);
+    if (!ok_ || used_ >= size_) {
+      if (size_ > 0) buf_[0] = '\0';
+      return 0;
+    }
+    buf_[used_] = '\0';
+    return used_;
+  }
+
+ private:
+  bool put(const char* s, size_t n) {
+    if (used_ + n >= size_) return false;
+    std::memcpy(buf_ + used_, s, n);
+    used_ += n;
+    return true;
+  }
+  void key_(const char* key) {
+    if (!first_) ok_ = ok_ && put(",", 1);
+    first_ = false;
+    ok_ = ok_ && put("\"", 1) && put(key, strlen(key)) && put("\":", 2);
+  }
+  void raw_value(const char* key, const char* v, size_t n) {
+    key_(key);
+    ok_ = ok_ && put(v, n);
+  }
+
+  char* buf_;
+  size_t size_;
+  size_t used_ = 0;
+  bool ok_ = true;
+  bool first_ = true;
+  bool first_in_array_ = true;
+};
+
+}  // namespace
+
+size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size) {
+  const HttpExchange& ex = span.exchange;
+  JsonObject j(buf, size);
+  if (ex.method != HttpMethod::None) j.string("http.request.method", ex.method_text, ex.method_len);
+  if (ex.host_len > 0) j.string("server.address", ex.host, ex.host_len);
+  j.number("http.request.body.size", ex.request_body_bytes);
+  j.number("http.response.body.size", ex.response_body_bytes);
+  if (ex.request_version != 0 || ex.response_version != 0) {
+    const uint8_t v = ex.response_version != 0 ? ex.response_version : ex.request_version;
+    j.string("network.protocol.version", v == 10 ? "1.0" : "1.1", 3);
+  }
+  if (ex.interim_responses > 0) j.number("http.interim_responses", ex.interim_responses);
+  if (ex.tracestate_len > 0) j.string("tracestate", ex.tracestate, ex.tracestate_len);
+  if (ex.flags & kHttpTraceparentInvalid) j.boolean("http.traceparent_invalid", true);
+  if (ex.flags & kHttpRequestChunked) j.boolean("http.request.chunked", true);
+  if (ex.flags & kHttpResponseChunked) j.boolean("http.response.chunked", true);
+  if (ex.flags & kHttpTunnel) j.boolean("http.tunnel", true);
+  j.boolean("http.incomplete", ex.incomplete != 0);
+  if (ex.incomplete != 0) {
+    static const struct {
+      uint16_t bit;
+      const char* name;
+    } kReasons[] = {
+        {kHttpGapRequest, "request_gap"},           {kHttpGapResponse, "response_gap"},
+        {kHttpHeaderBound, "header_bound"},         {kHttpQueueBound, "queue_bound"},
+        {kHttpNoResponse, "no_response"},           {kHttpNoRequest, "no_request"},
+        {kHttpTargetTruncated, "target_truncated"}, {kHttpHostTruncated, "host_truncated"},
+        {kHttpBadRequest, "bad_request"},           {kHttpBadResponse, "bad_response"},
+        {kHttpRequestCut, "request_cut"},           {kHttpResponseCut, "response_cut"},
+    };
+    j.begin_array("http.incomplete_reasons");
+    for (const auto& r : kReasons)
+      if (ex.incomplete & r.bit) j.array_string(r.name);
+    j.end_array();
+  }
+  j.hex("tcp.span_id", span.connection_span_id, 8);
+  return j.finish();
+}
+
+}  // namespace ebpfc
