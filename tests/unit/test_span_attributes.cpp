@@ -1,0 +1,201 @@
+// Tests of extension/core/span_attributes.*: the span's `attributes` JSON,
+// checked by parsing it with nlohmann::json.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "conn_sim.h"
+#include "core/flow_span.h"
+#include "core/span_attributes.h"
+
+namespace {
+
+using ebpfc::CloseReason;
+using ebpfc::kAttributesMax;
+using ebpfc::Side;
+using ebpfc::Span;
+using ebpfc::SpanStatus;
+using nlohmann::json;
+
+Span base_span() {
+  Span s{};
+  s.family = 4;
+  s.handshake_rtt_us = -1;
+  s.status = SpanStatus::Unset;
+  s.close_reason = CloseReason::Fin;
+  s.reset_by = Side::None;
+  return s;
+}
+
+std::string format(const Span& s) {
+  char buf[kAttributesMax];
+  std::memset(buf, 'x', sizeof(buf));
+  const size_t n = ebpfc::format_tcp_attributes(s, buf, sizeof(buf));
+  EXPECT_GT(n, 0u);
+  EXPECT_LT(n, kAttributesMax);
+  EXPECT_EQ(std::strlen(buf), n);
+  return std::string(buf, n);
+}
+
+json parse_json(const std::string& text) {
+  EXPECT_TRUE(json::accept(text)) << text;
+  return json::parse(text, nullptr, false);
+}
+
+std::set<std::string> keys(const json& j) {
+  std::set<std::string> k;
+  for (auto it = j.begin(); it != j.end(); ++it) k.insert(it.key());
+  return k;
+}
+
+TEST(SpanAttributes, CleanCloseWithHandshake) {
+  Span s = base_span();
+  s.handshake_completed = true;
+  s.handshake_rtt_us = 2500;
+  s.retransmits_sent = 2;
+  s.retransmits_received = 3;
+  const std::string text = format(s);
+  const json j = parse_json(text);
+  ASSERT_TRUE(j.is_object()) << text;
+  EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.mid_stream",
+                                            "tcp.handshake_completed", "tcp.handshake_rtt_us",
+                                            "tcp.retransmits_sent", "tcp.retransmits_received"}));
+  EXPECT_EQ(j["tcp.close_reason"], "fin");
+  EXPECT_EQ(j["tcp.reset"], false);
+  EXPECT_EQ(j["tcp.mid_stream"], false);
+  EXPECT_EQ(j["tcp.handshake_completed"], true);
+  EXPECT_TRUE(j["tcp.handshake_rtt_us"].is_number_integer());
+  EXPECT_EQ(j["tcp.handshake_rtt_us"], 2500);
+  EXPECT_EQ(j["tcp.retransmits_sent"], 2);
+  EXPECT_EQ(j["tcp.retransmits_received"], 3);
+}
+
+TEST(SpanAttributes, ResetMidStream) {
+  Span s = base_span();
+  s.close_reason = CloseReason::Rst;
+  s.reset_by = Side::Server;
+  s.status = SpanStatus::Error;
+  s.mid_stream = true;
+  const json j = parse_json(format(s));
+  EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.reset_by",
+                                            "tcp.mid_stream", "tcp.handshake_completed",
+                                            "tcp.retransmits_sent", "tcp.retransmits_received"}));
+  EXPECT_EQ(j["tcp.close_reason"], "rst");
+  EXPECT_EQ(j["tcp.reset"], true);
+  EXPECT_EQ(j["tcp.reset_by"], "server");
+  EXPECT_EQ(j["tcp.mid_stream"], true);
+  EXPECT_EQ(j["tcp.handshake_completed"], false);
+  EXPECT_EQ(j["tcp.retransmits_sent"], 0);
+
+  s.reset_by = Side::Client;
+  EXPECT_EQ(parse_json(format(s))["tcp.reset_by"], "client");
+}
+
+TEST(SpanAttributes, EveryCloseReason) {
+  const struct {
+    CloseReason r;
+    const char* name;
+  } cases[] = {{CloseReason::None, "none"},
+               {CloseReason::Fin, "fin"},
+               {CloseReason::Rst, "rst"},
+               {CloseReason::Idle, "idle"},
+               {CloseReason::CaptureStopped, "capture_stopped"}};
+  for (const auto& c : cases) {
+    Span s = base_span();
+    s.close_reason = c.r;
+    EXPECT_EQ(parse_json(format(s))["tcp.close_reason"], c.name);
+  }
+}
+
+TEST(SpanAttributes, ZeroRttIsReported) {
+  Span s = base_span();
+  s.handshake_completed = true;
+  s.handshake_rtt_us = 0;  // loopback: under a microsecond
+  const json j = parse_json(format(s));
+  ASSERT_TRUE(j.contains("tcp.handshake_rtt_us"));
+  EXPECT_EQ(j["tcp.handshake_rtt_us"], 0);
+}
+
+Span worst_case() {
+  Span s = base_span();
+  s.close_reason = CloseReason::CaptureStopped;
+  s.reset_by = Side::Server;
+  s.mid_stream = false;
+  s.handshake_completed = false;
+  s.handshake_rtt_us = std::numeric_limits<int64_t>::max();
+  s.retransmits_sent = std::numeric_limits<uint32_t>::max();
+  s.retransmits_received = std::numeric_limits<uint32_t>::max();
+  return s;
+}
+
+TEST(SpanAttributes, LargestOutputFitsTheMaximum) {
+  const Span s = worst_case();
+  const json j = parse_json(format(s));
+  EXPECT_EQ(j["tcp.handshake_rtt_us"].get<int64_t>(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(j["tcp.retransmits_sent"].get<uint64_t>(), 4294967295u);
+  EXPECT_EQ(j["tcp.retransmits_received"].get<uint64_t>(), 4294967295u);
+  EXPECT_EQ(j["tcp.close_reason"], "capture_stopped");
+}
+
+TEST(SpanAttributes, BufferTooSmallReturnsZero) {
+  const Span s = worst_case();
+  const std::string full = format(s);
+  const size_t n = full.size();
+  for (size_t size = 1; size <= n; size++) {
+    SCOPED_TRACE(size);
+    std::unique_ptr<char[]> buf(new char[size]);  // exact: overruns are ASan reports
+    std::memset(buf.get(), 'x', size);
+    EXPECT_EQ(ebpfc::format_tcp_attributes(s, buf.get(), size), 0u);
+    EXPECT_EQ(buf[0], '\0');  // never a truncated, unterminated object
+  }
+  std::unique_ptr<char[]> exact(new char[n + 1]);
+  EXPECT_EQ(ebpfc::format_tcp_attributes(s, exact.get(), n + 1), n);
+  EXPECT_EQ(std::string(exact.get()), full);
+
+  EXPECT_EQ(ebpfc::format_tcp_attributes(s, nullptr, 0), 0u);
+}
+
+TEST(SpanAttributes, FromRealFlows) {
+  using ebpfc_test::ConnSim;
+  using ebpfc_test::Who;
+  const ebpfc::WallClock clock;
+  ebpfc::SpanIdGenerator ids(5);
+
+  ConnSim c({{10, 0, 0, 2}, 40000}, {{10, 0, 0, 1}, 5432});
+  c.send(Who::Client, EBPFC_TCP_SYN, 1, 0, 0, 1000000);
+  c.send(Who::Server, EBPFC_TCP_SYN | EBPFC_TCP_ACK, 1, 2, 0, 1500000);
+  c.send(Who::Client, EBPFC_TCP_ACK, 2, 2, 0, 4000000);
+  c.send(Who::Client, EBPFC_TCP_ACK, 2, 2, 10, 5000000);
+  c.send(Who::Client, EBPFC_TCP_ACK, 2, 2, 10, 6000000);
+  Span s;
+  ebpfc::span_from_flow(c.key, c.st, CloseReason::Idle, clock, ids, s);
+  json j = parse_json(format(s));
+  EXPECT_EQ(j["tcp.close_reason"], "idle");
+  EXPECT_EQ(j["tcp.reset"], false);
+  EXPECT_FALSE(j.contains("tcp.reset_by"));
+  EXPECT_EQ(j["tcp.handshake_completed"], true);
+  EXPECT_EQ(j["tcp.handshake_rtt_us"], 3000);
+  EXPECT_EQ(j["tcp.retransmits_sent"], 1);
+  EXPECT_EQ(j["tcp.retransmits_received"], 0);
+  EXPECT_EQ(j["tcp.mid_stream"], false);
+
+  ConnSim m({{10, 0, 0, 2}, 40000}, {{10, 0, 0, 1}, 5432});
+  m.send(Who::Server, EBPFC_TCP_ACK, 50, 60, 5, 1000000);
+  m.send(Who::Client, EBPFC_TCP_RST, 60, 0, 0, 2000000);
+  ebpfc::span_from_flow(m.key, m.st, CloseReason::None, clock, ids, s);
+  j = parse_json(format(s));
+  EXPECT_EQ(j["tcp.close_reason"], "rst");
+  EXPECT_EQ(j["tcp.reset"], true);
+  EXPECT_EQ(j["tcp.reset_by"], "client");
+  EXPECT_EQ(j["tcp.mid_stream"], true);
+  EXPECT_EQ(j["tcp.handshake_completed"], false);
+  EXPECT_FALSE(j.contains("tcp.handshake_rtt_us"));
+}
+
+}  // namespace
