@@ -92,10 +92,16 @@ static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struc
 	return bpf_map_lookup_elem(&flows, &p->key);
 }
 
-static __always_inline __u64 ebpfc_wakeup_flags(void)
+/*
+ * Wake user space only when this record makes the waiting data cross
+ * wakeup_bytes: once per batch, not on every record after the threshold
+ * (each forced wake-up raises an IRQ work item). `before` is the data that
+ * was waiting without this record of `size` bytes.
+ */
+static __always_inline __u64 ebpfc_wakeup_flags(__u64 before, __u64 size)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-									     : BPF_RB_NO_WAKEUP;
+	return before < wakeup_bytes && before + size >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								      : BPF_RB_NO_WAKEUP;
 }
 
 /*
@@ -163,8 +169,9 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->data_len = len;
 	if (bpf_skb_load_bytes(skb, p->payload_off + offset, pe->data, len) < 0)
 		return;
-	if (bpf_ringbuf_output(&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len, ebpfc_wakeup_flags()) <
-	    0)
+	if (bpf_ringbuf_output(&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len,
+			       ebpfc_wakeup_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA),
+						  EBPFC_PAYLOAD_HEADER_LEN + len)) < 0)
 		c->payload_dropped++;
 	else
 		c->payload_events++;
@@ -217,6 +224,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload);
 	if (result == EBPFC_CLOSED_NOW || result == EBPFC_REOPENED) {
 		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		__u64 avail;
 
 		if (!e) {
 			c->events_dropped++;
@@ -227,7 +235,11 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY : 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
-		bpf_ringbuf_submit(e, ebpfc_wakeup_flags());
+		/* the reserved record already counts as waiting data */
+		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		bpf_ringbuf_submit(
+		    e,
+		    ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
 	}
 	return 0;
 }

@@ -128,7 +128,7 @@ pg_start() {
 		fi
 	} >>"$dir/data/postgresql.conf"
 
-	_pg_server_start "$dir"
+	_pg_server_start "$dir" || return 1
 	pg_log "started in $dir (port $port, preload=$preload, caps=$caps, netns ${EBPFC_NS}-node)"
 }
 
@@ -145,7 +145,7 @@ pg_stop() {
 pg_restart() {
 	local dir="$1"
 	pg_stop "$dir"
-	_pg_server_start "$dir"
+	_pg_server_start "$dir" || return 1
 }
 
 pg_main() {
