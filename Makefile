@@ -14,7 +14,9 @@ DATA = sql/ebpf_capture--0.1.sql
 CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
 	extension/core/flow_span.o extension/core/span_attributes.o \
 	extension/core/text_sanitize.o extension/core/http_span.o \
-	extension/core/http_exchange.o
+	extension/core/http_exchange.o extension/core/http_message.o \
+	extension/core/http_reorder.o extension/core/http_stream.o \
+	extension/core/http_traceparent.o extension/core/http_tracker.o
 CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \

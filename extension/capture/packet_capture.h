@@ -13,6 +13,7 @@
 
 #include "capture_abi.h"
 #include "core/flow_span.h"
+#include "core/http_tracker.h"
 
 struct capture_bpf;
 struct ring_buffer;
@@ -57,10 +58,10 @@ class FlowSink {
   virtual void payload(const ebpfc_payload_event& head) = 0;
 };
 
-class PacketCapture {
+class PacketCapture final : public PayloadControl {
  public:
   explicit PacketCapture(const CaptureOptions& options);
-  ~PacketCapture();
+  ~PacketCapture() override;
   PacketCapture(const PacketCapture&) = delete;
   PacketCapture& operator=(const PacketCapture&) = delete;
 
@@ -79,9 +80,9 @@ class PacketCapture {
 
   // Tells the filter where the parser of connection `key` wants payload again
   // (applied in one batch at the end of the current or next drain).
-  void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control);
+  void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control) override;
   // Forgets the control entry of a connection the parser no longer follows.
-  void clear_l7_control(const ebpfc_flow_key& key);
+  void clear_l7_control(const ebpfc_flow_key& key) override;
 
   // Number of entries the last sweep saw in the flows map.
   size_t flows_tracked() const { return flows_tracked_; }

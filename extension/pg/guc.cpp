@@ -13,6 +13,9 @@ int g_max_pending_spans = 200000;
 bool g_promiscuous = true;
 int g_flow_table_size = 65536;
 int g_ring_buffer_kb = 4096;
+bool g_http = true;
+int g_max_http_connections = 2048;
+bool g_http_strip_query = false;
 
 static bool check_ring_buffer_kb(int* newval, void** extra, GucSource source) {
   (void)extra;
@@ -57,6 +60,16 @@ static void define_reloadable_gucs() {
   DefineCustomIntVariable(
       "ebpf_capture.flow_table_size", "Connections the kernel tracks at once per capture.", nullptr,
       &g_flow_table_size, 65536, 1024, 4194304, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("ebpf_capture.http",
+                           "Parse HTTP/1.x exchanges and write one span per exchange.", nullptr,
+                           &g_http, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.max_http_connections",
+                          "HTTP connections followed at once per capture (about 31 kB each).",
+                          nullptr, &g_max_http_connections, 2048, 16, 1000000, PGC_SIGHUP, 0,
+                          nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("ebpf_capture.http_strip_query",
+                           "Store http_target without its query string.", nullptr,
+                           &g_http_strip_query, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.ring_buffer_size",
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
                           &g_ring_buffer_kb, 4096, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,

@@ -3,15 +3,18 @@
 
 namespace ebpfc::pg {
 
-extern char* g_database;         // postmaster: the database holding the tables
-extern int g_max_captures;       // postmaster: capture slots in shared memory
-extern int g_idle_timeout_ms;    // sighup: an open connection silent this long ends
-extern int g_flush_interval_ms;  // sighup: oldest span waits at most this long
-extern int g_batch_size;         // sighup: spans per insert transaction
-extern int g_max_pending_spans;  // sighup: backlog bound while inserts fail
-extern bool g_promiscuous;       // sighup (next start): join the interface promiscuously
-extern int g_flow_table_size;    // sighup (next start): entries in the kernel flows map
-extern int g_ring_buffer_kb;     // sighup (next start): ring buffer size
+extern char* g_database;            // postmaster: the database holding the tables
+extern int g_max_captures;          // postmaster: capture slots in shared memory
+extern int g_idle_timeout_ms;       // sighup: an open connection silent this long ends
+extern int g_flush_interval_ms;     // sighup: oldest span waits at most this long
+extern int g_batch_size;            // sighup: spans per insert transaction
+extern int g_max_pending_spans;     // sighup: backlog bound while inserts fail
+extern bool g_promiscuous;          // sighup (next start): join the interface promiscuously
+extern int g_flow_table_size;       // sighup (next start): entries in the kernel flows map
+extern int g_ring_buffer_kb;        // sighup (next start): ring buffer size
+extern bool g_http;                 // sighup (next start): parse HTTP/1.x exchanges
+extern int g_max_http_connections;  // sighup (next start): HTTP connections followed at once
+extern bool g_http_strip_query;     // sighup: store targets without their query string
 
 // Defines the ebpf_capture.* parameters; the postmaster-level ones only while
 // shared_preload_libraries is being processed.

@@ -14,6 +14,7 @@
 
 #include "capture/packet_capture.h"
 #include "core/flow_span.h"
+#include "core/http_tracker.h"
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
@@ -32,33 +33,82 @@ constexpr uint64_t kDrainIntervalNs = 20ull * 1000 * 1000;
 // A closed flow still in the map after this long lost its ring-buffer event.
 constexpr uint64_t kCloseGraceNs = 1000ull * 1000 * 1000;
 
+// Finished spans waiting for the next insert, built as the kernel reports
+// connections and payload heads.
 class SpanBatch final : public FlowSink {
  public:
   void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
                   CloseReason reason) override {
-    if (spans.size() >= static_cast<size_t>(g_max_pending_spans)) {
+    uint8_t connection_span_id[8];
+    const bool had_http = http != nullptr && http->on_flow_ended(key, connection_span_id);
+    if (full()) {
       dropped++;
       return;
     }
-    if (spans.empty()) oldest_ns = WallClock::monotonic_ns();
+    note_first();
     spans.emplace_back();
     span_from_flow(key, stats, reason, clock, ids, spans.back());
+    // The connection's HTTP spans already refer to this id.
+    if (had_http) std::memcpy(spans.back().span_id, connection_span_id, 8);
   }
 
-  // Payload heads come only when CaptureOptions::http is set.
-  void payload(const ebpfc_payload_event&) override {}
+  void payload(const ebpfc_payload_event& head) override {
+    if (http == nullptr) return;
+    const size_t before = http_spans.size();
+    http->on_payload(head, clock, ids, http_spans);
+    after_http(before);
+  }
+
+  // After a drain: connections that ended give their last exchanges.
+  void end_of_drain(uint64_t now_ns) {
+    if (http == nullptr) return;
+    const size_t before = http_spans.size();
+    http->end_of_drain(now_ns, clock, ids, http_spans);
+    after_http(before);
+  }
+
+  void close_all() {
+    if (http == nullptr) return;
+    const size_t before = http_spans.size();
+    http->close_all(clock, ids, http_spans);
+    after_http(before);
+  }
+
+  size_t pending() const { return spans.size() + http_spans.size(); }
+  void clear() {
+    spans.clear();
+    http_spans.clear();
+  }
 
   std::vector<Span> spans;
+  std::vector<HttpSpan> http_spans;
+  HttpTracker* http = nullptr;  // null when HTTP is off
   uint64_t oldest_ns = 0;
   uint64_t dropped = 0;
   WallClock clock;
   SpanIdGenerator ids;
+
+ private:
+  bool full() const { return pending() >= static_cast<size_t>(g_max_pending_spans); }
+  void note_first() {
+    if (pending() == 0) oldest_ns = WallClock::monotonic_ns();
+  }
+  // Keeps the new HTTP spans within the backlog bound.
+  void after_http(size_t before) {
+    if (http_spans.size() > before && before + spans.size() == 0)
+      oldest_ns = WallClock::monotonic_ns();
+    while (http_spans.size() > before && full()) {
+      http_spans.pop_back();
+      dropped++;
+    }
+  }
 };
 
 struct Worker {
   int slot = -1;
   char interface[IFNAMSIZ] = {};
   PacketCapture* capture = nullptr;
+  HttpTracker* http = nullptr;
   SpanBatch batch;
   SpanStore store;
   uint64_t spans_written = 0;
@@ -116,34 +166,39 @@ void publish_counters() {
   pg_atomic_write_u64(&s->spans_dropped, g_worker->batch.dropped);
 }
 
-// Inserts pending spans in transactions of at most batch_size rows.
+// Inserts pending spans in transactions of at most batch_size rows (tcp and
+// http rows together).
 void flush() {
   SpanBatch& b = g_worker->batch;
-  size_t done = 0;
-  while (done < b.spans.size()) {
-    size_t n = b.spans.size() - done;
-    if (n > static_cast<size_t>(g_batch_size)) n = static_cast<size_t>(g_batch_size);
+  const size_t limit = static_cast<size_t>(g_batch_size);
+  size_t tcp_done = 0, http_done = 0;
+  while (tcp_done < b.spans.size() || http_done < b.http_spans.size()) {
+    size_t ntcp = b.spans.size() - tcp_done;
+    if (ntcp > limit) ntcp = limit;
+    size_t nhttp = b.http_spans.size() - http_done;
+    if (nhttp > limit - ntcp) nhttp = limit - ntcp;
     char error[kErrorLen];
-    if (g_worker->store.insert(b.spans.data() + done, n, nullptr, 0, g_worker->interface, error,
-                               sizeof(error))) {
-      g_worker->spans_written += n;
+    if (g_worker->store.insert(b.spans.data() + tcp_done, ntcp, b.http_spans.data() + http_done,
+                               nhttp, g_worker->interface, error, sizeof(error))) {
+      g_worker->spans_written += ntcp + nhttp;
     } else {
       // The batch is lost, and counted: retrying a batch the table refuses
       // would stall every span behind it.
-      b.dropped += n;
+      b.dropped += ntcp + nhttp;
       set_slot_error(g_worker->slot, error);
-      ereport(WARNING, (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s", n,
-                               g_worker->interface, error)));
+      ereport(WARNING, (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s",
+                               ntcp + nhttp, g_worker->interface, error)));
     }
-    done += n;
+    tcp_done += ntcp;
+    http_done += nhttp;
   }
-  b.spans.clear();
+  b.clear();
 }
 
 bool flush_due(uint64_t now) {
   const SpanBatch& b = g_worker->batch;
-  if (b.spans.empty()) return false;
-  return b.spans.size() >= static_cast<size_t>(g_batch_size) ||
+  if (b.pending() == 0) return false;
+  return b.pending() >= static_cast<size_t>(g_batch_size) ||
          now - b.oldest_ns >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
 }
 
@@ -154,10 +209,13 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
     g_worker->batch.clock.refresh();
     g_worker->last_drained = g_worker->capture->drain(g_worker->batch);
     const uint64_t now = WallClock::monotonic_ns();
+    g_worker->batch.end_of_drain(now);
     if (final_sweep || now >= g_worker->next_sweep_ns) {
       SweepPolicy policy{static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull, kCloseGraceNs,
                          final_sweep};
       g_worker->capture->sweep(policy, g_worker->batch);
+      g_worker->batch.end_of_drain(now);
+      if (final_sweep) g_worker->batch.close_all();
       g_worker->next_sweep_ns = now + kSweepIntervalNs;
       g_worker->swept = true;
     }
@@ -180,12 +238,22 @@ void finish() {
   RESUME_INTERRUPTS();
 }
 
+HttpTrackerOptions http_options() {
+  HttpTrackerOptions o;
+  o.max_connections = static_cast<size_t>(g_max_http_connections);
+  o.strip_query = g_http_strip_query;
+  // An HTTP connection whose close we never see (its flow was reported idle,
+  // or events were lost) is given up after the idle timeout, and a bit.
+  o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
+  return o;
+}
+
 long wait_timeout_ms(uint64_t now) {
   uint64_t deadline = g_worker->next_sweep_ns;
   if (g_worker->last_drained > 0 && now + kDrainIntervalNs < deadline)
     deadline = now + kDrainIntervalNs;
   const SpanBatch& b = g_worker->batch;
-  if (!b.spans.empty()) {
+  if (b.pending() > 0) {
     uint64_t flush_at = b.oldest_ns + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
     if (flush_at < deadline) deadline = flush_at;
   }
@@ -202,8 +270,14 @@ void run() {
     options.promiscuous = g_promiscuous;
     options.flow_table_size = static_cast<uint32_t>(g_flow_table_size);
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
+    options.http = g_http;
     g_worker->capture = new PacketCapture(options);
     g_worker->batch.spans.reserve(static_cast<size_t>(g_batch_size) * 2);
+    if (g_http) {
+      g_worker->http = new HttpTracker(http_options(), *g_worker->capture);
+      g_worker->batch.http = g_worker->http;
+      g_worker->batch.http_spans.reserve(256);
+    }
     opened = true;
   } catch (const std::exception& e) {
     strlcpy(error, e.what(), sizeof(error));
@@ -246,6 +320,7 @@ void run() {
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
     }
 
     if (!collect(false, error, sizeof(error))) fail_and_exit(error);

@@ -108,10 +108,23 @@ def test_http_curl(cluster, capture, pods, tmp_path):
     lip, lport, req, hdr, body, code = res.stdout.split()
     assert code == "200" and int(body) == 51_200, res.stdout
 
-    spans = wait_span_for(cluster, lip, int(lport), pod_ip4(3), port)
+    spans = wait_span_for(cluster, lip, int(lport), pod_ip4(3), port,
+                          predicate=lambda r: r["protocol"] == "tcp")
     assert len(spans) == 1, dump_spans(spans)
     span = spans[0]
     check_span_common(span, t0, now_utc())
+
+    # The exchange on it is an http span of its own, linked to the connection.
+    http = wait_span_for(cluster, lip, int(lport), pod_ip4(3), port,
+                         predicate=lambda r: r["protocol"] == "http")
+    assert len(http) == 1, dump_spans(http)
+    ex = http[0]
+    assert (ex["http_method"], ex["http_target"], ex["http_status"]) == \
+        ("GET", "/blob.bin", 200), ex
+    assert ex["bytes_received"] == 51_200 and ex["bytes_sent"] == 0, ex
+    assert ex["attributes"]["tcp.span_id"] == span["span_id"], (ex, span)
+    assert ex["attributes"]["http.incomplete"] is False, ex
+    assert span["start_time"] <= ex["start_time"] <= ex["end_time"] <= span["end_time"], (ex, span)
     assert span["bytes_received"] > span["bytes_sent"] > 0, span
     assert span["bytes_sent"] == int(req), (span["bytes_sent"], req)
     assert span["bytes_received"] == int(hdr) + int(body), (span["bytes_received"], hdr, body)

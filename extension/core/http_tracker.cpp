@@ -1,0 +1,225 @@
+#include "core/http_tracker.h"
+
+#include <cstring>
+
+namespace ebpfc {
+
+namespace {
+
+// Adds every uint64_t field of b to a (HttpCounters is all uint64_t).
+void add_counters(HttpCounters& a, const HttpCounters& b) {
+  static_assert(sizeof(HttpCounters) % sizeof(uint64_t) == 0, "HttpCounters holds uint64_t only");
+  uint64_t fa[sizeof(HttpCounters) / sizeof(uint64_t)];
+  uint64_t fb[sizeof(HttpCounters) / sizeof(uint64_t)];
+  std::memcpy(fa, &a, sizeof(a));
+  std::memcpy(fb, &b, sizeof(b));
+  for (size_t i = 0; i < sizeof(fa) / sizeof(fa[0]); i++) fa[i] += fb[i];
+  std::memcpy(&a, fa, sizeof(a));
+}
+
+}  // namespace
+
+size_t HttpTracker::KeyHash::operator()(const ebpfc_flow_key& k) const {
+  // FNV-1a over the key's bytes (its padding is always zero).
+  const auto* p = reinterpret_cast<const unsigned char*>(&k);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < sizeof(k); i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return static_cast<size_t>(h);
+}
+
+bool HttpTracker::KeyEq::operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const {
+  return std::memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+HttpTracker::HttpTracker(const HttpTrackerOptions& options, PayloadControl& control)
+    : options_(options), control_(control) {
+  conns_.reserve(options.max_connections * 2);
+  free_.reserve(options.max_connections);
+}
+
+HttpTracker::~HttpTracker() {
+  for (auto& entry : conns_) delete entry.second.stream;
+  for (HttpStream* s : free_) delete s;
+}
+
+void HttpTracker::set_options(const HttpTrackerOptions& options) {
+  options_ = options;
+  free_.reserve(options.max_connections);
+}
+
+HttpStream* HttpTracker::take_stream() {
+  if (!free_.empty()) {
+    HttpStream* s = free_.back();
+    free_.pop_back();
+    return s;
+  }
+  if (allocated_ >= options_.max_connections) return nullptr;
+  allocated_++;
+  return new HttpStream();
+}
+
+void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clock,
+                             SpanIdGenerator& ids, std::vector<HttpSpan>& out) {
+  auto it = conns_.find(head.key);
+  if (it == conns_.end()) {
+    Conn c{};
+    c.key = head.key;
+    c.client = head.from_client ? head.sender : head.sender ^ 1;
+    ids.span_id(c.span_id);
+    c.stream = take_stream();
+    if (c.stream == nullptr) {
+      // Not followed: ask the kernel to stop sending its payload.
+      counters_.pool_full++;
+      ebpfc_l7_control stop{};
+      stop.not_http = 1;
+      control_.set_l7_control(c.key, stop);
+      c.control_set = true;
+    } else {
+      c.stream->reset(false);
+      counters_.connections++;
+    }
+    it = conns_.emplace(head.key, c).first;
+  }
+  Conn& c = it->second;
+  c.last_ns = head.ts_ns;
+  if (c.stream == nullptr || c.ended) return;
+
+  current_ = &c;
+  clock_ = &clock;
+  ids_ = &ids;
+  out_ = &out;
+  c.stream->on_segment(head.from_client ? 0 : 1, head.seq, head.data, head.data_len,
+                       head.segment_len, head.ts_ns, *this);
+  current_ = nullptr;
+  update_control(c);
+}
+
+void HttpTracker::update_control(Conn& c) {
+  ebpfc_l7_control want{};
+  if (c.stream->done()) {
+    // Nothing more will come out of it: free the stream now, and tell the
+    // kernel to stop sending its payload.
+    add_counters(released_, c.stream->counters());
+    free_.push_back(c.stream);
+    c.stream = nullptr;
+    want.not_http = 1;
+    control_.set_l7_control(c.key, want);
+    c.control_set = true;
+    return;
+  }
+  bool changed = false;
+  for (unsigned dir = 0; dir < 2; dir++) {
+    // Directions in the kernel's terms: dir 0 is what the client sends.
+    const unsigned endpoint = dir == 0 ? c.client : c.client ^ 1;
+    const bool valid = c.stream->has_skip(dir);
+    const uint32_t to = valid ? c.stream->skip_until(dir) : 0;
+    want.skip_valid[endpoint] = valid;
+    want.skip_to[endpoint] = to;
+    if (valid != c.skip_valid[dir] || (valid && to != c.skip_to[dir])) changed = true;
+    c.skip_valid[dir] = valid;
+    c.skip_to[dir] = to;
+  }
+  if (changed) {
+    control_.set_l7_control(c.key, want);
+    c.control_set = true;
+  }
+}
+
+bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8]) {
+  auto it = conns_.find(key);
+  if (it == conns_.end()) return false;
+  Conn& c = it->second;
+  std::memcpy(span_id, c.span_id, sizeof(c.span_id));
+  if (!c.ended) {
+    c.ended = true;
+    ended_.push_back(key);
+  }
+  return true;
+}
+
+void HttpTracker::release(Conn& c) {
+  if (c.stream != nullptr) {
+    add_counters(released_, c.stream->counters());
+    free_.push_back(c.stream);
+    c.stream = nullptr;
+  }
+  if (c.control_set) control_.clear_l7_control(c.key);
+}
+
+void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
+                               std::vector<HttpSpan>& out) {
+  clock_ = &clock;
+  ids_ = &ids;
+  out_ = &out;
+  for (const ebpfc_flow_key& key : ended_) {
+    auto it = conns_.find(key);
+    if (it == conns_.end()) continue;
+    Conn& c = it->second;
+    current_ = &c;
+    if (c.stream != nullptr) c.stream->on_close(*this);
+    current_ = nullptr;
+    release(c);
+    conns_.erase(it);
+  }
+  ended_.clear();
+
+  if (options_.expire_after_ns == 0) return;
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    Conn& c = it->second;
+    if (!c.ended && now_ns > c.last_ns && now_ns - c.last_ns > options_.expire_after_ns) {
+      current_ = &c;
+      if (c.stream != nullptr) c.stream->on_close(*this);
+      current_ = nullptr;
+      release(c);
+      counters_.expired++;
+      it = conns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids,
+                            std::vector<HttpSpan>& out) {
+  clock_ = &clock;
+  ids_ = &ids;
+  out_ = &out;
+  for (auto& entry : conns_) {
+    Conn& c = entry.second;
+    current_ = &c;
+    if (c.stream != nullptr) c.stream->on_close(*this);
+    current_ = nullptr;
+    release(c);
+  }
+  conns_.clear();
+  ended_.clear();
+}
+
+void HttpTracker::on_exchange(const HttpExchange& exchange) {
+  if (current_ == nullptr || out_ == nullptr) return;
+  out_->emplace_back();
+  HttpSpan& span = out_->back();
+  http_span_from_exchange(exchange, current_->key, current_->client, current_->span_id, *clock_,
+                          *ids_, span);
+  if (options_.strip_query) {
+    HttpExchange& ex = span.exchange;
+    const void* q = std::memchr(ex.target, '?', ex.target_len);
+    if (q != nullptr) {
+      ex.target_len = static_cast<uint16_t>(static_cast<const char*>(q) - ex.target);
+      ex.target[ex.target_len] = '\0';
+    }
+  }
+}
+
+HttpTrackerCounters HttpTracker::counters() const {
+  HttpTrackerCounters out = counters_;
+  out.parser = released_;
+  for (const auto& entry : conns_)
+    if (entry.second.stream != nullptr) add_counters(out.parser, entry.second.stream->counters());
+  return out;
+}
+
+}  // namespace ebpfc

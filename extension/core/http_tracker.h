@@ -1,0 +1,117 @@
+// http_tracker.h - follows the HTTP connections of one capture: routes the
+// kernel's payload heads to a pooled HttpStream per connection, turns the
+// exchanges they produce into spans, and tells the kernel which body bytes it
+// may skip.
+//
+// PostgreSQL-free. Memory is bounded: at most max_connections streams
+// (sizeof(HttpStream) each), allocated the first time the pool grows to that
+// size and reused after; a connection beyond the bound is not followed (and
+// the kernel is told to stop sending its payload), and that is counted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "capture_abi.h"
+#include "core/http_span.h"
+#include "core/http_stream.h"
+#include "core/span_ids.h"
+#include "core/wall_clock.h"
+
+namespace ebpfc {
+
+// Where the tracker's instructions to the kernel go (PacketCapture in the
+// worker; applied in a batch at the end of each drain).
+class PayloadControl {
+ public:
+  virtual ~PayloadControl() = default;
+  virtual void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control) = 0;
+  virtual void clear_l7_control(const ebpfc_flow_key& key) = 0;
+};
+
+struct HttpTrackerCounters {
+  uint64_t connections;  // connections followed so far
+  uint64_t pool_full;    // connections not followed: max_connections were open
+  uint64_t expired;      // connections given up after silence (their close was not seen)
+  HttpCounters parser;   // summed over every stream, released or not
+};
+
+struct HttpTrackerOptions {
+  size_t max_connections = 2048;
+  bool strip_query = false;      // drop "?..." from targets before they are stored
+  uint64_t expire_after_ns = 0;  // a connection silent this long is given up (0: never)
+};
+
+class HttpTracker final : private HttpExchangeSink {
+ public:
+  HttpTracker(const HttpTrackerOptions& options, PayloadControl& control);
+  ~HttpTracker() override;
+  HttpTracker(const HttpTracker&) = delete;
+  HttpTracker& operator=(const HttpTracker&) = delete;
+
+  void set_options(const HttpTrackerOptions& options);
+
+  // A payload head from the kernel; finished exchanges are appended to out.
+  void on_payload(const ebpfc_payload_event& head, const WallClock& clock, SpanIdGenerator& ids,
+                  std::vector<HttpSpan>& out);
+
+  // The connection `key` ended. If it was followed, copies the span id its
+  // tcp span must carry (HTTP spans refer to it) to span_id and returns true;
+  // its last exchanges come out at the end of the drain (payload heads may
+  // trail the close event within one drain).
+  bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8]);
+
+  // After each drain of the ring buffer: finishes the connections that ended
+  // and gives up those silent for expire_after_ns.
+  void end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
+                    std::vector<HttpSpan>& out);
+
+  // Ends every connection (the capture stops).
+  void close_all(const WallClock& clock, SpanIdGenerator& ids, std::vector<HttpSpan>& out);
+
+  size_t open_connections() const { return conns_.size(); }
+  HttpTrackerCounters counters() const;
+
+ private:
+  struct Conn {
+    ebpfc_flow_key key;
+    HttpStream* stream;
+    uint8_t client;  // endpoint index of the client
+    uint8_t span_id[8];
+    bool ended;
+    bool control_set;  // the kernel holds an l7_control entry for it
+    bool skip_valid[2];
+    uint32_t skip_to[2];
+    uint64_t last_ns;
+  };
+  struct KeyHash {
+    size_t operator()(const ebpfc_flow_key& k) const;
+  };
+  struct KeyEq {
+    bool operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const;
+  };
+
+  void on_exchange(const HttpExchange& exchange) override;
+  void update_control(Conn& c);
+  void release(Conn& c);
+  HttpStream* take_stream();
+
+  HttpTrackerOptions options_;
+  PayloadControl& control_;
+  std::unordered_map<ebpfc_flow_key, Conn, KeyHash, KeyEq> conns_;
+  std::vector<HttpStream*> free_;  // streams to reuse
+  size_t allocated_ = 0;
+  HttpTrackerCounters counters_{};
+  HttpCounters released_{};            // parser counters of released streams
+  std::vector<ebpfc_flow_key> ended_;  // connections that ended in this drain
+
+  // Context of the exchange callbacks.
+  Conn* current_ = nullptr;
+  const WallClock* clock_ = nullptr;
+  SpanIdGenerator* ids_ = nullptr;
+  std::vector<HttpSpan>* out_ = nullptr;
+};
+
+}  // namespace ebpfc
