@@ -63,7 +63,8 @@ CREATE FUNCTION @extschema@._capture_slots(
     OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
-    OUT flows_tracked bigint, OUT last_error text)
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT last_error text)
     RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
 
 -- Starts capturing on an interface of the server's network namespace. Returns
@@ -119,7 +120,8 @@ CREATE FUNCTION @extschema@.capture_status(
     OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
-    OUT flows_tracked bigint, OUT last_error text)
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT last_error text)
 RETURNS SETOF record LANGUAGE sql STABLE AS $$
     SELECT c.interface, s.pid,
            CASE
@@ -132,7 +134,8 @@ RETURNS SETOF record LANGUAGE sql STABLE AS $$
            coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
            coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
            coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
-           coalesce(s.flows_tracked, 0), s.last_error
+           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
+           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0), s.last_error
     FROM @extschema@.captures c
     LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
     ORDER BY c.interface

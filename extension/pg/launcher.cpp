@@ -123,6 +123,9 @@ void reconcile() {
         pg_atomic_write_u64(&s->flow_table_full, 0);
         pg_atomic_write_u64(&s->flows_tracked, 0);
         pg_atomic_write_u64(&s->malformed, 0);
+        pg_atomic_write_u64(&s->payload_dropped, 0);
+        pg_atomic_write_u64(&s->http_connections, 0);
+        pg_atomic_write_u64(&s->http_bound_hits, 0);
       }
       s->in_use = true;
       strlcpy(s->interface, enabled[e], IFNAMSIZ);

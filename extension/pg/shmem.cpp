@@ -63,6 +63,9 @@ static void startup_shmem() {
       pg_atomic_init_u64(&s->flow_table_full, 0);
       pg_atomic_init_u64(&s->flows_tracked, 0);
       pg_atomic_init_u64(&s->malformed, 0);
+      pg_atomic_init_u64(&s->payload_dropped, 0);
+      pg_atomic_init_u64(&s->http_connections, 0);
+      pg_atomic_init_u64(&s->http_bound_hits, 0);
     }
   }
   LWLockRelease(AddinShmemInitLock);

@@ -34,6 +34,9 @@ struct CaptureSlot {
   pg_atomic_uint64 flow_table_full;
   pg_atomic_uint64 flows_tracked;
   pg_atomic_uint64 malformed;
+  pg_atomic_uint64 payload_dropped;   // payload heads lost: ring buffer full
+  pg_atomic_uint64 http_connections;  // HTTP connections followed now
+  pg_atomic_uint64 http_bound_hits;   // parser and pool bounds hit (see README)
 };
 
 struct SharedState {

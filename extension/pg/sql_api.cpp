@@ -150,8 +150,8 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     SpinLockRelease(&sh->mutex);
     if (!in_use) continue;
 
-    Datum values[13];
-    bool nulls[13] = {false};
+    Datum values[16];
+    bool nulls[16] = {false};
     values[0] = CStringGetTextDatum(copy.interface);
     values[1] = Int32GetDatum(copy.pid);
     nulls[1] = copy.pid == 0;
@@ -166,8 +166,11 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     values[9] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->kernel_drops)));
     values[10] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flow_table_full)));
     values[11] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flows_tracked)));
-    values[12] = CStringGetTextDatum(copy.last_error);
-    nulls[12] = copy.last_error[0] == '\0';
+    values[12] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->payload_dropped)));
+    values[13] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->http_connections)));
+    values[14] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->http_bound_hits)));
+    values[15] = CStringGetTextDatum(copy.last_error);
+    nulls[15] = copy.last_error[0] == '\0';
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   PG_RETURN_VOID();

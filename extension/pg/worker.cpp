@@ -164,6 +164,14 @@ void publish_counters() {
   pg_atomic_write_u64(&s->flows_tracked, g_worker->capture->flows_tracked());
   pg_atomic_write_u64(&s->spans_written, g_worker->spans_written);
   pg_atomic_write_u64(&s->spans_dropped, g_worker->batch.dropped);
+  pg_atomic_write_u64(&s->payload_dropped, c.filter.payload_dropped);
+  if (g_worker->http != nullptr) {
+    const HttpTrackerCounters h = g_worker->http->counters();
+    pg_atomic_write_u64(&s->http_connections, g_worker->http->open_connections());
+    pg_atomic_write_u64(&s->http_bound_hits, h.pool_full + h.parser.header_bound +
+                                                 h.parser.queue_bound + h.parser.string_bound +
+                                                 h.parser.reorder_full);
+  }
 }
 
 // Inserts pending spans in transactions of at most batch_size rows (tcp and
