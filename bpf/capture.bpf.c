@@ -145,7 +145,12 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 		if (ctl->skip_valid[from]) {
 			__s32 ahead = (__s32)(ctl->skip_to[from] - data_seq);
 
-			if (ahead >= (__s32)p->payload_len) {
+			/*
+			 * A segment that ends before the skip point is not
+			 * sent. The one that reaches it is, even with no byte
+			 * past it (a 0-byte head): its time is the body's end.
+			 */
+			if (ahead > (__s32)p->payload_len) {
 				c->payload_skipped++;
 				return;
 			}
@@ -157,8 +162,6 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	len = p->payload_len - offset;
 	if (len > EBPFC_PAYLOAD_MAX)
 		len = EBPFC_PAYLOAD_MAX;
-	if (len == 0)
-		return;
 	pe->type = EBPFC_EVENT_PAYLOAD;
 	pe->sender = from;
 	pe->from_client = from == v->client;
@@ -167,7 +170,7 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->seq = data_seq + offset;
 	pe->segment_len = p->payload_len - offset;
 	pe->data_len = len;
-	if (bpf_skb_load_bytes(skb, p->payload_off + offset, pe->data, len) < 0)
+	if (len > 0 && bpf_skb_load_bytes(skb, p->payload_off + offset, pe->data, len) < 0)
 		return;
 	if (bpf_ringbuf_output(&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len,
 			       ebpfc_wakeup_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA),
