@@ -114,18 +114,7 @@ void reconcile() {
       CaptureSlot* s = &sh->slots[free_slot];
       // A reused slot starts from zero for its new interface.
       if (s->in_use && strcmp(s->interface, enabled[e]) != 0) {
-        pg_atomic_write_u64(&s->packets, 0);
-        pg_atomic_write_u64(&s->bytes, 0);
-        pg_atomic_write_u64(&s->spans_written, 0);
-        pg_atomic_write_u64(&s->spans_dropped, 0);
-        pg_atomic_write_u64(&s->events_dropped, 0);
-        pg_atomic_write_u64(&s->kernel_drops, 0);
-        pg_atomic_write_u64(&s->flow_table_full, 0);
-        pg_atomic_write_u64(&s->flows_tracked, 0);
-        pg_atomic_write_u64(&s->malformed, 0);
-        pg_atomic_write_u64(&s->payload_dropped, 0);
-        pg_atomic_write_u64(&s->http_connections, 0);
-        pg_atomic_write_u64(&s->http_bound_hits, 0);
+        reset_slot_counters(s);
       }
       s->in_use = true;
       strlcpy(s->interface, enabled[e], IFNAMSIZ);

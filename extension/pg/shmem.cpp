@@ -54,18 +54,7 @@ static void startup_shmem() {
     g_shared->nslots = g_max_captures;
     for (int i = 0; i < g_max_captures; i++) {
       CaptureSlot* s = &g_shared->slots[i];
-      pg_atomic_init_u64(&s->packets, 0);
-      pg_atomic_init_u64(&s->bytes, 0);
-      pg_atomic_init_u64(&s->spans_written, 0);
-      pg_atomic_init_u64(&s->spans_dropped, 0);
-      pg_atomic_init_u64(&s->events_dropped, 0);
-      pg_atomic_init_u64(&s->kernel_drops, 0);
-      pg_atomic_init_u64(&s->flow_table_full, 0);
-      pg_atomic_init_u64(&s->flows_tracked, 0);
-      pg_atomic_init_u64(&s->malformed, 0);
-      pg_atomic_init_u64(&s->payload_dropped, 0);
-      pg_atomic_init_u64(&s->http_connections, 0);
-      pg_atomic_init_u64(&s->http_bound_hits, 0);
+      for (auto& c : s->counters) pg_atomic_init_u64(&c, 0);
     }
   }
   LWLockRelease(AddinShmemInitLock);
@@ -77,6 +66,10 @@ void install_shmem_hooks() {
   shmem_request_hook = request_shmem;
   prev_shmem_startup_hook = shmem_startup_hook;
   shmem_startup_hook = startup_shmem;
+}
+
+void reset_slot_counters(CaptureSlot* slot) {
+  for (auto& c : slot->counters) pg_atomic_write_u64(&c, 0);
 }
 
 void set_slot_error(int slot, const char* message) {

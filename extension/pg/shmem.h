@@ -15,6 +15,22 @@ const char* slot_state_name(SlotState s);
 
 constexpr int kErrorLen = 512;
 
+// A capture's counters, in the order capture_status() shows them.
+enum SlotCounter : int {
+  kPackets,
+  kBytes,
+  kSpansWritten,
+  kSpansDropped,
+  kEventsDropped,
+  kKernelDrops,
+  kFlowTableFull,
+  kFlowsTracked,
+  kPayloadDropped,
+  kHttpConnections,  // followed now
+  kHttpBoundHits,    // parser and pool bounds hit
+  kSlotCounterCount
+};
+
 struct CaptureSlot {
   // Guarded by SharedState::mutex.
   bool in_use;
@@ -25,18 +41,7 @@ struct CaptureSlot {
   bool stop_requested;
   char last_error[kErrorLen];
   // Written by the slot's worker only; read by anyone.
-  pg_atomic_uint64 packets;
-  pg_atomic_uint64 bytes;
-  pg_atomic_uint64 spans_written;
-  pg_atomic_uint64 spans_dropped;
-  pg_atomic_uint64 events_dropped;
-  pg_atomic_uint64 kernel_drops;
-  pg_atomic_uint64 flow_table_full;
-  pg_atomic_uint64 flows_tracked;
-  pg_atomic_uint64 malformed;
-  pg_atomic_uint64 payload_dropped;   // payload heads lost: ring buffer full
-  pg_atomic_uint64 http_connections;  // HTTP connections followed now
-  pg_atomic_uint64 http_bound_hits;   // parser and pool bounds hit (see README)
+  pg_atomic_uint64 counters[kSlotCounterCount];
 };
 
 struct SharedState {
@@ -51,6 +56,8 @@ SharedState* shared();
 bool preloaded();
 
 void install_shmem_hooks();
+
+void reset_slot_counters(CaptureSlot* slot);
 
 // Copies the slot's error text in under the mutex.
 void set_slot_error(int slot, const char* message);

@@ -150,27 +150,20 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     SpinLockRelease(&sh->mutex);
     if (!in_use) continue;
 
-    Datum values[16];
-    bool nulls[16] = {false};
+    constexpr int kColumns = 4 + kSlotCounterCount + 1;
+    static_assert(kColumns == 16, "capture slot columns: see _capture_slots in the SQL script");
+    Datum values[kColumns];
+    bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);
     values[1] = Int32GetDatum(copy.pid);
     nulls[1] = copy.pid == 0;
     values[2] = CStringGetTextDatum(slot_state_name(copy.state));
     values[3] = TimestampTzGetDatum(copy.started_at);
     nulls[3] = copy.started_at == 0;
-    values[4] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->packets)));
-    values[5] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->bytes)));
-    values[6] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->spans_written)));
-    values[7] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->spans_dropped)));
-    values[8] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->events_dropped)));
-    values[9] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->kernel_drops)));
-    values[10] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flow_table_full)));
-    values[11] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->flows_tracked)));
-    values[12] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->payload_dropped)));
-    values[13] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->http_connections)));
-    values[14] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->http_bound_hits)));
-    values[15] = CStringGetTextDatum(copy.last_error);
-    nulls[15] = copy.last_error[0] == '\0';
+    for (int k = 0; k < kSlotCounterCount; k++)
+      values[4 + k] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->counters[k])));
+    values[kColumns - 1] = CStringGetTextDatum(copy.last_error);
+    nulls[kColumns - 1] = copy.last_error[0] == '\0';
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   PG_RETURN_VOID();

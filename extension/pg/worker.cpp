@@ -155,22 +155,21 @@ void publish_counters() {
   } catch (const std::exception&) {
     return;
   }
-  pg_atomic_write_u64(&s->packets, c.filter.frames);
-  pg_atomic_write_u64(&s->bytes, c.filter.frame_bytes);
-  pg_atomic_write_u64(&s->events_dropped, c.filter.events_dropped);
-  pg_atomic_write_u64(&s->kernel_drops, c.socket_drops);
-  pg_atomic_write_u64(&s->flow_table_full, c.filter.flow_table_full);
-  pg_atomic_write_u64(&s->malformed, c.filter.malformed);
-  pg_atomic_write_u64(&s->flows_tracked, g_worker->capture->flows_tracked());
-  pg_atomic_write_u64(&s->spans_written, g_worker->spans_written);
-  pg_atomic_write_u64(&s->spans_dropped, g_worker->batch.dropped);
-  pg_atomic_write_u64(&s->payload_dropped, c.filter.payload_dropped);
+  auto set = [s](SlotCounter k, uint64_t v) { pg_atomic_write_u64(&s->counters[k], v); };
+  set(kPackets, c.filter.frames);
+  set(kBytes, c.filter.frame_bytes);
+  set(kEventsDropped, c.filter.events_dropped);
+  set(kKernelDrops, c.socket_drops);
+  set(kFlowTableFull, c.filter.flow_table_full);
+  set(kFlowsTracked, g_worker->capture->flows_tracked());
+  set(kSpansWritten, g_worker->spans_written);
+  set(kSpansDropped, g_worker->batch.dropped);
+  set(kPayloadDropped, c.filter.payload_dropped);
   if (g_worker->http != nullptr) {
     const HttpTrackerCounters h = g_worker->http->counters();
-    pg_atomic_write_u64(&s->http_connections, g_worker->http->open_connections());
-    pg_atomic_write_u64(&s->http_bound_hits, h.pool_full + h.parser.header_bound +
-                                                 h.parser.queue_bound + h.parser.string_bound +
-                                                 h.parser.reorder_full);
+    set(kHttpConnections, g_worker->http->open_connections());
+    set(kHttpBoundHits, h.pool_full + h.parser.header_bound + h.parser.queue_bound +
+                            h.parser.string_bound + h.parser.reorder_full);
   }
 }
 
