@@ -169,7 +169,11 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	d = &s->dir[from];
 
 	__sync_fetch_and_add(&d->packets, 1);
-	seen = __sync_fetch_and_or(&d->flags, (__u32)flags) | flags;
+	/* most segments repeat flags already seen: skip the locked or for them */
+	seen = d->flags;
+	if ((seen & flags) != flags)
+		seen = __sync_fetch_and_or(&d->flags, (__u32)flags);
+	seen |= flags;
 	if (now_ns > s->last_ns)
 		s->last_ns = now_ns; /* racing CPUs store nearly equal times */
 
