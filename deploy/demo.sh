@@ -72,7 +72,8 @@ http {
   access_log off;
   server {
     listen $(pod_ip4 2):8080;
-    location / { return 200 "hello from pod2\n"; }
+    location = / { return 200 "hello from pod2\n"; }
+    location /missing { return 404; }
     location /big { return 200 "$(head -c 3000 /dev/zero | tr '\0' 'x')\n"; }
   }
 }
@@ -85,8 +86,12 @@ PIDS+=($!)
 sleep 1
 for i in 1 2 3; do
 	pod_exec 1 curl -sS -o /dev/null "http://$(pod_ip4 2):8080/"
-	pod_exec 1 curl -sS -o /dev/null "http://$(pod_ip4 2):8080/big"
+	pod_exec 1 curl -sS -o /dev/null "http://$(pod_ip4 2):8080/big?page=$i"
 done
+# two requests on one keep-alive connection, in one W3C trace
+pod_exec 1 curl -sS -o /dev/null -o /dev/null \
+	-H "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" \
+	"http://$(pod_ip4 2):8080/" "http://$(pod_ip4 2):8080/missing"
 pod_exec 3 curl -sS -g -o /dev/null "http://[$(pod_ip6 4)]:8000/blob.bin"
 pod_exec 1 curl -sS -o /dev/null --max-time 2 "http://$(pod_ip4 3):9999/" 2>/dev/null || true
 pod_exec 1 python3 - "$(pod_ip4 2)" <<'PY'
@@ -99,12 +104,18 @@ s.close()  # linger 0: the kernel sends a RST
 PY
 sleep 1.5
 
-say "SELECT ... FROM spans ORDER BY start_time"
+say "Connections: SELECT ... FROM spans WHERE protocol = 'tcp'"
 psql_demo -c "SELECT src_addr, src_port, dst_addr, dst_port, bytes_sent, bytes_received,
        round(extract(epoch FROM end_time - start_time) * 1000, 2) AS ms, status,
        attributes->>'tcp.close_reason' AS closed_by,
        attributes->>'tcp.handshake_rtt_us' AS rtt_us
-FROM spans ORDER BY start_time"
+FROM spans WHERE protocol = 'tcp' ORDER BY start_time"
+
+say "HTTP exchanges: SELECT ... FROM spans WHERE protocol = 'http'"
+psql_demo -c "SELECT src_addr, dst_addr, dst_port, http_method, http_target, http_status,
+       round(extract(epoch FROM end_time - start_time) * 1000, 3) AS latency_ms,
+       bytes_received AS response_body, trace_id
+FROM spans WHERE protocol = 'http' ORDER BY start_time"
 
 say "SELECT * FROM capture_status()"
 psql_demo -x -c "SELECT * FROM capture_status()"
