@@ -81,7 +81,7 @@ NGINX
 pod_exec 2 nginx -c "$WORK/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
 PIDS+=($!)
 mkdir -p "$WORK/www" && head -c 50000 /dev/urandom >"$WORK/www/blob.bin"
-pod_exec 4 python3 -m http.server 8000 --bind "$(pod_ip6 4)" --directory "$WORK/www" >/dev/null 2>&1 &
+pod_exec 4 /usr/bin/python3 -m http.server 8000 --bind "$(pod_ip6 4)" --directory "$WORK/www" >/dev/null 2>&1 &
 PIDS+=($!)
 sleep 1
 for i in 1 2 3; do
@@ -94,7 +94,7 @@ pod_exec 1 curl -sS -o /dev/null -o /dev/null \
 	"http://$(pod_ip4 2):8080/" "http://$(pod_ip4 2):8080/missing"
 pod_exec 3 curl -sS -g -o /dev/null "http://[$(pod_ip6 4)]:8000/blob.bin"
 pod_exec 1 curl -sS -o /dev/null --max-time 2 "http://$(pod_ip4 3):9999/" 2>/dev/null || true
-pod_exec 1 python3 - "$(pod_ip4 2)" <<'PY'
+pod_exec 1 /usr/bin/python3 - "$(pod_ip4 2)" <<'PY'
 import socket, struct, sys
 s = socket.create_connection((sys.argv[1], 8080))
 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
