@@ -159,25 +159,42 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 		}
 	}
 
-	len = p->payload_len - offset;
-	if (len > EBPFC_PAYLOAD_MAX)
-		len = EBPFC_PAYLOAD_MAX;
 	pe->type = EBPFC_EVENT_PAYLOAD;
 	pe->sender = from;
 	pe->from_client = from == v->client;
 	__builtin_memcpy(&pe->key, &p->key, sizeof(pe->key));
 	pe->ts_ns = now;
-	pe->seq = data_seq + offset;
-	pe->segment_len = p->payload_len - offset;
-	pe->data_len = len;
-	if (len > 0 && bpf_skb_load_bytes(skb, p->payload_off + offset, pe->data, len) < 0)
-		return;
-	if (bpf_ringbuf_output(&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len,
-			       ebpfc_wakeup_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA),
-						  EBPFC_PAYLOAD_HEADER_LEN + len)) < 0)
-		c->payload_dropped++;
-	else
+
+	/*
+	 * With segmentation offload a "segment" here can be 64 KiB: header
+	 * blocks, chunk-size lines and pipelined messages may lie anywhere in
+	 * it. Send it as consecutive records of at most EBPFC_PAYLOAD_MAX bytes,
+	 * each a segment of its own; if the bound on records is reached, the
+	 * last one carries the length of everything left.
+	 */
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < EBPFC_PAYLOAD_RECORDS; i++) {
+		__u32 off = offset + i * EBPFC_PAYLOAD_MAX;
+		__u32 left;
+
+		if (i > 0 && off >= p->payload_len)
+			break;
+		left = p->payload_len - off;
+		len = left > EBPFC_PAYLOAD_MAX ? EBPFC_PAYLOAD_MAX : left;
+		pe->seq = data_seq + off;
+		pe->segment_len = i == EBPFC_PAYLOAD_RECORDS - 1 ? left : len;
+		pe->data_len = len;
+		if (len > 0 && bpf_skb_load_bytes(skb, p->payload_off + off, pe->data, len) < 0)
+			return;
+		if (bpf_ringbuf_output(
+			&events, pe, EBPFC_PAYLOAD_HEADER_LEN + len,
+			ebpfc_wakeup_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA),
+					   EBPFC_PAYLOAD_HEADER_LEN + len)) < 0) {
+			c->payload_dropped++;
+			return;
+		}
 		c->payload_events++;
+	}
 }
 
 SEC("socket")

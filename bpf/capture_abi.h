@@ -103,8 +103,13 @@ enum ebpfc_event_type {
 	EBPFC_EVENT_PAYLOAD = 2,
 };
 
-/* At most this many payload bytes of one segment are sent to user space. */
-#define EBPFC_PAYLOAD_MAX 4096
+/*
+ * Payload is sent in records of at most EBPFC_PAYLOAD_MAX bytes, at most
+ * EBPFC_PAYLOAD_RECORDS of them per segment (64 KiB: a whole offloaded
+ * segment).
+ */
+#define EBPFC_PAYLOAD_MAX     4096
+#define EBPFC_PAYLOAD_RECORDS 16
 
 /*
  * A ring-buffer record carrying the head of one segment's payload: data_len

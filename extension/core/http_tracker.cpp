@@ -91,8 +91,14 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
   clock_ = &clock;
   ids_ = &ids;
   out_ = &out;
-  c.stream->on_segment(head.from_client ? 0 : 1, head.seq, head.data, head.data_len,
-                       head.segment_len, head.ts_ns, *this);
+  const unsigned dir = head.from_client ? 0 : 1;
+  if (head.segment_len == 0) {
+    // The kernel skipped body bytes up to here: this is where they end.
+    c.stream->on_progress(dir, head.seq, head.ts_ns, *this);
+  } else {
+    c.stream->on_segment(dir, head.seq, head.data, head.data_len, head.segment_len, head.ts_ns,
+                         *this);
+  }
   current_ = nullptr;
   update_control(c);
 }
