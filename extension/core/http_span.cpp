@@ -36,8 +36,9 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
   out.dst_port = key.port[s];
   std::memcpy(out.connection_span_id, connection_span_id, sizeof(out.connection_span_id));
   // Server-side semantics (we observe the server's answer): 5xx is an error,
-  // 4xx is not; so is an exchange that never got a response.
-  const bool no_response = ex.status == 0;
+  // 4xx is not; so is an exchange that never got a response. One emitted
+  // early because too many were open has an unknown outcome, not an error.
+  const bool no_response = ex.status == 0 && !(ex.incomplete & kHttpQueueBound);
   out.status = (ex.status >= 500 || no_response) ? SpanStatus::Error : SpanStatus::Unset;
   std::memcpy(&out.exchange, &ex, sizeof(ex));
 }
