@@ -38,6 +38,7 @@ void HttpStream::reset(bool mid_stream) {
   resp_status_ = 0;
   req_live_ = false;
   bind_ = Bind::None;
+  realign_ = false;
   mid_stream_ = mid_stream;
   closed_ = false;
   sink_ = nullptr;
@@ -74,9 +75,8 @@ void HttpStream::on_segment(unsigned dir, uint32_t seq, const uint8_t* data, uin
     const bool expired =
         !D.reorder.empty() && ts_ns > oldest && ts_ns - oldest > kHttpHoleTimeoutNs;
     if (!expired && D.reorder.store(s)) break;
-    counters_.gaps++;
     if (!expired) counters_.reorder_full++;
-    D.parser.gap(*this);
+    lost(dir);
     drain(dir, &s);
   }
   drain(dir, nullptr);
@@ -92,9 +92,10 @@ void HttpStream::on_progress(unsigned dir, uint32_t end_seq, uint64_t ts_ns,
   sink_ = &sink;
   D.busy = true;
   for (;;) {
+    // (not hunting nor ignoring: UINT64_MAX is a body that ends with the connection)
     const int32_t dist = static_cast<int32_t>(end_seq - D.next);
     const uint64_t op = D.parser.opaque();
-    if (dist <= 0 || op == 0 || op == UINT64_MAX) break;
+    if (dist <= 0 || op == 0) break;
     const uint64_t take = op < static_cast<uint64_t>(dist) ? op : static_cast<uint64_t>(dist);
     D.parser.skip(take, ts_ns, false, *this);
     D.next += static_cast<uint32_t>(take);
@@ -165,8 +166,7 @@ bool HttpStream::process(unsigned dir, HttpSegment s) {
       counters_.skipped_bytes += take;
     }
     if (rest > 0) {  // bytes the parser needs were not delivered
-      counters_.gaps++;
-      D.parser.gap(*this);
+      lost(dir);
       D.next += rest;
     }
     return true;
@@ -209,10 +209,17 @@ void HttpStream::give_up_hole(unsigned dir) {
   Direction& D = dirs_[dir];
   if (D.busy || D.reorder.empty()) return;
   D.busy = true;
-  counters_.gaps++;
-  D.parser.gap(*this);
+  lost(dir);
   drain(dir, nullptr);
   D.busy = false;
+}
+
+// Bytes of `dir` are lost: the message in progress ends, the parser hunts.
+// Whole responses may have been lost with them: pairing is checked again.
+void HttpStream::lost(unsigned dir) {
+  counters_.gaps++;
+  if (dir == 1) realign_ = true;
+  dirs_[dir].parser.gap(*this);
 }
 
 void HttpStream::hunt_miss(unsigned dir) {
@@ -451,8 +458,8 @@ bool HttpStream::done() const {
 
 void HttpStream::on_request_begin(const char* method, size_t len, uint64_t ts_ns) {
   // A client sends its next request once it has the response (unless it
-  // pipelines): a hole in the response in progress will not fill.
-  if (bind_ != Bind::None) give_up_hole(1);
+  // pipelines): a hole in the responses will not fill.
+  give_up_hole(1);
   if (open_count_ == kHttpOpenMax) evict_front();
   Open& e = push_back();
   e.has_request = true;
@@ -524,6 +531,17 @@ void HttpStream::on_response_line(uint8_t version, uint16_t status, uint64_t ts_
     // The server answers a request it received in full: if that request (or
     // all of it) is behind a hole, the hole will not fill.
     if (open_count_ == 0 || (req_live_ && req_id_ == open_[open_head_].id)) give_up_hole(0);
+    // After responses were lost (a gap), a request followed by another that
+    // began before this response lost its response (or the client
+    // pipelines, which a gap makes unknowable anyway).
+    if (realign_) {
+      realign_ = false;
+      while (skip_responses_ == 0 && open_count_ >= 2 && !open_[open_head_].response_started &&
+             open_[(open_head_ + 1) % kHttpOpenMax].request_start_ns <= ts_ns) {
+        open_[open_head_].incomplete |= kHttpGapResponse;
+        emit(open_[open_head_], true, nullptr);
+      }
+    }
     if (skip_responses_ > 0) {
       bind_ = Bind::Orphan;
       counters_.orphan_responses++;

@@ -74,7 +74,8 @@ class HttpStream final : private HttpMessageListener {
 
   // Optional: the kernel saw direction `dir`'s payload up to end_seq
   // (exclusive) by ts_ns, and did not report what was before skip_until().
-  // Ends a body of known length whose last segment was not reported.
+  // Ends a body of known length whose last segment was not reported; counts
+  // the bytes of a body that ends with the connection (e.g. before on_close).
   void on_progress(unsigned dir, uint32_t end_seq, uint64_t ts_ns, HttpExchangeSink& sink);
 
   // The connection ended (FIN, RST, idle): holes are given up, a response
@@ -160,6 +161,7 @@ class HttpStream final : private HttpMessageListener {
 
   bool process(unsigned dir, HttpSegment s);
   void drain(unsigned dir, const HttpSegment* before);
+  void lost(unsigned dir);
   void give_up_hole(unsigned dir);
   void hunt_miss(unsigned dir);
   void not_http(unsigned dir);
@@ -197,7 +199,8 @@ class HttpStream final : private HttpMessageListener {
   uint32_t str_tail_;
   uint16_t resp_status_;
   bool req_live_;
-  Bind bind_;  // set by a status line, kept across 1xx, cleared when a final response ends
+  Bind bind_;     // set by a status line, kept across 1xx, cleared when a final response ends
+  bool realign_;  // responses were lost: re-pair at the next status line
   bool mid_stream_;
   bool closed_;
   HttpExchangeSink* sink_;  // during a call only

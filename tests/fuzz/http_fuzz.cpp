@@ -14,7 +14,9 @@
 // A record is ctl (1 byte) and its operands. ctl bit 0 is the direction,
 // bits 4-7 advance the clock (15: by more than the hole timeout), bits 1-3:
 //   0  n (1 byte), n bytes: the direction's next bytes, one segment
-//   1  k (1 byte): a canned HTTP piece (request line, header, chunk...), one segment
+//   1  k (1 byte): a canned HTTP piece (request line, header, chunk...), one segment;
+//      k >= 0xc0: filler to reach the bounds, (k & 31) + 1 times 512 bytes of
+//      'a' (k < 0xe0) or of "x=1," (a long tracestate)
 //   2  n, n bytes: like 0, but the segment is held back (delivered by 3 or at the end)
 //   3  held segments are delivered, newest first
 //   4  the last segment again, or a piece of it overlapping (retransmission)
@@ -434,7 +436,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 1: {
         if (p == end) break;
-        std::string b = kCanned[*p++ % kCannedCount];
+        const uint8_t k = *p++;
+        std::string b;
+        if (k < 0xc0) {
+          b = kCanned[k % kCannedCount];
+        } else {
+          const size_t n = ((k & 31u) + 1) * 512;
+          if (k < 0xe0) {
+            b.assign(n, 'a');
+          } else {
+            for (size_t i = 0; i < n / 4; i++) b += "x=1,";
+          }
+        }
         if (only_first) plain[dir] += b;
         r.append(dir, std::move(b), false);
         break;
@@ -471,7 +484,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!(config0 & 1) && plain[0].size() + plain[1].size() > 0) {
     bool r1 = false, r2 = false, r3 = false;
     const std::vector<HttpExchange> whole = in_order(plain, {}, &r1);
-    const std::vector<HttpExchange> ones = in_order(plain, {1}, &r2);
+    const size_t total = plain[0].size() + plain[1].size();
+    const std::vector<HttpExchange> ones = in_order(plain, {total <= 4096 ? 1u : 61u}, &r2);
     const std::vector<HttpExchange> mixed = in_order(plain, {3, 1, 17, 250, 2}, &r3);
     if (!r1 && !r2) {
       CHECK(whole.size() == ones.size());

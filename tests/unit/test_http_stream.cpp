@@ -527,10 +527,12 @@ TEST(HttpStream, ResponseEndedByClose) {
   const uint64_t last = c.ts;
   EXPECT_TRUE(c.got().empty());
   EXPECT_FALSE(c.stream().has_skip(kS));
+  c.cut(kS, std::string(500, 'z'), 1448);  // the last bytes were not reported
+  c.stream().on_progress(kS, c.seq[kS], c.ts + 1, c.rec);
   c.close();
   ASSERT_EQ(c.got().size(), 1u);
   expect_ok(c.got()[0], "GET", "/old", 200);
-  EXPECT_EQ(c.got()[0].response_body_bytes, 3000u);
+  EXPECT_EQ(c.got()[0].response_body_bytes, 3500u);
   EXPECT_EQ(c.got()[0].response_end_ns, last);
   EXPECT_EQ(c.got()[0].request_version, 10);
   EXPECT_FALSE(c.got()[0].flags & ebpfc::kHttpKeepAlive);
@@ -828,6 +830,29 @@ TEST(HttpStream, EarlyResponse) {
   c.send(kS, response(200, ""));
   ASSERT_EQ(c.got().size(), 2u);
   expect_ok(c.got()[1], "GET", "/next", 200);
+}
+
+// A whole response lost (e.g. its event dropped): its request is emitted
+// without a response, and the next responses pair with their own requests.
+TEST(HttpStream, LostWholeResponse) {
+  Conn c;
+  c.send(kC, get("/1"));
+  c.send(kS, response(201, ""));
+  c.send(kC, get("/2"));
+  c.cut(kS, response(202, "lost"), 1448);  // never reported
+  c.send(kC, get("/3"));
+  c.send(kS, response(203, ""));  // waits beyond the hole
+  c.send(kC, get("/4"));          // the client had it all: the hole is given up
+  c.send(kS, response(204, ""));
+  for (int i = 5; i < 9; i++) {
+    c.send(kC, get("/" + std::to_string(i)));
+    c.send(kS, response(200 + i, ""));
+  }
+  ASSERT_EQ(c.got().size(), 8u);
+  expect_ok(c.got()[0], "GET", "/1", 201);
+  EXPECT_EQ(target(c.got()[1]), "/2");
+  EXPECT_EQ(c.got()[1].incomplete, ebpfc::kHttpGapResponse | ebpfc::kHttpNoResponse);
+  for (int i = 3; i < 9; i++) expect_ok(c.got()[i - 1], "GET", "/" + std::to_string(i), 200 + i);
 }
 
 TEST(HttpStream, SequenceWraparound) {
