@@ -37,7 +37,18 @@ CREATE TABLE @extschema@.spans (
     -- protocol 'http': one row per request/response exchange
     http_method      text,
     http_target      text,
-    http_status      int
+    http_status      int,
+    -- who is at each end, from the Kubernetes API (NULL: no known pod)
+    src_pod           text,
+    src_namespace     text,
+    src_workload      text,
+    src_workload_kind text,
+    src_node          text,
+    dst_pod           text,
+    dst_namespace     text,
+    dst_workload      text,
+    dst_workload_kind text,
+    dst_node          text
 );
 COMMENT ON TABLE @extschema@.spans IS
   'Observed network spans. tcp: one per connection, client = the side that sent the SYN, bytes_* are TCP payload bytes counted once each. http: one per request/response exchange, bytes_* are body bytes.';
