@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
 	postgresql-15 postgresql-server-dev-15
 	libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev
-	libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libclang-rt-14-dev
+	libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libclang-rt-14-dev openssl
 	nginx-light curl wrk tshark tcpdump iproute2 iputils-ping nftables
 	python3 python3-pytest python3-psycopg2
 	make g++ clang-format libcap2-bin util-linux procps

@@ -1,0 +1,81 @@
+// curl_driver.h - libcurl's multi interface on an event loop that is not
+// ours: one CURLM for the driver's whole life, a private epoll fd holding
+// libcurl's sockets and a timerfd, and that one epoll fd for the caller to
+// wait on (the worker's WaitEventSet).
+//
+// CURLMOPT_SOCKETFUNCTION registers libcurl's sockets in the epoll set,
+// CURLMOPT_TIMERFUNCTION arms the timerfd (together with the caller's own
+// next deadline, set_wakeup); run() takes what is ready without waiting,
+// calls curl_multi_socket_action for it, and hands every finished transfer
+// to its Transfer::on_done. Nothing here blocks or starts a thread.
+//
+// libcurl resolves host names (not IP literals) in a short-lived thread of
+// its own (Debian's libcurl uses the threaded resolver); calls that may
+// start one run with every signal blocked, so that thread never takes a
+// signal meant for the process (PostgreSQL's handlers must run on the main
+// thread).
+#pragma once
+
+#include <curl/curl.h>
+
+#include <cstdint>
+#include <string>
+
+namespace ebpfc::kube {
+
+class CurlDriver {
+ public:
+  // CURLOPT_PRIVATE of every easy handle added is its Transfer.
+  class Transfer {
+   public:
+    virtual ~Transfer() = default;
+    // The transfer ended (it was removed from the multi handle first).
+    virtual void on_done(CURLcode result) = 0;
+  };
+
+  // Throws std::runtime_error if libcurl, epoll or the timerfd cannot be
+  // set up.
+  CurlDriver();
+  ~CurlDriver();
+  CurlDriver(const CurlDriver&) = delete;
+  CurlDriver& operator=(const CurlDriver&) = delete;
+
+  // Readable when a socket or the timer needs attention.
+  int fd() const { return epfd_; }
+
+  bool add(CURL* easy, Transfer* transfer, std::string* error);
+  // Stops a transfer without calling on_done.
+  void remove(CURL* easy);
+
+  // Serves ready sockets and expired timers; finished transfers get on_done.
+  void run();
+
+  // The caller's own next deadline (CLOCK_MONOTONIC ns; UINT64_MAX: none):
+  // the timerfd fires at the earlier of it and libcurl's.
+  void set_wakeup(uint64_t deadline_ns);
+  uint64_t next_wakeup_ns() const;
+
+  // Block every signal during libcurl calls that may start a resolver
+  // thread (on when the API's host is a name).
+  void set_block_signals(bool on) { block_signals_ = on; }
+
+  size_t sockets() const { return sockets_; }
+
+ private:
+  static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp);
+  static int on_timer(CURLM* multi, long timeout_ms, void* userp);
+  void socket_action(curl_socket_t s, int flags);
+  void arm();
+  void finish_done();
+
+  CURLM* multi_ = nullptr;
+  int epfd_ = -1;
+  int tfd_ = -1;
+  uint64_t curl_deadline_ns_ = UINT64_MAX;
+  uint64_t wakeup_ns_ = UINT64_MAX;
+  uint64_t armed_ns_ = 0;
+  bool block_signals_ = false;
+  size_t sockets_ = 0;
+};
+
+}  // namespace ebpfc::kube
