@@ -18,10 +18,13 @@ CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
 	extension/core/http_reorder.o extension/core/http_stream.o \
 	extension/core/http_traceparent.o extension/core/http_tracker.o
 CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
+KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube_objects \
+	workload string_pool pod_cache backoff kube_config token_file reflector kube_status \
+	curl_driver kube_client)
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
 	extension/pg/sql_api.o extension/pg/catalog.o
-OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(PG_OBJS)
+OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
 
 BUILD = build
 BPF_OBJ = $(BUILD)/capture.bpf.o
@@ -35,7 +38,7 @@ PG_CPPFLAGS = -I$(CURDIR)/extension -I$(CURDIR)/bpf -I$(CURDIR)/$(BUILD) \
 # Warnings are errors in our code.
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 	-Wno-register -fno-omit-frame-pointer
-SHLIB_LINK = -lbpf -lelf -lz -lstdc++
+SHLIB_LINK = -lbpf -lelf -lz -lcurl -lstdc++
 EXTRA_CLEAN = $(BUILD) results regression.diffs regression.out
 
 REGRESS = api errors

@@ -61,6 +61,30 @@ COMMENT ON TABLE @extschema@.spans IS
 CREATE INDEX spans_start_time_idx ON @extschema@.spans (start_time);
 CREATE INDEX spans_trace_id_idx ON @extschema@.spans USING hash (trace_id);
 
+-- The pods the capture knows of, mirrored from its Kubernetes cache: join
+-- spans to pod history by address and time, e.g.
+--   SELECT ... FROM spans s JOIN pods p ON p.ips @> ARRAY[s.dst_addr]
+--     AND s.start_time >= p.first_seen AND s.start_time < coalesce(p.deleted_at, 'infinity')
+CREATE TABLE @extschema@.pods (
+    uid           text PRIMARY KEY,
+    namespace     text NOT NULL,
+    name          text NOT NULL,
+    ips           inet[] NOT NULL DEFAULT '{}',
+    node          text,
+    workload      text,
+    workload_kind text,
+    phase         text,
+    host_network  boolean NOT NULL DEFAULT false,
+    labels        jsonb NOT NULL DEFAULT '{}',
+    created_at    timestamptz,
+    first_seen    timestamptz NOT NULL,
+    last_seen     timestamptz NOT NULL,
+    deleted_at    timestamptz
+);
+CREATE INDEX pods_ips_idx ON @extschema@.pods USING gin (ips);
+CREATE INDEX pods_workload_idx ON @extschema@.pods (namespace, workload);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.pods', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.captures', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.spans', '');
 
@@ -75,7 +99,8 @@ CREATE FUNCTION @extschema@._capture_slots(
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
     OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT last_error text)
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT metadata_state text,
+    OUT metadata_error text, OUT last_error text)
     RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
 
 -- Starts capturing on an interface of the server's network namespace. Returns
@@ -132,7 +157,8 @@ CREATE FUNCTION @extschema@.capture_status(
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
     OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT last_error text)
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT metadata_state text,
+    OUT metadata_error text, OUT last_error text)
 RETURNS SETOF record LANGUAGE sql STABLE AS $$
     SELECT c.interface, s.pid,
            CASE
@@ -146,7 +172,8 @@ RETURNS SETOF record LANGUAGE sql STABLE AS $$
            coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
            coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
            coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
-           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0), s.last_error
+           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
+           coalesce(s.pods_known, 0), s.metadata_state, s.metadata_error, s.last_error
     FROM @extschema@.captures c
     LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
     ORDER BY c.interface

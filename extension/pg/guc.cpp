@@ -16,6 +16,9 @@ int g_ring_buffer_kb = 4096;
 bool g_http = true;
 int g_max_http_connections = 2048;
 bool g_http_strip_query = false;
+char* g_kube_api_url = nullptr;
+char* g_kube_token_file = nullptr;
+char* g_kube_ca_file = nullptr;
 
 static bool check_ring_buffer_kb(int* newval, void** extra, GucSource source) {
   (void)extra;
@@ -70,6 +73,18 @@ static void define_reloadable_gucs() {
   DefineCustomBoolVariable("ebpf_capture.http_strip_query",
                            "Store http_target without its query string.", nullptr,
                            &g_http_strip_query, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.kube_api_url",
+      "Kubernetes API server URL; empty: KUBERNETES_SERVICE_HOST/PORT (in a pod).", nullptr,
+      &g_kube_api_url, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.kube_token_file",
+      "Bearer token file for the Kubernetes API; empty: the service account's.", nullptr,
+      &g_kube_token_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.kube_ca_file",
+      "CA bundle that signs the Kubernetes API's certificate; empty: the service account's.",
+      nullptr, &g_kube_ca_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.ring_buffer_size",
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
                           &g_ring_buffer_kb, 4096, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,

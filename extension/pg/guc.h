@@ -18,6 +18,10 @@ extern bool g_http_strip_query;     // sighup: store targets without their query
 
 // Defines the ebpf_capture.* parameters; the postmaster-level ones only while
 // shared_preload_libraries is being processed.
+extern char* g_kube_api_url;     // sighup: Kubernetes API URL ("" = in-cluster)
+extern char* g_kube_token_file;  // sighup: bearer token file ("" = in-cluster)
+extern char* g_kube_ca_file;     // sighup: CA bundle ("" = in-cluster)
+
 void define_gucs(bool preloading);
 
 }  // namespace ebpfc::pg

@@ -28,6 +28,7 @@ enum SlotCounter : int {
   kPayloadDropped,
   kHttpConnections,  // followed now
   kHttpBoundHits,    // parser and pool bounds hit
+  kPodsKnown,        // pods in the Kubernetes cache
   kSlotCounterCount
 };
 
@@ -40,6 +41,8 @@ struct CaptureSlot {
   TimestampTz started_at;
   bool stop_requested;
   char last_error[kErrorLen];
+  char metadata_state[16];   // Kubernetes metadata: disabled/syncing/synced/stale/failing
+  char metadata_error[256];  // its last error
   // Written by the slot's worker only; read by anyone.
   pg_atomic_uint64 counters[kSlotCounterCount];
 };

@@ -1,11 +1,13 @@
 #include "pg/span_store.h"
 
 #include <cstring>
+#include <new>
 #include <type_traits>
 
 #include "core/span_attributes.h"
 #include "core/span_ids.h"
 #include "core/text_sanitize.h"
+#include "kube/pod_cache.h"
 #include "pg/catalog.h"
 #include "pg/pg_guard.h"
 
@@ -103,11 +105,61 @@ void execute(SPIPlanPtr plan, Datum* values) {
     elog(ERROR, "ebpf_capture: span insert failed: %s", SPI_result_code_string(rc));
 }
 
-constexpr int kTcpArgs = 15;
-constexpr int kHttpArgs = 18;
+constexpr int kPeerColumns = 10;
+constexpr int kTcpArgs = 15 + kPeerColumns;
+constexpr int kHttpArgs = 18 + kPeerColumns;
+constexpr int kPodArgs = 14;
+
+// Who is at each end of a span (src_pod ... dst_node), looked up in the pod
+// cache by address at the span's start.
+class PeerColumns {
+ public:
+  explicit PeerColumns(int n) {
+    for (auto& c : cols_) c = static_cast<Column*>(palloc(sizeof(Column)));
+    for (auto& c : cols_) new (c) Column(n, TEXTOID);
+  }
+  void set(int i, const kube::PodCache* peers, const uint8_t src[16], const uint8_t dst[16],
+           int64_t at_us) {
+    set_side(i, 0, peers ? peers->lookup(src, at_us) : nullptr);
+    set_side(i, 5, peers ? peers->lookup(dst, at_us) : nullptr);
+  }
+  // Appends the 10 array parameters at values[0..10).
+  void arrays(Datum* values) const {
+    for (int c = 0; c < kPeerColumns; c++) values[c] = cols_[c]->array();
+  }
+
+ private:
+  void set_one(int i, int col, std::string_view v) {
+    if (v.empty())
+      cols_[col]->set_null(i);
+    else
+      cols_[col]->set(i, make_wire_text(v.data(), v.size()));
+  }
+  void set_side(int i, int base, const kube::PeerIdentity* id) {
+    if (id == nullptr) {
+      for (int c = 0; c < 5; c++) cols_[base + c]->set_null(i);
+      return;
+    }
+    set_one(i, base + 0, id->pod);
+    set_one(i, base + 1, id->ns);
+    set_one(i, base + 2, id->workload);
+    set_one(i, base + 3, id->workload_kind);
+    set_one(i, base + 4, id->node);
+  }
+  Column* cols_[kPeerColumns];
+};
+static_assert(std::is_trivially_destructible<PeerColumns>::value,
+              "PeerColumns must be trivially destructible");
+
+// The names of the peer columns and of their parameters from $first on.
+const char* kPeerNames =
+    "src_pod, src_namespace, src_workload, src_workload_kind, src_node, "
+    "dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node";
 
 // The parameters of the tcp insert, built in the current memory context.
-void tcp_values(const Span* spans, int n, const char* interface, Datum* values) {
+void tcp_values(const Span* spans, int n, const char* interface, const kube::PodCache* peers,
+                Datum* values) {
+  PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID),
       status(n, TEXTOID), src(n, INETOID), dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID),
       sent(n, INT8OID), received(n, INT8OID), psent(n, INT8OID), preceived(n, INT8OID),
@@ -129,15 +181,20 @@ void tcp_values(const Span* spans, int n, const char* interface, Datum* values) 
     psent.set(i, Int64GetDatum(static_cast<int64>(s.packets_sent)));
     preceived.set(i, Int64GetDatum(static_cast<int64>(s.packets_received)));
     attrs.set(i, make_text(buf, format_tcp_attributes(s, buf, sizeof(buf))));
+    who.set(i, peers, s.src_addr, s.dst_addr, s.start_unix_us);
   }
   const Column* cols[] = {&trace, &span,  &start, &end,      &status, &src,       &dst,
                           &sport, &dport, &sent,  &received, &psent,  &preceived, &attrs};
+  constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
   values[0] = make_text(interface);
-  for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) values[c + 1] = cols[c]->array();
+  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
+  who.arrays(values + 1 + ncols);
 }
 
 // The parameters of the http insert, built in the current memory context.
-void http_values(const HttpSpan* spans, int n, const char* interface, Datum* values) {
+void http_values(const HttpSpan* spans, int n, const char* interface, const kube::PodCache* peers,
+                 Datum* values) {
+  PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), parent(n, TEXTOID), name(n, TEXTOID),
       start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID), status(n, TEXTOID), src(n, INETOID),
       dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID), sent(n, INT8OID), received(n, INT8OID),
@@ -174,11 +231,83 @@ void http_values(const HttpSpan* spans, int n, const char* interface, Datum* val
       code.set(i, Int32GetDatum(ex.status));
     else
       code.set_null(i);
+    who.set(i, peers, s.src_addr, s.dst_addr, s.start_unix_us);
   }
   const Column* cols[] = {&trace, &span,  &parent, &name,     &start, &end,    &status, &src, &dst,
                           &sport, &dport, &sent,   &received, &attrs, &method, &target, &code};
+  constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
   values[0] = make_text(interface);
-  for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) values[c + 1] = cols[c]->array();
+  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
+  who.arrays(values + 1 + ncols);
+}
+
+Datum timestamp_or_null(int64_t unix_us, bool* isnull) {
+  *isnull = unix_us == kube::kNoTime;
+  return *isnull ? Datum(0) : TimestampTzGetDatum(to_timestamptz(unix_us));
+}
+
+// The parameters of the pods upsert, built in the current memory context.
+void pod_values(const kube::PodRecord* pods, int n, Datum* values) {
+  Column uid(n, TEXTOID), ns(n, TEXTOID), name(n, TEXTOID), ips(n, TEXTOID), node(n, TEXTOID),
+      workload(n, TEXTOID), kind(n, TEXTOID), phase(n, TEXTOID), host(n, BOOLOID),
+      labels(n, TEXTOID), created(n, TIMESTAMPTZOID), first(n, TIMESTAMPTZOID),
+      last(n, TIMESTAMPTZOID), deleted(n, TIMESTAMPTZOID);
+  auto text_or_null = [](Column& c, int i, const std::string& v) {
+    if (v.empty())
+      c.set_null(i);
+    else
+      c.set(i, make_wire_text(v.data(), v.size()));
+  };
+  auto time_col = [](Column& c, int i, int64_t us) {
+    bool isnull;
+    Datum d = timestamp_or_null(us, &isnull);
+    if (isnull)
+      c.set_null(i);
+    else
+      c.set(i, d);
+  };
+  for (int i = 0; i < n; i++) {
+    const kube::PodRecord& p = pods[i];
+    uid.set(i, make_wire_text(p.uid.data(), p.uid.size()));
+    ns.set(i, make_wire_text(p.ns.data(), p.ns.size()));
+    name.set(i, make_wire_text(p.name.data(), p.name.size()));
+    // addresses as "a,b" (string_to_array in SQL): an unnest of a 2-D array would flatten
+    StringInfoData joined;
+    initStringInfo(&joined);
+    for (size_t k = 0; k < p.ips.size(); k++) {
+      if (k > 0) appendStringInfoChar(&joined, ',');
+      appendBinaryStringInfo(&joined, p.ips[k].data(), static_cast<int>(p.ips[k].size()));
+    }
+    ips.set(i, make_wire_text(joined.data, static_cast<size_t>(joined.len)));
+    text_or_null(node, i, p.node);
+    text_or_null(workload, i, p.workload);
+    text_or_null(kind, i, p.workload_kind);
+    text_or_null(phase, i, p.phase);
+    host.set(i, BoolGetDatum(p.host_network));
+    if (p.labels_json.empty())
+      labels.set(i, make_text("{}"));
+    else
+      labels.set(i, make_wire_text(p.labels_json.data(), p.labels_json.size()));
+    time_col(created, i, p.created_us);
+    time_col(first, i, p.first_seen_us);
+    time_col(last, i, p.last_seen_us);
+    time_col(deleted, i, p.deleted_us);
+  }
+  const Column* cols[] = {&uid,   &ns,   &name,   &ips,     &node,  &workload, &kind,
+                          &phase, &host, &labels, &created, &first, &last,     &deleted};
+  for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) values[c] = cols[c]->array();
+}
+
+// "$from, $from+1, ..., $from+n-1"
+char* params(int from, int n) {
+  StringInfoData out;
+  initStringInfo(&out);
+  for (int i = 0; i < n; i++) appendStringInfo(&out, "%s$%d", i > 0 ? ", " : "", from + i);
+  return out.data;
+}
+
+void fill_types(Oid* types, int from, int n, Oid type) {
+  for (int i = 0; i < n; i++) types[from + i] = type;
 }
 
 }  // namespace
@@ -193,49 +322,79 @@ void SpanStore::prepare() {
     PushActiveSnapshot(GetTransactionSnapshot());
     const char* schema = extension_schema_quoted();
     if (schema == nullptr) elog(ERROR, "extension \"ebpf_capture\" is not installed");
+    const char* peer_aliases = "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9";
+
     Oid tcp_types[kTcpArgs] = {
         TEXTOID,      TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
         TEXTARRAYOID, INETARRAYOID, INETARRAYOID, INT4ARRAYOID,        INT4ARRAYOID,
         INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,        TEXTARRAYOID};
+    fill_types(tcp_types, kTcpArgs - kPeerColumns, kPeerColumns, TEXTARRAYOID);
     tcp_plan_ = prepare_plan(
         psprintf("INSERT INTO %s.spans (trace_id, span_id, name, kind, start_time, end_time, "
                  "status, protocol, interface, src_addr, dst_addr, src_port, dst_port, "
-                 "bytes_sent, bytes_received, packets_sent, packets_received, attributes) "
+                 "bytes_sent, bytes_received, packets_sent, packets_received, attributes, %s) "
                  "SELECT t, s, 'tcp.connection', 'CLIENT', st, et, status, 'tcp', $1, sa, da, "
-                 "sp, dp, bs, br, ps, pr, attr::jsonb FROM unnest($2, $3, $4, $5, $6, $7, $8, "
-                 "$9, $10, $11, $12, $13, $14, $15) "
-                 "AS u(t, s, st, et, status, sa, da, sp, dp, bs, br, ps, pr, attr)",
-                 schema),
+                 "sp, dp, bs, br, ps, pr, attr::jsonb, %s FROM unnest(%s) "
+                 "AS u(t, s, st, et, status, sa, da, sp, dp, bs, br, ps, pr, attr, %s)",
+                 schema, kPeerNames, peer_aliases, params(2, kTcpArgs - 1), peer_aliases),
         kTcpArgs, tcp_types);
+
     Oid http_types[kHttpArgs] = {
         TEXTOID,      TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
         TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
         INETARRAYOID, INETARRAYOID,        INT4ARRAYOID,        INT4ARRAYOID,
         INT8ARRAYOID, INT8ARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
         TEXTARRAYOID, INT4ARRAYOID};
+    fill_types(http_types, kHttpArgs - kPeerColumns, kPeerColumns, TEXTARRAYOID);
     http_plan_ = prepare_plan(
         psprintf("INSERT INTO %s.spans (trace_id, span_id, parent_span_id, name, kind, "
                  "start_time, end_time, status, protocol, interface, src_addr, dst_addr, "
                  "src_port, dst_port, bytes_sent, bytes_received, attributes, http_method, "
-                 "http_target, http_status) "
+                 "http_target, http_status, %s) "
                  "SELECT t, s, p, n, 'SERVER', st, et, status, 'http', $1, sa, da, sp, dp, bs, "
-                 "br, attr::jsonb, m, tg, hs FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, "
-                 "$11, $12, $13, $14, $15, $16, $17, $18) "
-                 "AS u(t, s, p, n, st, et, status, sa, da, sp, dp, bs, br, attr, m, tg, hs)",
-                 schema),
+                 "br, attr::jsonb, m, tg, hs, %s FROM unnest(%s) "
+                 "AS u(t, s, p, n, st, et, status, sa, da, sp, dp, bs, br, attr, m, tg, hs, %s)",
+                 schema, kPeerNames, peer_aliases, params(2, kHttpArgs - 1), peer_aliases),
         kHttpArgs, http_types);
+
+    // The pods table mirrors the cache's change feed; a pod may appear more
+    // than once in a batch: the last record of a uid wins.
+    Oid pod_types[kPodArgs] = {TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
+                               TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
+                               TEXTARRAYOID,        TEXTARRAYOID,        BOOLARRAYOID,
+                               TEXTARRAYOID,        TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+                               TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+    pod_plan_ = prepare_plan(
+        psprintf("INSERT INTO %s.pods AS p (uid, namespace, name, ips, node, workload, "
+                 "workload_kind, phase, host_network, labels, created_at, first_seen, "
+                 "last_seen, deleted_at) "
+                 "SELECT DISTINCT ON (u) u, ns, n, string_to_array(ips, ',')::inet[], node, w, "
+                 "wk, ph, hn, l::jsonb, ca, coalesce(fs, now()), coalesce(ls, now()), da "
+                 "FROM unnest(%s) WITH ORDINALITY "
+                 "AS x(u, ns, n, ips, node, w, wk, ph, hn, l, ca, fs, ls, da, ord) "
+                 "ORDER BY u, ord DESC "
+                 "ON CONFLICT (uid) DO UPDATE SET namespace = EXCLUDED.namespace, "
+                 "name = EXCLUDED.name, ips = EXCLUDED.ips, node = EXCLUDED.node, "
+                 "workload = EXCLUDED.workload, workload_kind = EXCLUDED.workload_kind, "
+                 "phase = EXCLUDED.phase, host_network = EXCLUDED.host_network, "
+                 "labels = EXCLUDED.labels, created_at = EXCLUDED.created_at, "
+                 "first_seen = least(p.first_seen, EXCLUDED.first_seen), "
+                 "last_seen = greatest(p.last_seen, EXCLUDED.last_seen), "
+                 "deleted_at = EXCLUDED.deleted_at",
+                 schema, params(1, kPodArgs)),
+        kPodArgs, pod_types);
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();
   });
 }
 
-bool SpanStore::insert(const Span* tcp, size_t ntcp, const HttpSpan* http, size_t nhttp,
-                       const char* interface, char* error, size_t error_size) {
-  if (ntcp == 0 && nhttp == 0) return true;
+bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_t error_size) {
+  if (b.ntcp == 0 && b.nhttp == 0 && b.npods == 0) return true;
   MemoryContext batch = static_cast<MemoryContext>(batch_context_);
   SPIPlanPtr tcp_plan = static_cast<SPIPlanPtr>(tcp_plan_);
   SPIPlanPtr http_plan = static_cast<SPIPlanPtr>(http_plan_);
+  SPIPlanPtr pod_plan = static_cast<SPIPlanPtr>(pod_plan_);
 
   bool ok = pg_call_noexcept(
       [&] {
@@ -244,15 +403,19 @@ bool SpanStore::insert(const Span* tcp, size_t ntcp, const HttpSpan* http, size_
         MemoryContext old = MemoryContextSwitchTo(batch);
         Datum tcp_args[kTcpArgs];
         Datum http_args[kHttpArgs];
-        if (ntcp > 0) tcp_values(tcp, static_cast<int>(ntcp), interface, tcp_args);
-        if (nhttp > 0) http_values(http, static_cast<int>(nhttp), interface, http_args);
+        Datum pod_args[kPodArgs];
+        if (b.ntcp > 0) tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, b.peers, tcp_args);
+        if (b.nhttp > 0)
+          http_values(b.http, static_cast<int>(b.nhttp), interface, b.peers, http_args);
+        if (b.npods > 0) pod_values(b.pods, static_cast<int>(b.npods), pod_args);
         MemoryContextSwitchTo(old);
 
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
         pgstat_report_activity(STATE_RUNNING, "ebpf_capture: inserting spans");
-        if (ntcp > 0) execute(tcp_plan, tcp_args);
-        if (nhttp > 0) execute(http_plan, http_args);
+        if (b.ntcp > 0) execute(tcp_plan, tcp_args);
+        if (b.nhttp > 0) execute(http_plan, http_args);
+        if (b.npods > 0) execute(pod_plan, pod_args);
         SPI_finish();
         PopActiveSnapshot();
         CommitTransactionCommand();

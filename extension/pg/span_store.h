@@ -7,6 +7,7 @@
 
 #include "core/http_span.h"
 #include "core/span.h"
+#include "kube/pod_cache.h"
 
 namespace ebpfc::pg {
 
@@ -16,15 +17,25 @@ class SpanStore {
   // to the database. Throws PgError.
   void prepare();
 
-  // Inserts tcp[0..ntcp) and http[0..nhttp) in one transaction. Returns
-  // false (with the error text in `error`) if the transaction failed;
-  // nothing is half-written.
-  bool insert(const Span* tcp, size_t ntcp, const HttpSpan* http, size_t nhttp,
-              const char* interface, char* error, size_t error_size);
+  // What one transaction writes.
+  struct Batch {
+    const Span* tcp = nullptr;
+    size_t ntcp = 0;
+    const HttpSpan* http = nullptr;
+    size_t nhttp = 0;
+    const kube::PodRecord* pods = nullptr;  // changes to mirror into the pods table
+    size_t npods = 0;
+    const kube::PodCache* peers = nullptr;  // names both ends of each span; may be null
+  };
+
+  // Writes the batch in one transaction. Returns false (with the error text
+  // in `error`) if the transaction failed; nothing is half-written.
+  bool insert(const Batch& batch, const char* interface, char* error, size_t error_size);
 
  private:
   void* tcp_plan_ = nullptr;       // SPIPlanPtr
   void* http_plan_ = nullptr;      // SPIPlanPtr
+  void* pod_plan_ = nullptr;       // SPIPlanPtr
   void* batch_context_ = nullptr;  // MemoryContext, reset after every batch
 };
 

@@ -147,11 +147,15 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     copy.pid = s->pid;
     copy.started_at = s->started_at;
     std::memcpy(copy.last_error, s->last_error, sizeof(copy.last_error));
+    std::memcpy(copy.metadata_state, s->metadata_state, sizeof(copy.metadata_state));
+    std::memcpy(copy.metadata_error, s->metadata_error, sizeof(copy.metadata_error));
     SpinLockRelease(&sh->mutex);
     if (!in_use) continue;
 
-    constexpr int kColumns = 4 + kSlotCounterCount + 1;
-    static_assert(kColumns == 16, "capture slot columns: see _capture_slots in the SQL script");
+    // interface, pid, state, started_at, the counters, metadata state and
+    // error, last error: see _capture_slots in the SQL script
+    constexpr int kColumns = 4 + kSlotCounterCount + 3;
+    static_assert(kColumns == 19, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);
@@ -162,6 +166,10 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     nulls[3] = copy.started_at == 0;
     for (int k = 0; k < kSlotCounterCount; k++)
       values[4 + k] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->counters[k])));
+    values[kColumns - 3] = CStringGetTextDatum(copy.metadata_state);
+    nulls[kColumns - 3] = copy.metadata_state[0] == '\0';
+    values[kColumns - 2] = CStringGetTextDatum(copy.metadata_error);
+    nulls[kColumns - 2] = copy.metadata_error[0] == '\0';
     values[kColumns - 1] = CStringGetTextDatum(copy.last_error);
     nulls[kColumns - 1] = copy.last_error[0] == '\0';
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

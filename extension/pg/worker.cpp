@@ -9,12 +9,16 @@
 //
 // The C++ state lives on the heap behind `g_worker`, so the loop's own frame
 // holds nothing a longjmp or a FATAL exit could skip a destructor of.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "capture/packet_capture.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
+#include "kube/kube_client.h"
+#include "kube/kube_config.h"
+#include "kube/pod_cache.h"
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
@@ -109,6 +113,9 @@ struct Worker {
   char interface[IFNAMSIZ] = {};
   PacketCapture* capture = nullptr;
   HttpTracker* http = nullptr;
+  kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
+  kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
+  std::vector<kube::PodRecord> pod_changes;  // to mirror into the pods table
   SpanBatch batch;
   SpanStore store;
   uint64_t spans_written = 0;
@@ -165,6 +172,16 @@ void publish_counters() {
   set(kSpansWritten, g_worker->spans_written);
   set(kSpansDropped, g_worker->batch.dropped);
   set(kPayloadDropped, c.filter.payload_dropped);
+  if (g_worker->kube != nullptr) {
+    kube::KubeStatus k;
+    g_worker->kube->status(&k);
+    set(kPodsKnown, k.pods_known);
+    SharedState* sh = shared();
+    SpinLockAcquire(&sh->mutex);
+    strlcpy(s->metadata_state, kube::kube_state_name(k.state), sizeof(s->metadata_state));
+    strlcpy(s->metadata_error, k.last_error, sizeof(s->metadata_error));
+    SpinLockRelease(&sh->mutex);
+  }
   if (g_worker->http != nullptr) {
     const HttpTrackerCounters h = g_worker->http->counters();
     set(kHttpConnections, g_worker->http->open_connections());
@@ -174,37 +191,48 @@ void publish_counters() {
 }
 
 // Inserts pending spans in transactions of at most batch_size rows (tcp and
-// http rows together).
+// http rows together), with the pod changes the Kubernetes cache has seen.
 void flush() {
   SpanBatch& b = g_worker->batch;
   const size_t limit = static_cast<size_t>(g_batch_size);
+  if (g_worker->pods != nullptr) {
+    g_worker->pod_changes.clear();
+    g_worker->pods->take_changes(g_worker->pod_changes, limit);
+  }
   size_t tcp_done = 0, http_done = 0;
-  while (tcp_done < b.spans.size() || http_done < b.http_spans.size()) {
-    size_t ntcp = b.spans.size() - tcp_done;
-    if (ntcp > limit) ntcp = limit;
-    size_t nhttp = b.http_spans.size() - http_done;
-    if (nhttp > limit - ntcp) nhttp = limit - ntcp;
+  bool pods_pending = !g_worker->pod_changes.empty();
+  while (tcp_done < b.spans.size() || http_done < b.http_spans.size() || pods_pending) {
+    SpanStore::Batch batch;
+    batch.peers = g_worker->pods;
+    batch.tcp = b.spans.data() + tcp_done;
+    batch.ntcp = std::min(b.spans.size() - tcp_done, limit);
+    batch.http = b.http_spans.data() + http_done;
+    batch.nhttp = std::min(b.http_spans.size() - http_done, limit - batch.ntcp);
+    if (pods_pending) {
+      batch.pods = g_worker->pod_changes.data();
+      batch.npods = g_worker->pod_changes.size();
+      pods_pending = false;
+    }
     char error[kErrorLen];
-    if (g_worker->store.insert(b.spans.data() + tcp_done, ntcp, b.http_spans.data() + http_done,
-                               nhttp, g_worker->interface, error, sizeof(error))) {
-      g_worker->spans_written += ntcp + nhttp;
+    if (g_worker->store.insert(batch, g_worker->interface, error, sizeof(error))) {
+      g_worker->spans_written += batch.ntcp + batch.nhttp;
     } else {
       // The batch is lost, and counted: retrying a batch the table refuses
       // would stall every span behind it.
-      b.dropped += ntcp + nhttp;
+      b.dropped += batch.ntcp + batch.nhttp;
       set_slot_error(g_worker->slot, error);
       ereport(WARNING, (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s",
-                               ntcp + nhttp, g_worker->interface, error)));
+                               batch.ntcp + batch.nhttp, g_worker->interface, error)));
     }
-    tcp_done += ntcp;
-    http_done += nhttp;
+    tcp_done += batch.ntcp;
+    http_done += batch.nhttp;
   }
   b.clear();
 }
 
 bool flush_due(uint64_t now) {
   const SpanBatch& b = g_worker->batch;
-  if (b.pending() == 0) return false;
+  if (b.pending() == 0) return g_worker->pods != nullptr && g_worker->pods->pending_changes() > 0;
   return b.pending() >= static_cast<size_t>(g_batch_size) ||
          now - b.oldest_ns >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
 }
@@ -245,6 +273,14 @@ void finish() {
   RESUME_INTERRUPTS();
 }
 
+kube::KubeConfig kube_config() {
+  kube::KubeSettings settings;
+  settings.api_url = g_kube_api_url ? g_kube_api_url : "";
+  settings.token_file = g_kube_token_file ? g_kube_token_file : "";
+  settings.ca_file = g_kube_ca_file ? g_kube_ca_file : "";
+  return kube::resolve_kube_config(settings);
+}
+
 HttpTrackerOptions http_options() {
   HttpTrackerOptions o;
   o.max_connections = static_cast<size_t>(g_max_http_connections);
@@ -253,6 +289,28 @@ HttpTrackerOptions http_options() {
   // or events were lost) is given up after the idle timeout, and a bit.
   o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
   return o;
+}
+
+// Lets the Kubernetes client read its sockets and run its timers. Only
+// std::bad_alloc can come out of it.
+bool serve_kube(char* error, size_t error_size) {
+  try {
+    g_worker->kube->on_ready(kube::Instant::now());
+    return true;
+  } catch (const std::exception& e) {
+    strlcpy(error, e.what(), error_size);
+    return false;
+  }
+}
+
+bool reconfigure_kube(char* error, size_t error_size) {
+  try {
+    g_worker->kube->reconfigure(kube_config());
+    return true;
+  } catch (const std::exception& e) {
+    strlcpy(error, e.what(), error_size);
+    return false;
+  }
 }
 
 long wait_timeout_ms(uint64_t now) {
@@ -285,6 +343,10 @@ void run() {
       g_worker->batch.http = g_worker->http;
       g_worker->batch.http_spans.reserve(256);
     }
+    // One client for the worker's life, even when no API is configured (it
+    // then idles and says why in capture_status).
+    g_worker->pods = new kube::PodCache();
+    g_worker->kube = new kube::KubeClient(kube_config(), *g_worker->pods);
     opened = true;
   } catch (const std::exception& e) {
     strlcpy(error, e.what(), sizeof(error));
@@ -299,21 +361,27 @@ void run() {
   }
   if (!opened) fail_and_exit(error);
 
-  WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 3);
+  WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 4);
   AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
   AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
   AddWaitEventToSet(wes, WL_SOCKET_READABLE, g_worker->capture->event_fd(), nullptr, nullptr);
+  const int kube_fd = g_worker->kube->fd();
+  AddWaitEventToSet(wes, WL_SOCKET_READABLE, kube_fd, nullptr, nullptr);
 
+  publish_counters();  // capture_status shows the metadata state from the start
   set_state(SlotState::Running);
   ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\"", g_worker->interface)));
   g_worker->next_sweep_ns = WallClock::monotonic_ns() + kSweepIntervalNs;
 
   for (;;) {
-    WaitEvent events[3];
-    int n = WaitEventSetWait(wes, wait_timeout_ms(WallClock::monotonic_ns()), events, 3,
+    WaitEvent events[4];
+    int n = WaitEventSetWait(wes, wait_timeout_ms(WallClock::monotonic_ns()), events, 4,
                              PG_WAIT_EXTENSION);
-    for (int i = 0; i < n; i++)
+    bool kube_ready = false;
+    for (int i = 0; i < n; i++) {
       if (events[i].events & WL_LATCH_SET) ResetLatch(MyLatch);
+      if ((events[i].events & WL_SOCKET_READABLE) && events[i].fd == kube_fd) kube_ready = true;
+    }
 
     if (ProcDiePending || stop_requested()) {
       finish();
@@ -328,7 +396,10 @@ void run() {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
       if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
+      if (!reconfigure_kube(error, sizeof(error))) fail_and_exit(error);
     }
+    // The Kubernetes client's fd is level-triggered: serve it whenever it fired.
+    if (kube_ready && !serve_kube(error, sizeof(error))) fail_and_exit(error);
 
     if (!collect(false, error, sizeof(error))) fail_and_exit(error);
     if (flush_due(WallClock::monotonic_ns())) flush();

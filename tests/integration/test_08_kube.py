@@ -1,0 +1,175 @@
+"""Kubernetes metadata: spans name the pods at both ends, from a fake API
+server that speaks the real protocol (tests/kube/fake_kube_api.py: TLS with a
+test CA, bearer tokens, list + watch). The server runs inside the node
+namespace, where the PostgreSQL worker lives."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import (
+    REPO, node_ns, norm_ip, pod_ip4, wait_for, wait_spans_for_port,
+)
+
+FAKE = str(REPO / "tests" / "kube" / "fake_kube_api.py")
+
+
+class FakeApi:
+    """fake_kube_api.py as a program in the node namespace, driven through
+    its JSON control endpoint (reachable only from inside that namespace)."""
+
+    def __init__(self, directory):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", node_ns(), "/usr/bin/python3", FAKE, "--dir", directory,
+             "--bookmark-interval", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("fake API did not start: " + self.proc.stderr.read())
+        self.info = json.loads(line)
+
+    def call(self, op, **args):
+        body = json.dumps({"op": op, "args": args})
+        out = subprocess.run(
+            ["ip", "netns", "exec", node_ns(), "curl", "-sS", "--max-time", "10",
+             "-H", "Content-Type: application/json", "--data", body,
+             self.info["control_url"] + "/control"],
+            capture_output=True, text=True, check=True).stdout
+        reply = json.loads(out)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def fake_api():
+    # the server process (postgres) must read the CA and the token: not under
+    # pytest's tmp_path, whose parent is private to root
+    d = tempfile.mkdtemp(prefix="ebpfc-kube-")
+    os.chmod(d, 0o755)
+    api = FakeApi(d)
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)
+    yield api
+    api.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def metadata(cluster, capture, fake_api):
+    """The capture configured to use the fake API; restored afterwards."""
+    info = fake_api.info
+    for guc, value in (("kube_api_url", info["url"]), ("kube_token_file", info["token_file"]),
+                       ("kube_ca_file", info["ca_file"])):
+        cluster.sql(f"ALTER SYSTEM SET ebpf_capture.{guc} = %s", (value,))
+    cluster.sql("SELECT pg_reload_conf()")
+    yield fake_api
+    for guc in ("kube_api_url", "kube_token_file", "kube_ca_file"):
+        cluster.sql(f"ALTER SYSTEM RESET ebpf_capture.{guc}")
+    cluster.sql("SELECT pg_reload_conf()")
+    wait_for(lambda: cluster.status()["metadata_state"] == "disabled", 15,
+             desc="metadata disabled again")
+
+
+def wait_synced(cluster, pods_known):
+    def ok():
+        st = cluster.status()
+        return st["metadata_state"] == "synced" and st["pods_known"] >= pods_known
+    wait_for(ok, 20, desc=f"metadata synced with {pods_known} pods")
+
+
+def test_metadata_disabled_without_api(cluster, capture):
+    wait_for(lambda: cluster.status()["metadata_state"] is not None, 5, desc="metadata state")
+    st = cluster.status()
+    assert st["metadata_state"] == "disabled", st
+    assert "kube_api_url" in (st["metadata_error"] or ""), st
+
+
+def test_spans_name_both_ends(cluster, capture, pods, metadata):
+    api = metadata
+    api.call("add_replicaset", name="web-5d8f9c7b6", namespace="shop", deployment="web")
+    api.call("add_pod", name="web-5d8f9c7b6-x2x9k", namespace="shop", ip=pod_ip4(2),
+             node="node-a", owner=["ReplicaSet", "web-5d8f9c7b6"],
+             labels={"app": "web", "pod-template-hash": "5d8f9c7b6"})
+    api.call("add_pod", name="loadgen", namespace="tools", ip=pod_ip4(1), node="node-a")
+    wait_synced(cluster, 2)
+
+    _, addr, port = pods.byte_server(2)
+    conns = pods.batch(1, addr, port, [[10, 20]])
+    rows = wait_spans_for_port(cluster, port, len(conns))
+    assert len(rows) == 1, rows
+    r = cluster.spans("span_id = %s", (rows[0]["span_id"],))[0]
+    assert (r["src_pod"], r["src_namespace"], r["src_workload"], r["src_workload_kind"]) == \
+        ("loadgen", "tools", "loadgen", "Pod"), r
+    assert (r["dst_pod"], r["dst_namespace"], r["dst_workload"], r["dst_workload_kind"],
+            r["dst_node"]) == ("web-5d8f9c7b6-x2x9k", "shop", "web", "Deployment", "node-a"), r
+
+    # the pods table mirrors what the worker knows
+    def mirrored():
+        return cluster.sql("SELECT name, namespace, workload, workload_kind, "
+                           "ARRAY(SELECT host(a) FROM unnest(ips) a) AS ips, "
+                           "deleted_at FROM pods ORDER BY name")
+    wait_for(lambda: len(mirrored()) >= 2, 10, desc="pods table")
+    by_name = {p["name"]: p for p in mirrored()}
+    web = by_name["web-5d8f9c7b6-x2x9k"]
+    assert (web["namespace"], web["workload"], web["workload_kind"]) == \
+        ("shop", "web", "Deployment"), web
+    assert [norm_ip(a) for a in web["ips"]] == [pod_ip4(2)], web
+    assert web["deleted_at"] is None, web
+
+
+def test_deleted_pod_and_address_reuse(cluster, capture, pods, metadata):
+    api = metadata
+    api.call("add_pod", name="old-api", namespace="shop", ip=pod_ip4(3), node="node-a")
+    wait_synced(cluster, 1)
+    api.call("delete_pod", name="old-api", namespace="shop")
+    wait_for(lambda: cluster.value("SELECT deleted_at IS NOT NULL FROM pods WHERE name = "
+                                   "'old-api'") is True, 15, desc="old-api marked deleted")
+    # within the grace period the address still names the deleted pod
+    _, addr, port = pods.byte_server(3)
+    pods.batch(1, addr, port, [[1, 1]])
+    row = wait_spans_for_port(cluster, port, 1)[0]
+    assert cluster.spans("span_id = %s", (row["span_id"],))[0]["dst_pod"] == "old-api"
+
+    # a new pod takes the address: new traffic is named after it
+    api.call("add_pod", name="new-api", namespace="shop", ip=pod_ip4(3), node="node-a")
+    wait_for(lambda: cluster.value("SELECT count(*) FROM pods WHERE name = 'new-api'") == 1, 15,
+             desc="new-api mirrored")
+    time.sleep(0.5)
+    _, addr, port = pods.byte_server(3)
+    pods.batch(1, addr, port, [[1, 1]])
+    row = wait_spans_for_port(cluster, port, 1)[0]
+    assert cluster.spans("span_id = %s", (row["span_id"],))[0]["dst_pod"] == "new-api"
+
+
+def test_api_failure_keeps_capture_running(cluster, capture, pods, metadata):
+    api = metadata
+    api.call("add_pod", name="lonely", namespace="default", ip=pod_ip4(4), node="node-a")
+    wait_synced(cluster, 1)
+    pid = cluster.status()["pid"]
+    api.call("inject", resource="pods", verb="any", kind="status", code=500, count=1000)
+    api.call("reset_connections")
+    wait_for(lambda: cluster.status()["metadata_state"] in ("stale", "failing"), 20,
+             desc="metadata stale or failing")
+    # spans keep flowing, named from the cache
+    _, addr, port = pods.byte_server(4)
+    pods.batch(1, addr, port, [[5, 5]])
+    row = wait_spans_for_port(cluster, port, 1)[0]
+    assert cluster.spans("span_id = %s", (row["span_id"],))[0]["dst_pod"] == "lonely"
+    st = cluster.status()
+    assert st["pid"] == pid and st["state"] == "running", st
+    assert st["metadata_error"], st
+    # and it recovers by itself
+    api.call("clear_faults")
+    wait_synced(cluster, 1)
