@@ -123,6 +123,8 @@ optional_target() {
 }
 optional_target unit
 optional_target fuzz-smoke
+# The Kubernetes client against the fake API server (TLS, watch, faults).
+run_stage "kube client vs fake API (make -C tests/kube check)" make -C tests/kube check || true
 
 run_stage "topology up" bash tests/lib/topology.sh up || exit 1
 
