@@ -761,6 +761,9 @@ class FakeKubeAPI:
             deadline = time.monotonic() + timeout
             next_bookmark = time.monotonic() + self.bookmark_interval
             pos = since
+            # events a stream fault delivered itself: the loop must not send them
+            # again, nor skip the ones recorded around them while they were sent
+            sent_by_faults = set()
             while True:
                 out = []
                 with self._lock:
@@ -774,7 +777,8 @@ class FakeKubeAPI:
                     if resource not in self._hold:
                         for rv, res, type_, obj in self._history:
                             if rv > pos and res == resource:
-                                out.append(event(type_, self._present(resource, obj, partial)))
+                                if rv not in sent_by_faults:
+                                    out.append(event(type_, self._present(resource, obj, partial)))
                                 pos = rv
                         if not out and bookmarks and time.monotonic() >= next_bookmark:
                             pos = max(pos, self._rv)
@@ -792,7 +796,8 @@ class FakeKubeAPI:
                     done, sent_rv = self._stream_fault(h, resource, f, event)
                     if done:
                         return
-                    pos = max(pos, sent_rv)
+                    if sent_rv:
+                        sent_by_faults.add(sent_rv)
                 if expired:
                     self._chunk(h, event("ERROR", status_object(
                         410, "Expired", "too old resource version: %d" % pos)))
