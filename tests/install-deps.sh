@@ -8,9 +8,16 @@ PACKAGES=(
 	libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev
 	libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libclang-rt-14-dev openssl
 	nginx-light curl wrk tshark tcpdump iproute2 iputils-ping nftables
-	python3 python3-pytest python3-psycopg2
+	python3 python3-pytest python3-psycopg2 python3-yaml
 	make g++ clang-format libcap2-bin util-linux procps
+	graphviz
 )
+# kubectl (for `kubectl kustomize deploy/`): Debian's kubernetes-client, unless
+# a kubectl is installed already (another package's /usr/bin/kubectl would
+# make dpkg refuse kubernetes-client's).
+if ! command -v kubectl >/dev/null 2>&1; then
+	PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -1,0 +1,28 @@
+-- deploy/grafana/grants.sql - a read-only login for Grafana (run as a
+-- superuser in the database that holds the extension; psql -v
+-- password=... to set its password). The service map functions are plain SQL
+-- run with the caller's rights, so the role needs SELECT on spans and
+-- EXECUTE on them and on the helpers they inline.
+\set ON_ERROR_STOP 1
+SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
+\if :create_role
+CREATE ROLE grafana_reader LOGIN;
+\endif
+\if :{?password}
+ALTER ROLE grafana_reader PASSWORD :'password';
+\endif
+GRANT SELECT ON spans TO grafana_reader;
+GRANT EXECUTE ON FUNCTION
+    _service_map_node_id(text, text, text, text, inet),
+    _service_map_node_title(text, text, text, inet),
+    _service_map_node_subtitle(text, text, text, text, text),
+    _service_map_num(double precision),
+    _service_map_spans(timestamptz, timestamptz),
+    _service_map_dot_quote(text),
+    service_map_nodes(timestamptz, timestamptz),
+    service_map_nodes(interval),
+    service_map_edges(timestamptz, timestamptz),
+    service_map_edges(interval),
+    service_map_dot(timestamptz, timestamptz),
+    service_map_dot(interval)
+TO grafana_reader;

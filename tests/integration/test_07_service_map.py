@@ -1,0 +1,612 @@
+"""The service map (issue 5): service_map_nodes, service_map_edges and
+service_map_dot over a known traffic mix, the DOT text drawn by Graphviz, and
+every SQL query of the Grafana dashboard run against the database.
+
+The traffic mix is inserted into spans directly (no capture): known
+workloads, pods, a host-network node and a bare address, N HTTP requests of
+which K failed, plain TCP connections with known byte counts, rows just
+outside the window. The expected numbers are computed here, independently
+of the SQL, from the same list of rows.
+"""
+
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run
+
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
+GRANTS = REPO / "deploy" / "grafana" / "grants.sql"
+
+NODE_FIELDS = ["id", "title", "subtitle", "mainstat", "secondarystat", "arc__success",
+               "arc__errors"]
+EDGE_FIELDS = ["id", "source", "target", "mainstat", "secondarystat"]
+
+# A window far in the past: nothing a capture writes can fall into it.
+T0 = datetime(2001, 2, 3, 4, 0, 0, tzinfo=timezone.utc)
+T1 = T0 + timedelta(minutes=10)
+WINDOW_S = (T1 - T0).total_seconds()
+
+
+# ----------------------------------------------------------------------------
+# the traffic mix
+
+
+class End:
+    """One end of a span: what the Kubernetes metadata says, and the address."""
+
+    def __init__(self, addr, namespace=None, workload=None, kind=None, pod=None, node=None):
+        self.addr = addr
+        self.namespace = namespace
+        self.workload = workload
+        self.kind = kind
+        self.pod = pod
+        self.node = node
+
+    def node_id(self):
+        if self.workload is not None:
+            return f"{self.namespace or ''}/{self.workload}"
+        if self.pod is not None:
+            return f"{self.namespace or ''}/{self.pod}"
+        if self.node is not None:
+            return f"node:{self.node}"
+        return self.addr
+
+    def title(self):
+        return self.workload or self.pod or self.node or self.addr
+
+    def subtitle(self):
+        if self.workload is not None:
+            return f"{self.namespace or ''} · {self.kind or 'workload'}"
+        if self.pod is not None:
+            return f"{self.namespace or ''} · Pod"
+        if self.node is not None:
+            return "Node"
+        return "address"
+
+
+def make_mix(ns, t0, rng):
+    """Returns (ends, rows): the rows to insert, each a dict of span columns
+    plus the End objects at both sides."""
+    fe1 = End("10.99.0.11", ns, "frontend", "Deployment", "frontend-6d4b9-aaaaa", "worker-1")
+    fe2 = End("10.99.0.12", ns, "frontend", "Deployment", "frontend-6d4b9-bbbbb", "worker-2")
+    co = End("10.99.0.21", ns, "checkout", "Deployment", "checkout-7c9f-ccccc", "worker-1")
+    pay = End("10.99.0.31", ns, "payments", "StatefulSet", "payments-0", "worker-2")
+    db = End("10.99.0.41", ns, "postgres", "StatefulSet", "postgres-0", "worker-1")
+    debug = End("10.99.0.51", ns, None, None, "debug-shell", "worker-2")  # bare pod
+    host = End("192.0.2.10", None, None, None, None, "worker-1")  # host network
+    outside = End("198.51.100.7")  # no Kubernetes identity
+    # Names from the network may hold anything: quotes, backslashes, a line
+    # break. (Kubernetes would refuse them; the map must not break on them.)
+    odd = End("10.99.0.61", ns + '"x\\', None, None, 'we"ird\\pod\nname', "worker-2")
+
+    rows = []
+    seq = [0]
+
+    def at():
+        seq[0] += 1
+        return t0 + timedelta(seconds=1 + (seq[0] * 0.37) % 590)
+
+    def http(src, dst, latency_ms, error, start=None):
+        st = start or at()
+        rows.append(dict(src=src, dst=dst, protocol="http", start=st,
+                         end=st + timedelta(microseconds=round(latency_ms * 1000)),
+                         latency_ms=round(latency_ms * 1000) / 1000,
+                         status="ERROR" if error else "UNSET",
+                         http_status=rng.choice([500, 502, 503]) if error else rng.choice([200, 204, 404]),
+                         bytes_sent=rng.randrange(0, 500), bytes_received=rng.randrange(0, 5000)))
+
+    def tcp(src, dst, sent, received, error=False, start=None):
+        st = start or at()
+        rows.append(dict(src=src, dst=dst, protocol="tcp", start=st,
+                         end=st + timedelta(milliseconds=rng.randrange(1, 3000)),
+                         latency_ms=None, status="ERROR" if error else "UNSET", http_status=None,
+                         bytes_sent=sent, bytes_received=received))
+
+    # frontend -> checkout: N = 40 requests, K = 6 of them failed, from both
+    # frontend pods, on 8 keep-alive connections
+    errors = set(rng.sample(range(40), 6))
+    for i in range(40):
+        http(fe1 if i % 2 else fe2, co, rng.uniform(0.2, 80.0), i in errors)
+    for i in range(8):
+        tcp(fe1 if i % 2 else fe2, co, rng.randrange(100, 10000), rng.randrange(1000, 100000))
+    # checkout -> payments: 10 requests, no error, 2 connections
+    for _ in range(10):
+        http(co, pay, rng.uniform(1.0, 30.0), False)
+    tcp(co, pay, 1234, 56789)
+    tcp(co, pay, 4321, 98765)
+    # checkout -> postgres: plain TCP, 5 connections, 1 reset
+    for i in range(5):
+        tcp(co, db, rng.randrange(100, 5000), rng.randrange(100, 50000), error=(i == 3))
+    # a bare pod, a host-network process, an outside address
+    for _ in range(3):
+        http(debug, fe1, rng.uniform(0.5, 5.0), False)
+    tcp(debug, fe1, 300, 9000)
+    tcp(host, co, 10, 20)
+    tcp(host, co, 30, 40, error=True)
+    for i in range(4):
+        http(outside, fe2, rng.uniform(0.5, 5.0), i == 0)
+    tcp(outside, fe2, 700, 8000)
+    http(odd, co, 3.25, False)
+    tcp(odd, co, 11, 22)
+    # At the window's edges: the first instant is in it, the end is not,
+    # and neither is what came before.
+    http(fe1, co, 5.0, False, start=t0)
+    http(fe1, co, 5.0, True, start=t0 - timedelta(microseconds=1))
+    http(fe1, co, 5.0, True, start=T1 - T0 + t0)
+    tcp(fe1, co, 999999, 999999, start=t0 - timedelta(seconds=30))
+    ends = [fe1, fe2, co, pay, db, debug, host, outside, odd]
+    return ends, rows
+
+
+def insert_rows(cluster, rows, marker):
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            for r in rows:
+                s, d = r["src"], r["dst"]
+                http = r["protocol"] == "http"
+                cur.execute(
+                    """INSERT INTO spans (trace_id, span_id, name, kind, start_time, end_time, status,
+                           protocol, interface, src_addr, dst_addr, src_port, dst_port,
+                           bytes_sent, bytes_received, attributes, http_method, http_target,
+                           http_status,
+                           src_pod, src_namespace, src_workload, src_workload_kind, src_node,
+                           dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'test07', %s, %s, 40000, 8080,
+                               %s, %s, %s, %s, %s, %s,
+                               %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (uuid.uuid4().hex, uuid.uuid4().hex[:16], "GET" if http else "tcp.connection",
+                     "SERVER" if http else "CLIENT", r["start"], r["end"], r["status"],
+                     r["protocol"], s.addr, d.addr, r["bytes_sent"], r["bytes_received"],
+                     json.dumps({"test07.marker": marker}), "GET" if http else None,
+                     "/x" if http else None, r["http_status"],
+                     s.pod, s.namespace, s.workload, s.kind, s.node,
+                     d.pod, d.namespace, d.workload, d.kind, d.node))
+    finally:
+        conn.close()
+
+
+def in_window(rows, t0, t1):
+    return [r for r in rows if t0 <= r["start"] < t1]
+
+
+# ----------------------------------------------------------------------------
+# the expected numbers, computed independently of the SQL
+
+
+def percentile_cont(values, q):
+    """PostgreSQL's percentile_cont: linear interpolation between the
+    closest ranks, rank = q * (n - 1)."""
+    if not values:
+        return None
+    v = sorted(values)
+    pos = q * (len(v) - 1)
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def expected_edges(rows, seconds):
+    edges = {}
+    for r in rows:
+        key = (r["src"].node_id(), r["dst"].node_id())
+        e = edges.setdefault(key, dict(requests=0, errors=0, lat=[], connections=0,
+                                       connection_errors=0, bytes_sent=0, bytes_received=0))
+        if r["protocol"] == "http":
+            e["requests"] += 1
+            e["errors"] += r["status"] == "ERROR"
+            e["lat"].append(r["latency_ms"])
+        else:
+            e["connections"] += 1
+            e["connection_errors"] += r["status"] == "ERROR"
+            e["bytes_sent"] += r["bytes_sent"]
+            e["bytes_received"] += r["bytes_received"]
+    for e in edges.values():
+        e["requests_per_s"] = e["requests"] / seconds
+        e["error_ratio"] = e["errors"] / e["requests"] if e["requests"] else None
+        e["p50"] = percentile_cont(e["lat"], 0.5)
+        e["p95"] = percentile_cont(e["lat"], 0.95)
+    return edges
+
+
+def expected_nodes(rows, seconds):
+    nodes = {}
+
+    def node(end):
+        return nodes.setdefault(end.node_id(), dict(
+            title=end.title(), subtitle=end.subtitle(), req_in=0, err_in=0, lat=[], conn_in=0,
+            conn_err_in=0, req_out=0, err_out=0, conn_out=0, conn_err_out=0, rx=0, tx=0))
+
+    for r in rows:
+        src, dst = node(r["src"]), node(r["dst"])
+        err = r["status"] == "ERROR"
+        if r["protocol"] == "http":
+            dst["req_in"] += 1
+            dst["err_in"] += err
+            dst["lat"].append(r["latency_ms"])
+            src["req_out"] += 1
+            src["err_out"] += err
+        else:
+            dst["conn_in"] += 1
+            dst["conn_err_in"] += err
+            src["conn_out"] += 1
+            src["conn_err_out"] += err
+            dst["rx"] += r["bytes_sent"]
+            dst["tx"] += r["bytes_received"]
+            src["tx"] += r["bytes_sent"]
+            src["rx"] += r["bytes_received"]
+    for n in nodes.values():
+        if n["req_in"]:
+            n["err_ratio"] = n["err_in"] / n["req_in"]
+        elif n["conn_in"]:
+            n["err_ratio"] = n["conn_err_in"] / n["conn_in"]
+        elif n["req_out"]:
+            n["err_ratio"] = n["err_out"] / n["req_out"]
+        else:
+            n["err_ratio"] = n["conn_err_out"] / n["conn_out"]
+        n["p50"] = percentile_cont(n["lat"], 0.5)
+        n["p95"] = percentile_cont(n["lat"], 0.95)
+        n["rate_in"] = n["req_in"] / seconds
+    return nodes
+
+
+def close(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def fmt_num(x):
+    """_service_map_num: about three significant digits, no trailing zeros.
+    PostgreSQL converts float8 to numeric through 15 significant digits."""
+    if x == 0:
+        return "0"
+    digits = max(0, 2 - math.floor(math.log10(abs(x))))
+    from decimal import ROUND_HALF_UP, Decimal
+    d = Decimal(format(x, '.15g')).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+# ----------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def smdb(cluster):
+    """The cluster, whose extension holds the service map functions."""
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def mix(smdb):
+    """The known traffic mix in the past window [T0, T1), and a second, small
+    one in the last few minutes (for the interval forms). Removed afterwards."""
+    marker = uuid.uuid4().hex
+    rng = random.Random(20260507)
+    ns = "sm-" + marker[:8]
+    ends, rows = make_mix(ns, T0, rng)
+    insert_rows(smdb, rows, marker)
+
+    now_ns = "smnow-" + marker[:8]
+    a = End("10.98.0.1", now_ns, "client", "Deployment", "client-1", "worker-1")
+    b = End("10.98.0.2", now_ns, "server", "Deployment", "server-1", "worker-2")
+    now = smdb.value("SELECT now()")
+    recent = []
+    for i in range(12):
+        st = now - timedelta(minutes=3) + timedelta(seconds=i)
+        recent.append(dict(src=a, dst=b, protocol="http", start=st,
+                           end=st + timedelta(milliseconds=i + 1), latency_ms=float(i + 1),
+                           status="ERROR" if i % 4 == 0 else "UNSET",
+                           http_status=500 if i % 4 == 0 else 200, bytes_sent=0,
+                           bytes_received=10))
+    # 20 minutes ago: outside the default 15-minute window
+    st = now - timedelta(minutes=20)
+    recent.append(dict(src=a, dst=b, protocol="http", start=st, end=st + timedelta(milliseconds=1),
+                       latency_ms=1.0, status="UNSET", http_status=200, bytes_sent=0,
+                       bytes_received=10))
+    insert_rows(smdb, recent, marker)
+    try:
+        yield dict(ends=ends, rows=rows, ns=ns, now_ns=now_ns, recent=recent, a=a, b=b)
+    finally:
+        smdb.sql("DELETE FROM spans WHERE attributes->>'test07.marker' = %s", (marker,))
+
+
+def by_id(rows):
+    out = {}
+    for r in rows:
+        assert r["id"] not in out, f"duplicate id {r['id']!r}"
+        out[r["id"]] = r
+    return out
+
+
+# ----------------------------------------------------------------------------
+# (a) the numbers
+
+
+def test_edges_fields_and_numbers(smdb, mix):
+    got_rows = smdb.sql("SELECT * FROM service_map_edges(%s, %s)", (T0, T1))
+    assert got_rows, "no edges"
+    cols = list(got_rows[0].keys())
+    assert cols[:5] == EDGE_FIELDS, cols
+    assert all(c in EDGE_FIELDS or c.startswith("detail__") for c in cols), cols
+    got = by_id(got_rows)
+    exp = expected_edges(in_window(mix["rows"], T0, T1), WINDOW_S)
+    assert sorted((r["source"], r["target"]) for r in got_rows) == sorted(exp), \
+        (sorted(got), sorted(exp))
+    for (src, dst), e in exp.items():
+        g = got[f"{src} -> {dst}"]
+        assert (g["source"], g["target"]) == (src, dst)
+        where = f"edge {src} -> {dst}: {g}"
+        assert g["detail__requests"] == e["requests"], where
+        assert g["detail__errors"] == e["errors"], where
+        assert close(g["detail__requests_per_s"], e["requests_per_s"]), where
+        assert close(g["detail__error_ratio"], e["error_ratio"]), where
+        assert close(g["detail__p50_ms"], e["p50"]), where
+        assert close(g["detail__p95_ms"], e["p95"]), where
+        assert g["detail__connections"] == e["connections"], where
+        assert g["detail__connection_errors"] == e["connection_errors"], where
+        assert g["detail__bytes_sent"] == e["bytes_sent"], where
+        assert g["detail__bytes_received"] == e["bytes_received"], where
+        if e["requests"]:
+            assert g["mainstat"] == (f"{fmt_num(e['requests_per_s'])} req/s, "
+                                     f"{fmt_num(100.0 * e['errors'] / e['requests'])}% errors"), where
+            assert g["secondarystat"] == f"p50 {fmt_num(e['p50'])} ms, p95 {fmt_num(e['p95'])} ms", where
+        else:
+            failed = f", {e['connection_errors']} failed" if e["connection_errors"] else ""
+            assert g["mainstat"] == f"{e['connections']} conn{failed}", where
+            assert g["secondarystat"].endswith(" received") and " sent, " in g["secondarystat"], where
+
+    # the headline edge, spelled out: N = 40 requests (+1 at the window's
+    # first instant), K = 6 failed, both frontend pods on one edge
+    fc = got[f"{mix['ns']}/frontend -> {mix['ns']}/checkout"]
+    assert fc["detail__requests"] == 41 and fc["detail__errors"] == 6, fc
+    assert fc["detail__connections"] == 8, fc
+    assert close(fc["detail__requests_per_s"], 41 / 600), fc
+    # the plain TCP edge to the database
+    db = got[f"{mix['ns']}/checkout -> {mix['ns']}/postgres"]
+    assert db["detail__requests"] == 0 and db["detail__p50_ms"] is None, db
+    assert db["detail__connections"] == 5 and db["detail__connection_errors"] == 1, db
+    assert db["mainstat"] == "5 conn, 1 failed", db
+
+
+def test_nodes_fields_and_numbers(smdb, mix):
+    got_rows = smdb.sql("SELECT * FROM service_map_nodes(%s, %s)", (T0, T1))
+    cols = list(got_rows[0].keys())
+    assert cols[:7] == NODE_FIELDS, cols
+    assert all(c in NODE_FIELDS or c.startswith("detail__") for c in cols), cols
+    got = by_id(got_rows)
+    exp = expected_nodes(in_window(mix["rows"], T0, T1), WINDOW_S)
+    assert sorted(got) == sorted(exp)
+    ns = mix["ns"]
+    # the fallbacks: workload, bare pod, host-network node, address
+    assert {f"{ns}/frontend", f"{ns}/checkout", f"{ns}/debug-shell", "node:worker-1",
+            "198.51.100.7"} <= set(got)
+    for nid, e in exp.items():
+        g = got[nid]
+        where = f"node {nid}: {g}"
+        assert g["title"] == e["title"] and g["subtitle"] == e["subtitle"], where
+        assert close(g["arc__errors"], e["err_ratio"]), where
+        assert close(g["arc__success"], 1 - e["err_ratio"]), where
+        assert close(g["arc__success"] + g["arc__errors"], 1.0), where
+        assert g["detail__requests_in"] == e["req_in"], where
+        assert g["detail__errors_in"] == e["err_in"], where
+        assert close(g["detail__requests_in_per_s"], e["rate_in"]), where
+        assert close(g["detail__p50_ms_in"], e["p50"]), where
+        assert close(g["detail__p95_ms_in"], e["p95"]), where
+        assert g["detail__connections_in"] == e["conn_in"], where
+        assert g["detail__connection_errors_in"] == e["conn_err_in"], where
+        assert g["detail__requests_out"] == e["req_out"], where
+        assert g["detail__errors_out"] == e["err_out"], where
+        assert g["detail__connections_out"] == e["conn_out"], where
+        assert g["detail__connection_errors_out"] == e["conn_err_out"], where
+        assert g["detail__bytes_received"] == e["rx"], where
+        assert g["detail__bytes_sent"] == e["tx"], where
+        if e["req_in"]:
+            assert g["mainstat"] == f"{fmt_num(e['rate_in'])} req/s", where
+            assert g["secondarystat"] == f"p95 {fmt_num(e['p95'])} ms", where
+        elif e["conn_in"]:
+            assert g["mainstat"] == f"{e['conn_in']} conn", where
+        elif e["req_out"]:
+            assert g["mainstat"].endswith(" req/s out"), where
+        else:
+            assert g["mainstat"] == f"{e['conn_out']} conn out", where
+    co = got[f"{ns}/checkout"]
+    assert co["detail__requests_in"] == 41 + 1 and co["detail__errors_in"] == 6, co
+    assert close(co["arc__errors"], 6 / 42), co
+
+
+def test_interval_forms_default_to_15_minutes(smdb, mix):
+    a, b = mix["a"].node_id(), mix["b"].node_id()
+    for query in ("SELECT * FROM service_map_edges()",
+                  "SELECT * FROM service_map_edges('15 minutes')"):
+        rows = [r for r in smdb.sql(query) if r["source"] == a]
+        assert len(rows) == 1, (query, rows)
+        e = rows[0]
+        assert e["target"] == b
+        # 12 in the last 3 minutes, 3 failed; the one 20 minutes ago is out
+        assert (e["detail__requests"], e["detail__errors"]) == (12, 3), e
+        assert close(e["detail__requests_per_s"], 12 / 900), e
+        assert close(e["detail__p50_ms"], percentile_cont([float(i + 1) for i in range(12)], 0.5)), e
+    rows = [r for r in smdb.sql("SELECT * FROM service_map_edges('30 minutes')") if r["source"] == a]
+    assert rows[0]["detail__requests"] == 13, rows
+    nodes = by_id(smdb.sql("SELECT * FROM service_map_nodes()"))
+    assert nodes[b]["detail__requests_in"] == 12 and nodes[b]["detail__errors_in"] == 3
+    assert close(nodes[b]["arc__errors"], 0.25)
+    assert nodes[a]["detail__requests_out"] == 12
+    assert mix["b"].node_id() in smdb.value("SELECT service_map_dot()")
+
+
+def test_functions_are_not_public(smdb, mix):
+    rows = smdb.sql("""SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args
+                       FROM pg_proc p
+                       WHERE p.proname LIKE '%service_map%'
+                         AND has_function_privilege('public', p.oid, 'EXECUTE')""")
+    assert rows == [], rows
+
+
+# ----------------------------------------------------------------------------
+# (b) DOT
+
+
+def test_dot_output_draws(smdb, mix, tmp_path):
+    dot_bin = shutil.which("dot")
+    assert dot_bin, "dot not found: tests/install-deps.sh installs graphviz"
+    text = smdb.value("SELECT service_map_dot(%s, %s)", (T0, T1))
+    assert text.startswith("digraph service_map {") and text.rstrip().endswith("}"), text
+    src = tmp_path / "map.dot"
+    src.write_text(text)
+    res = subprocess.run([dot_bin, "-Tsvg", str(src)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"dot failed:\n{res.stderr}\n--- input:\n{text}"
+    assert "Warning" not in res.stderr and "Error" not in res.stderr, res.stderr
+    svg = res.stdout
+    nodes = smdb.sql("SELECT id, title FROM service_map_nodes(%s, %s)", (T0, T1))
+    edges = smdb.sql("SELECT source, target FROM service_map_edges(%s, %s)", (T0, T1))
+    # Graphviz drew exactly one shape per node and one arrow per edge: no name
+    # split into several tokens or merged with another.
+    assert svg.count('class="node"') == len(nodes), svg
+    assert svg.count('class="edge"') == len(edges), svg
+    # the odd name (quote, backslash, line break) survives as one node
+    assert any('we"ird\\pod\nname' == n["title"] for n in nodes), nodes
+    assert "we&quot;ird\\pod" in svg or 'we"ird\\pod' in svg, svg
+    # an empty window is still a valid graph
+    empty = smdb.value("SELECT service_map_dot(%s, %s)",
+                       (T0 - timedelta(days=400), T0 - timedelta(days=399)))
+    res = subprocess.run([dot_bin, "-Tsvg"], input=empty, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_dot_quoting(smdb):
+    q = lambda s: smdb.value("SELECT _service_map_dot_quote(%s)", (s,))  # noqa: E731
+    assert q("plain") == '"plain"'
+    assert q('a"b') == '"a\\"b"'
+    assert q("a\\") == '"a\\\\"'
+    assert q("a\nb") == '"a\\nb"'
+    assert q("a\rb\x01c") == '"a b c"'
+    # different names stay different ids
+    names = ['x"', 'x\\"', "x\\", "x\n", "x\\n", "x"]
+    assert len({q(n) for n in names}) == len(names)
+
+
+# ----------------------------------------------------------------------------
+# (c) the Grafana dashboard's queries
+
+
+def dashboard_targets():
+    dash = json.loads(DASHBOARD.read_text())
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            walk(p.get("panels", []))
+            for t in p.get("targets", []):
+                if t.get("rawSql"):
+                    out.append((p, t))
+
+    walk(dash["panels"])
+    return dash, out
+
+
+def expand_macros(sql, t_from, t_to, interval_s):
+    """Grafana's PostgreSQL macros, expanded as Grafana does, to a literal
+    time range. A macro not handled here fails the test rather than passing
+    through unexpanded."""
+    f = t_from.isoformat()
+    t = t_to.isoformat()
+
+    def group(m, alias):
+        args = [a.strip() for a in m.group(1).split(",")]
+        col = args[0]
+        expr = f"floor(extract(epoch from {col})/{interval_s})*{interval_s}"
+        return f'{expr} AS "time"' if alias else expr
+
+    sql = re.sub(r"\$__timeFilter\(([^)]*)\)",
+                 lambda m: f"{m.group(1).strip()} BETWEEN '{f}' AND '{t}'", sql)
+    sql = re.sub(r"\$__timeGroupAlias\(([^)]*)\)", lambda m: group(m, True), sql)
+    sql = re.sub(r"\$__timeGroup\(([^)]*)\)", lambda m: group(m, False), sql)
+    sql = sql.replace("$__timeFrom()", f"'{f}'").replace("$__timeTo()", f"'{t}'")
+    sql = sql.replace("$__interval_ms", str(interval_s * 1000))
+    sql = sql.replace("$__interval", f"{interval_s}s")
+    sql = sql.replace("$__unixEpochFrom()", str(int(t_from.timestamp())))
+    sql = sql.replace("$__unixEpochTo()", str(int(t_to.timestamp())))
+    left = re.findall(r"\$\w+", sql)
+    assert not left, f"unexpanded Grafana macros or variables {left} in:\n{sql}"
+    return sql
+
+
+def test_dashboard_is_grafana_json():
+    dash, targets = dashboard_targets()
+    types = {p["type"] for p, _ in targets}
+    assert {"nodeGraph", "table", "timeseries"} <= types, types
+    graph = [p for p in dash["panels"] if p["type"] == "nodeGraph"]
+    assert len(graph) == 1
+    refs = {t["refId"] for t in graph[0]["targets"]}
+    # Grafana's Node Graph recognises the frames by these refIds
+    assert refs == {"nodes", "edges"}, refs
+    for p, t in targets:
+        assert t["format"] in ("table", "time_series"), t
+        assert t.get("rawQuery") and t.get("editorMode") == "code", t
+
+
+def test_dashboard_queries_run(smdb, mix):
+    """Every query in the dashboard, its macros expanded to the mix's window,
+    run as the read-only role of deploy/grafana/grants.sql."""
+    res = smdb.script("psql", smdb.dir, "-q", "-f", str(GRANTS), check=False)
+    assert res.returncode == 0, f"grants.sql failed:\n{res.stdout}\n{res.stderr}"
+    conn = smdb.connect(user="grafana_reader")
+    _, targets = dashboard_targets()
+    assert len(targets) >= 6, targets
+    try:
+        for panel, target in targets:
+            sql = expand_macros(target["rawSql"], T0, T1, 60)
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(sql)
+                except Exception as exc:  # noqa: BLE001 - reported with the query
+                    pytest.fail(f"panel {panel['title']!r} query {target['refId']} failed: "
+                                f"{exc}\n{sql}")
+                cols = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+            where = f"panel {panel['title']!r} {target['refId']}: {cols}"
+            assert rows, f"{where}: no rows for the mix's window\n{sql}"
+            if target["refId"] == "nodes":
+                assert cols[:7] == NODE_FIELDS, where
+            elif target["refId"] == "edges":
+                assert cols[:5] == EDGE_FIELDS, where
+            if target["format"] == "time_series":
+                assert cols[0] == "time" and "metric" in cols, where
+                for row in rows:
+                    values = [v for c, v in zip(cols, row) if c not in ("time", "metric")]
+                    assert all(isinstance(v, (int, float)) or v is None or hasattr(v, "as_tuple")
+                               for v in values), (where, row)
+    finally:
+        conn.close()
+        smdb.sql("DROP OWNED BY grafana_reader")
+        smdb.sql("DROP ROLE grafana_reader")
+
+
+def test_dashboard_rates_match_the_map(smdb, mix):
+    """The per-workload request-rate series sums to the node's served
+    requests: the time series and the map count the same thing."""
+    _, targets = dashboard_targets()
+    rate = [t for p, t in targets if p["type"] == "timeseries" and "requests/s" in t["rawSql"]]
+    assert len(rate) == 1
+    sql = expand_macros(rate[0]["rawSql"], T0, T1, 60)
+    checkout = f"{mix['ns']}/checkout"
+    rows = [r for r in smdb.sql(sql) if r["metric"] == checkout]
+    total = sum(float(r["requests/s"]) * 60 for r in rows)
+    # BETWEEN includes the window's end instant, the map does not: one
+    # request of the mix starts exactly at T1
+    assert round(total) == 42 + 1, rows
