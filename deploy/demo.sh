@@ -78,10 +78,12 @@ http {
   }
 }
 NGINX
-pod_exec 2 nginx -c "$WORK/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
+# started directly, not through a shell function: $! must be the server itself
+ip netns exec "$(topo_pod_ns 2)" nginx -c "$WORK/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
 PIDS+=($!)
 mkdir -p "$WORK/www" && head -c 50000 /dev/urandom >"$WORK/www/blob.bin"
-pod_exec 4 /usr/bin/python3 -m http.server 8000 --bind "$(pod_ip6 4)" --directory "$WORK/www" >/dev/null 2>&1 &
+ip netns exec "$(topo_pod_ns 4)" /usr/bin/python3 -m http.server 8000 --bind "$(pod_ip6 4)" \
+	--directory "$WORK/www" >/dev/null 2>&1 &
 PIDS+=($!)
 sleep 1
 for i in 1 2 3; do
