@@ -29,7 +29,7 @@ struct CaptureOptions {
   std::string interface;
   bool promiscuous = true;
   uint32_t flow_table_size = 65536;       // entries in the flows map
-  uint32_t ring_buffer_bytes = 4u << 20;  // power of two, >= page size
+  uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
   // The kernel wakes the reader once this many events are waiting; fewer are
   // picked up by the reader's own periodic drain.
   uint32_t wakeup_events = 64;

@@ -12,7 +12,7 @@ int g_batch_size = 2000;
 int g_max_pending_spans = 200000;
 bool g_promiscuous = true;
 int g_flow_table_size = 65536;
-int g_ring_buffer_kb = 4096;
+int g_ring_buffer_kb = 16384;
 bool g_http = true;
 int g_max_http_connections = 2048;
 bool g_http_strip_query = false;
@@ -87,7 +87,7 @@ static void define_reloadable_gucs() {
       nullptr, &g_kube_ca_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.ring_buffer_size",
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
-                          &g_ring_buffer_kb, 4096, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,
+                          &g_ring_buffer_kb, 16384, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,
                           check_ring_buffer_kb, nullptr, nullptr);
 }
 

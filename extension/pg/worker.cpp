@@ -79,9 +79,12 @@ class SpanBatch final : public FlowSink {
   }
 
   size_t pending() const { return spans.size() + http_spans.size(); }
-  void clear() {
-    spans.clear();
-    http_spans.clear();
+  // Forgets the first ntcp tcp and nhttp http spans (written); what came
+  // in meanwhile stays, as young as it is.
+  void consume(size_t ntcp, size_t nhttp) {
+    spans.erase(spans.begin(), spans.begin() + static_cast<std::ptrdiff_t>(ntcp));
+    http_spans.erase(http_spans.begin(), http_spans.begin() + static_cast<std::ptrdiff_t>(nhttp));
+    oldest_ns = pending() > 0 ? WallClock::monotonic_ns() : 0;
   }
 
   std::vector<Span> spans;
@@ -190,24 +193,40 @@ void publish_counters() {
   }
 }
 
-// Inserts pending spans in transactions of at most batch_size rows (tcp and
-// http rows together), with the pod changes the Kubernetes cache has seen.
-void flush() {
+// Reads the ring buffer between two insert transactions of one flush: a
+// flush of many spans takes long enough for a busy kernel to fill the ring
+// buffer (each lost payload head is a lost or incomplete HTTP exchange).
+void drain_while_flushing() {
+  try {
+    g_worker->capture->drain(g_worker->batch);
+    g_worker->batch.end_of_drain(WallClock::monotonic_ns());
+  } catch (const std::exception&) {
+    // the next collect() reports it
+  }
+}
+
+// Inserts the pending spans in transactions of at most batch_size rows (tcp
+// and http rows together), with the pod changes the Kubernetes cache has
+// seen. Spans that arrive while it runs (it drains the ring buffer between
+// transactions unless `final`) wait for the next flush.
+void flush(bool final = false) {
   SpanBatch& b = g_worker->batch;
   const size_t limit = static_cast<size_t>(g_batch_size);
   if (g_worker->pods != nullptr) {
     g_worker->pod_changes.clear();
     g_worker->pods->take_changes(g_worker->pod_changes, limit);
   }
+  const size_t tcp_total = b.spans.size();
+  const size_t http_total = b.http_spans.size();
   size_t tcp_done = 0, http_done = 0;
   bool pods_pending = !g_worker->pod_changes.empty();
-  while (tcp_done < b.spans.size() || http_done < b.http_spans.size() || pods_pending) {
+  while (tcp_done < tcp_total || http_done < http_total || pods_pending) {
     SpanStore::Batch batch;
     batch.peers = g_worker->pods;
     batch.tcp = b.spans.data() + tcp_done;
-    batch.ntcp = std::min(b.spans.size() - tcp_done, limit);
+    batch.ntcp = std::min(tcp_total - tcp_done, limit);
     batch.http = b.http_spans.data() + http_done;
-    batch.nhttp = std::min(b.http_spans.size() - http_done, limit - batch.ntcp);
+    batch.nhttp = std::min(http_total - http_done, limit - batch.ntcp);
     if (pods_pending) {
       batch.pods = g_worker->pod_changes.data();
       batch.npods = g_worker->pod_changes.size();
@@ -226,8 +245,9 @@ void flush() {
     }
     tcp_done += batch.ntcp;
     http_done += batch.nhttp;
+    if (!final && (tcp_done < tcp_total || http_done < http_total)) drain_while_flushing();
   }
-  b.clear();
+  b.consume(tcp_done, http_done);
 }
 
 bool flush_due(uint64_t now) {
@@ -268,7 +288,7 @@ void finish() {
   char error[kErrorLen];
   HOLD_INTERRUPTS();
   if (!collect(true, error, sizeof(error))) set_slot_error(g_worker->slot, error);
-  flush();
+  flush(true);
   publish_counters();
   RESUME_INTERRUPTS();
 }
