@@ -224,6 +224,11 @@ void PodCache::reconcile_claims(std::vector<IpAddr>& held, Owner*& held_owner, O
                                 int64_t now_us) {
   static const std::vector<IpAddr> kNone;
   const std::vector<IpAddr>& want = desired_owner != nullptr ? desired : kNone;
+  // `held` may live inside the entry held_owner points to (a node holds its
+  // own addresses): pin that entry so releasing it cannot erase it while we
+  // are still working on `held`; it is erased, if unused, at the end.
+  Owner* const pin = held_owner;
+  if (pin != nullptr) pin->users++;
   if (held_owner != desired_owner) {
     for (const IpAddr& a : held) release(a, held_owner, now_us);
     held.clear();
@@ -237,6 +242,10 @@ void PodCache::reconcile_claims(std::vector<IpAddr>& held, Owner*& held_owner, O
   for (const IpAddr& a : want) {
     if (contains(held, a)) continue;
     if (acquire(a, desired_owner, start_us)) held.push_back(a);
+  }
+  if (pin != nullptr) {
+    pin->users--;
+    maybe_erase_node(pin);  // `held` must not be touched after this
   }
 }
 
@@ -395,8 +404,8 @@ void PodCache::delete_node(std::string_view name, int64_t now_us) {
   if (n == nullptr || !n->listed) return;
   n->listed = false;
   n->ips.clear();
+  // erases n when nothing uses it any more: n must not be touched after this
   reconcile_claims(n->held, n->held_owner, nullptr, n->ips, kNoTime, now_us);
-  maybe_erase_node(n);
 }
 
 void PodCache::begin_resync(ResourceKind kind) { gen_[static_cast<int>(kind)]++; }

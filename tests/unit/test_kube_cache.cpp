@@ -257,6 +257,26 @@ TEST(KubeCache, NodeInternalAddressesResolveToTheNode) {
   check(c);
 }
 
+// A node that nothing else uses is erased by its own deletion; the deletion
+// must not touch the entry after that (found by the kube fuzzer: a
+// heap-use-after-free in reconcile_claims under ASan).
+TEST(KubeCache, DeletingAnUnusedNodeErasesItSafely) {
+  PodCache c;
+  Node n;
+  std::string error;
+  // without an InternalIP nothing keeps the entry once the node is deleted
+  ASSERT_TRUE(decode_node(kube_fixtures::node_json("node-b", {}), &n, &error));
+  c.upsert_node(n, T0);
+  EXPECT_EQ(c.nodes_known(), 1u);
+  c.delete_node("node-b", T0 + kS);
+  EXPECT_EQ(c.nodes_known(), 0u);
+  c.delete_node("node-b", T0 + 2 * kS);  // again: unknown now
+  ASSERT_TRUE(decode_node(kube_fixtures::node_json("node-b", {"192.168.2.11"}), &n, &error));
+  c.upsert_node(n, T0 + 3 * kS);  // and back, with an address
+  EXPECT_EQ(name_at(c, "192.168.2.11", T0 + 4 * kS), "node:node-b");
+  check(c);
+}
+
 TEST(KubeCache, WorkloadFollowsTheReplicaSetWhenItBecomesKnown) {
   PodCache c;
   c.upsert_pod(kube_fixtures::pod(PodSpec()), T0 + 2 * kS);
