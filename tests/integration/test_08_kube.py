@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (
-    REPO, node_ns, norm_ip, pod_ip4, wait_for, wait_spans_for_port,
+    NETUTIL, REPO, node_ns, norm_ip, pod_ip4, wait_for, wait_spans_for_port,
 )
 
 FAKE = str(REPO / "tests" / "kube" / "fake_kube_api.py")
@@ -173,3 +173,34 @@ def test_api_failure_keeps_capture_running(cluster, capture, pods, metadata):
     # and it recovers by itself
     api.call("clear_faults")
     wait_synced(cluster, 1)
+
+
+def test_host_network_pod_resolves_to_its_node(cluster, capture, pods, metadata):
+    """A host-network pod shares the node's address: traffic from that address
+    is the node's, not one of the pods sharing it."""
+    api = metadata
+    node_ip = "10.213.0.1"  # cni0's address in the node namespace: the "host"
+    api.call("add_node", name="node-a", internal_ips=[node_ip])
+    api.call("add_pod", name="agent-7xk2p", namespace="kube-system", ip=node_ip, node="node-a",
+             host_network=True, owner=["DaemonSet", "agent"])
+    api.call("add_pod", name="db-0", namespace="data", ip=pod_ip4(2), node="node-a",
+             owner=["StatefulSet", "db"])
+    wait_synced(cluster, 2)
+    _, addr, port = pods.byte_server(2)
+    # a client in the node namespace (host network) -> the pod, across cni0
+    out = subprocess.run(["ip", "netns", "exec", node_ns(), "/usr/bin/python3", str(NETUTIL),
+                          "batch", "--host", addr, "--port", str(port), "--plan", "[[3, 4]]"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert json.loads(out.splitlines()[0])["laddr"] == node_ip, out
+    row = wait_spans_for_port(cluster, port, 1)[0]
+    r = cluster.spans("span_id = %s", (row["span_id"],))[0]
+    assert norm_ip(r["src_addr"]) == node_ip, r
+    assert r["src_pod"] is None and r["src_workload_kind"] == "Node", r
+    assert (r["src_workload"], r["src_node"]) == ("node-a", "node-a"), r
+    assert (r["dst_pod"], r["dst_workload"], r["dst_workload_kind"]) == \
+        ("db-0", "db", "StatefulSet"), r
+    # the pods table still lists the host-network pod under its DaemonSet
+    agent = cluster.sql("SELECT workload, workload_kind, host_network FROM pods "
+                        "WHERE name = 'agent-7xk2p'")
+    assert agent and (agent[0]["workload"], agent[0]["workload_kind"],
+                      agent[0]["host_network"]) == ("agent", "DaemonSet", True), agent
