@@ -16,7 +16,7 @@ CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
 	extension/core/text_sanitize.o extension/core/http_span.o \
 	extension/core/http_exchange.o extension/core/http_message.o \
 	extension/core/http_reorder.o extension/core/http_stream.o \
-	extension/core/http_traceparent.o extension/core/http_tracker.o
+	extension/core/http_traceparent.o extension/core/http_tracker.o extension/core/edge_rollup.o
 CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
 KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube_objects \
 	workload string_pool pod_cache backoff kube_config token_file reflector kube_status \

@@ -1,8 +1,8 @@
 -- deploy/grafana/grants.sql - a read-only login for Grafana (run as a
 -- superuser in the database that holds the extension; psql -v
 -- password=... to set its password). The service map functions are plain SQL
--- run with the caller's rights, so the role needs SELECT on spans and
--- EXECUTE on them and on the helpers they inline.
+-- run with the caller's rights, so the role needs SELECT on spans and on
+-- the rollup they read, and EXECUTE on them and on their helpers.
 \set ON_ERROR_STOP 1
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
 \if :create_role
@@ -11,13 +11,17 @@ CREATE ROLE grafana_reader LOGIN;
 \if :{?password}
 ALTER ROLE grafana_reader PASSWORD :'password';
 \endif
-GRANT SELECT ON spans TO grafana_reader;
+GRANT SELECT ON spans, service_map_minutes TO grafana_reader;
 GRANT EXECUTE ON FUNCTION
     _service_map_node_id(text, text, text, text, inet),
     _service_map_node_title(text, text, text, inet),
     _service_map_node_subtitle(text, text, text, text, text),
     _service_map_num(double precision),
-    _service_map_spans(timestamptz, timestamptz),
+    _service_map_minute(timestamptz),
+    _service_map_bucket(interval),
+    _service_map_rollup_of_spans(timestamptz, timestamptz),
+    _service_map_window(timestamptz, timestamptz),
+    _service_map_quantile(double precision, smallint[], bigint[]),
     _service_map_dot_quote(text),
     service_map_nodes(timestamptz, timestamptz),
     service_map_nodes(interval),

@@ -109,6 +109,7 @@ constexpr int kPeerColumns = 10;
 constexpr int kTcpArgs = 15 + kPeerColumns;
 constexpr int kHttpArgs = 18 + kPeerColumns;
 constexpr int kPodArgs = 14;
+constexpr int kRollupArgs = 2 + 2 * 6 + 4;
 
 // Who is at each end of a span (src_pod ... dst_node), looked up in the pod
 // cache by address at the span's start.
@@ -120,8 +121,12 @@ class PeerColumns {
   }
   void set(int i, const kube::PodCache* peers, const uint8_t src[16], const uint8_t dst[16],
            int64_t at_us) {
-    set_side(i, 0, peers ? peers->lookup(src, at_us) : nullptr);
-    set_side(i, 5, peers ? peers->lookup(dst, at_us) : nullptr);
+    set(i, peers ? peers->lookup(src, at_us) : nullptr,
+        peers ? peers->lookup(dst, at_us) : nullptr);
+  }
+  void set(int i, const kube::PeerIdentity* src, const kube::PeerIdentity* dst) {
+    set_side(i, 0, src);
+    set_side(i, 5, dst);
   }
   // Appends the 10 array parameters at values[0..10).
   void arrays(Datum* values) const {
@@ -239,6 +244,50 @@ void http_values(const HttpSpan* spans, int n, const char* interface, const kube
   values[0] = make_text(interface);
   for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
   who.arrays(values + 1 + ncols);
+}
+
+using Rollup = EdgeRollup<kube::PeerIdentity>;
+
+// The parameters of the rollup upsert, built in the current memory context:
+// per entry its minute, bucket, both ends (identity columns and address;
+// the address is NULL when an identity names the end) and totals.
+void rollup_values(const Rollup& rollup, Datum* values) {
+  const auto& entries = rollup.entries();
+  int n = static_cast<int>(entries.size());
+  PeerColumns who(n);
+  Column minute(n, TIMESTAMPTZOID), bucket(n, INT2OID), src(n, INETOID), dst(n, INETOID),
+      spans(n, INT8OID), errors(n, INT8OID), sent(n, INT8OID), received(n, INT8OID);
+  auto addr = [](Column& c, int i, const Rollup::End& e) {
+    if (e.who != nullptr)
+      c.set_null(i);
+    else
+      c.set(i, make_inet(e.family, e.addr));
+  };
+  for (int i = 0; i < n; i++) {
+    const Rollup::Entry& e = entries[i];
+    minute.set(i, TimestampTzGetDatum(to_timestamptz(e.key.minute_unix_us)));
+    bucket.set(i, Int16GetDatum(static_cast<int16>(e.key.bucket)));
+    who.set(i, e.key.src.who, e.key.dst.who);
+    addr(src, i, e.key.src);
+    addr(dst, i, e.key.dst);
+    spans.set(i, Int64GetDatum(static_cast<int64>(e.totals.spans)));
+    errors.set(i, Int64GetDatum(static_cast<int64>(e.totals.errors)));
+    sent.set(i, Int64GetDatum(static_cast<int64>(e.totals.bytes_sent)));
+    received.set(i, Int64GetDatum(static_cast<int64>(e.totals.bytes_received)));
+  }
+  Datum peer[kPeerColumns];
+  who.arrays(peer);
+  int k = 0;
+  values[k++] = minute.array();
+  values[k++] = bucket.array();
+  for (int c = 0; c < 5; c++) values[k++] = peer[c];
+  values[k++] = src.array();
+  for (int c = 5; c < 10; c++) values[k++] = peer[c];
+  values[k++] = dst.array();
+  values[k++] = spans.array();
+  values[k++] = errors.array();
+  values[k++] = sent.array();
+  values[k++] = received.array();
 }
 
 Datum timestamp_or_null(int64_t unix_us, bool* isnull) {
@@ -383,10 +432,65 @@ void SpanStore::prepare() {
                  "deleted_at = EXCLUDED.deleted_at",
                  schema, params(1, kPodArgs)),
         kPodArgs, pod_types);
+
+    // The batch's share of the per-minute service map rollup. Node ids,
+    // titles and subtitles come from the same SQL functions the map reads
+    // raw spans with; rows are upserted in key order so that two workers
+    // never wait on each other's rows in opposite orders.
+    Oid rollup_types[kRollupArgs] = {
+        TIMESTAMPTZARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+        TEXTARRAYOID,        INETARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+        TEXTARRAYOID,        INETARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+    rollup_plan_ = prepare_plan(
+        psprintf("INSERT INTO %1$s.service_map_minutes AS m (minute, src_id, dst_id, bucket, "
+                 "src_title, src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, "
+                 "bytes_received) "
+                 "SELECT mi, %1$s._service_map_node_id(sns, sw, sp, sn, sa), "
+                 "%1$s._service_map_node_id(dns, dw, dp, dn, da), b, "
+                 "min(%1$s._service_map_node_title(sw, sp, sn, sa)), "
+                 "min(%1$s._service_map_node_subtitle(sns, sw, swk, sp, sn)), "
+                 "min(%1$s._service_map_node_title(dw, dp, dn, da)), "
+                 "min(%1$s._service_map_node_subtitle(dns, dw, dwk, dp, dn)), "
+                 "sum(n), sum(e), sum(bs), sum(br) "
+                 "FROM unnest(%2$s) AS u(mi, b, sp, sns, sw, swk, sn, sa, dp, dns, dw, dwk, dn, "
+                 "da, n, e, bs, br) "
+                 "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+                 "ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE "
+                 "SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors, "
+                 "bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent, "
+                 "bytes_received = m.bytes_received + EXCLUDED.bytes_received",
+                 schema, params(1, kRollupArgs)),
+        kRollupArgs, rollup_types);
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();
   });
+}
+
+bool SpanStore::fold_rollup(const Batch& b, char* error, size_t error_size) noexcept {
+  try {
+    rollup_.clear();
+    auto end = [&](const uint8_t addr[16], uint8_t family, int64_t at_us) {
+      return Rollup::end(b.peers ? b.peers->lookup(addr, at_us) : nullptr, family, addr);
+    };
+    for (size_t i = 0; i < b.ntcp; i++) {
+      const Span& s = b.tcp[i];
+      rollup_.add_connection(s.start_unix_us, end(s.src_addr, s.family, s.start_unix_us),
+                             end(s.dst_addr, s.family, s.start_unix_us),
+                             s.status == SpanStatus::Error, s.bytes_sent, s.bytes_received);
+    }
+    for (size_t i = 0; i < b.nhttp; i++) {
+      const HttpSpan& s = b.http[i];
+      rollup_.add_request(
+          s.start_unix_us, s.end_unix_us, end(s.src_addr, s.family, s.start_unix_us),
+          end(s.dst_addr, s.family, s.start_unix_us), s.status == SpanStatus::Error);
+    }
+    return true;
+  } catch (const std::bad_alloc&) {
+    rollup_.clear();
+    strlcpy(error, "out of memory folding the batch into the service map rollup", error_size);
+    return false;
+  }
 }
 
 bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_t error_size) {
@@ -395,6 +499,8 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
   SPIPlanPtr tcp_plan = static_cast<SPIPlanPtr>(tcp_plan_);
   SPIPlanPtr http_plan = static_cast<SPIPlanPtr>(http_plan_);
   SPIPlanPtr pod_plan = static_cast<SPIPlanPtr>(pod_plan_);
+  SPIPlanPtr rollup_plan = static_cast<SPIPlanPtr>(rollup_plan_);
+  if (!fold_rollup(b, error, error_size)) return false;
 
   bool ok = pg_call_noexcept(
       [&] {
@@ -404,10 +510,12 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         Datum tcp_args[kTcpArgs];
         Datum http_args[kHttpArgs];
         Datum pod_args[kPodArgs];
+        Datum rollup_args[kRollupArgs];
         if (b.ntcp > 0) tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, b.peers, tcp_args);
         if (b.nhttp > 0)
           http_values(b.http, static_cast<int>(b.nhttp), interface, b.peers, http_args);
         if (b.npods > 0) pod_values(b.pods, static_cast<int>(b.npods), pod_args);
+        if (rollup_.size() > 0) rollup_values(rollup_, rollup_args);
         MemoryContextSwitchTo(old);
 
         SPI_connect();
@@ -416,6 +524,7 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         if (b.ntcp > 0) execute(tcp_plan, tcp_args);
         if (b.nhttp > 0) execute(http_plan, http_args);
         if (b.npods > 0) execute(pod_plan, pod_args);
+        if (rollup_.size() > 0) execute(rollup_plan, rollup_args);
         SPI_finish();
         PopActiveSnapshot();
         CommitTransactionCommand();

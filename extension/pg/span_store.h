@@ -1,10 +1,12 @@
 // span_store.h - writes spans into the spans table through SPI: one saved
 // plan per span kind (INSERT ... SELECT FROM unnest(arrays)), one statement
-// per kind and one transaction per batch, then pgstat_report_stat.
+// per kind, the batch's share of the service map rollup (one upsert), one
+// transaction per batch, then pgstat_report_stat.
 #pragma once
 
 #include <cstddef>
 
+#include "core/edge_rollup.h"
 #include "core/http_span.h"
 #include "core/span.h"
 #include "kube/pod_cache.h"
@@ -33,6 +35,11 @@ class SpanStore {
   bool insert(const Batch& batch, const char* interface, char* error, size_t error_size);
 
  private:
+  // Folds the batch into rollup_ (C++ only, before the transaction).
+  bool fold_rollup(const Batch& batch, char* error, size_t error_size) noexcept;
+
+  EdgeRollup<kube::PeerIdentity> rollup_;
+  void* rollup_plan_ = nullptr;    // SPIPlanPtr
   void* tcp_plan_ = nullptr;       // SPIPlanPtr
   void* http_plan_ = nullptr;      // SPIPlanPtr
   void* pod_plan_ = nullptr;       // SPIPlanPtr

@@ -5,8 +5,11 @@ every SQL query of the Grafana dashboard run against the database.
 The traffic mix is inserted into spans directly (no capture): known
 workloads, pods, a host-network node and a bare address, N HTTP requests of
 which K failed, plain TCP connections with known byte counts, rows just
-outside the window. The expected numbers are computed here, independently
-of the SQL, from the same list of rows.
+outside the window. Rows written by anything but the worker reach the
+per-minute rollup through service_map_refresh(), which the fixture calls.
+The expected numbers are computed here, independently of the SQL, from the
+same list of rows. (test_06_http.py checks the worker's own rollup against
+service_map_refresh() on captured traffic.)
 """
 
 import json
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, Pods, now_utc, pod_ip4, pod_run, run, wait_for
+from httpenv import Nginx
 
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
 GRANTS = REPO / "deploy" / "grafana" / "grants.sql"
@@ -183,18 +187,6 @@ def in_window(rows, t0, t1):
 # the expected numbers, computed independently of the SQL
 
 
-def percentile_cont(values, q):
-    """PostgreSQL's percentile_cont: linear interpolation between the
-    closest ranks, rank = q * (n - 1)."""
-    if not values:
-        return None
-    v = sorted(values)
-    pos = q * (len(v) - 1)
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
 def expected_edges(rows, seconds):
     edges = {}
     for r in rows:
@@ -213,8 +205,6 @@ def expected_edges(rows, seconds):
     for e in edges.values():
         e["requests_per_s"] = e["requests"] / seconds
         e["error_ratio"] = e["errors"] / e["requests"] if e["requests"] else None
-        e["p50"] = percentile_cont(e["lat"], 0.5)
-        e["p95"] = percentile_cont(e["lat"], 0.95)
     return edges
 
 
@@ -253,10 +243,23 @@ def expected_nodes(rows, seconds):
             n["err_ratio"] = n["err_out"] / n["req_out"]
         else:
             n["err_ratio"] = n["conn_err_out"] / n["conn_out"]
-        n["p50"] = percentile_cont(n["lat"], 0.5)
-        n["p95"] = percentile_cont(n["lat"], 0.95)
         n["rate_in"] = n["req_in"] / seconds
     return nodes
+
+
+# One latency bucket of the rollup: a quarter octave.
+BUCKET_WIDTH = 2 ** 0.25
+
+
+def hist_quantile_ok(got, latencies, q):
+    """A percentile read from the rollup's latency histogram: the estimate
+    lies in the bucket that holds the sample of rank ceil(q * n), so within
+    one bucket width of that sample."""
+    if not latencies:
+        return got is None
+    v = sorted(latencies)
+    x = v[max(1, math.ceil(q * len(v))) - 1]
+    return got is not None and x / BUCKET_WIDTH * (1 - 1e-9) <= got <= x * BUCKET_WIDTH * (1 + 1e-9)
 
 
 def close(a, b):
@@ -317,10 +320,16 @@ def mix(smdb):
                        latency_ms=1.0, status="UNSET", http_status=200, bytes_sent=0,
                        bytes_received=10))
     insert_rows(smdb, recent, marker)
+    refresh = [(T0 - timedelta(minutes=1), T1 + timedelta(minutes=1)),
+               (now - timedelta(minutes=25), now + timedelta(minutes=1))]
+    for window in refresh:
+        smdb.sql("SELECT service_map_refresh(%s, %s)", window)
     try:
         yield dict(ends=ends, rows=rows, ns=ns, now_ns=now_ns, recent=recent, a=a, b=b)
     finally:
         smdb.sql("DELETE FROM spans WHERE attributes->>'test07.marker' = %s", (marker,))
+        for window in refresh:
+            smdb.sql("SELECT service_map_refresh(%s, %s)", window)
 
 
 def by_id(rows):
@@ -353,8 +362,8 @@ def test_edges_fields_and_numbers(smdb, mix):
         assert g["detail__errors"] == e["errors"], where
         assert close(g["detail__requests_per_s"], e["requests_per_s"]), where
         assert close(g["detail__error_ratio"], e["error_ratio"]), where
-        assert close(g["detail__p50_ms"], e["p50"]), where
-        assert close(g["detail__p95_ms"], e["p95"]), where
+        assert hist_quantile_ok(g["detail__p50_ms"], e["lat"], 0.5), (where, sorted(e["lat"]))
+        assert hist_quantile_ok(g["detail__p95_ms"], e["lat"], 0.95), (where, sorted(e["lat"]))
         assert g["detail__connections"] == e["connections"], where
         assert g["detail__connection_errors"] == e["connection_errors"], where
         assert g["detail__bytes_sent"] == e["bytes_sent"], where
@@ -362,7 +371,8 @@ def test_edges_fields_and_numbers(smdb, mix):
         if e["requests"]:
             assert g["mainstat"] == (f"{fmt_num(e['requests_per_s'])} req/s, "
                                      f"{fmt_num(100.0 * e['errors'] / e['requests'])}% errors"), where
-            assert g["secondarystat"] == f"p50 {fmt_num(e['p50'])} ms, p95 {fmt_num(e['p95'])} ms", where
+            assert g["secondarystat"] == (f"p50 {fmt_num(g['detail__p50_ms'])} ms, "
+                                          f"p95 {fmt_num(g['detail__p95_ms'])} ms"), where
         else:
             failed = f", {e['connection_errors']} failed" if e["connection_errors"] else ""
             assert g["mainstat"] == f"{e['connections']} conn{failed}", where
@@ -403,8 +413,8 @@ def test_nodes_fields_and_numbers(smdb, mix):
         assert g["detail__requests_in"] == e["req_in"], where
         assert g["detail__errors_in"] == e["err_in"], where
         assert close(g["detail__requests_in_per_s"], e["rate_in"]), where
-        assert close(g["detail__p50_ms_in"], e["p50"]), where
-        assert close(g["detail__p95_ms_in"], e["p95"]), where
+        assert hist_quantile_ok(g["detail__p50_ms_in"], e["lat"], 0.5), where
+        assert hist_quantile_ok(g["detail__p95_ms_in"], e["lat"], 0.95), where
         assert g["detail__connections_in"] == e["conn_in"], where
         assert g["detail__connection_errors_in"] == e["conn_err_in"], where
         assert g["detail__requests_out"] == e["req_out"], where
@@ -415,7 +425,7 @@ def test_nodes_fields_and_numbers(smdb, mix):
         assert g["detail__bytes_sent"] == e["tx"], where
         if e["req_in"]:
             assert g["mainstat"] == f"{fmt_num(e['rate_in'])} req/s", where
-            assert g["secondarystat"] == f"p95 {fmt_num(e['p95'])} ms", where
+            assert g["secondarystat"] == f"p95 {fmt_num(g['detail__p95_ms_in'])} ms", where
         elif e["conn_in"]:
             assert g["mainstat"] == f"{e['conn_in']} conn", where
         elif e["req_out"]:
@@ -438,7 +448,7 @@ def test_interval_forms_default_to_15_minutes(smdb, mix):
         # 12 in the last 3 minutes, 3 failed; the one 20 minutes ago is out
         assert (e["detail__requests"], e["detail__errors"]) == (12, 3), e
         assert close(e["detail__requests_per_s"], 12 / 900), e
-        assert close(e["detail__p50_ms"], percentile_cont([float(i + 1) for i in range(12)], 0.5)), e
+        assert hist_quantile_ok(e["detail__p50_ms"], [float(i + 1) for i in range(12)], 0.5), e
     rows = [r for r in smdb.sql("SELECT * FROM service_map_edges('30 minutes')") if r["source"] == a]
     assert rows[0]["detail__requests"] == 13, rows
     nodes = by_id(smdb.sql("SELECT * FROM service_map_nodes()"))
@@ -448,12 +458,165 @@ def test_interval_forms_default_to_15_minutes(smdb, mix):
     assert mix["b"].node_id() in smdb.value("SELECT service_map_dot()")
 
 
+def test_unaligned_window_counts_exactly(smdb, mix):
+    """A window that starts and ends inside minutes: the whole minutes come
+    from the rollup, the partial ones from spans, and the counts are exact."""
+    t0 = T0 + timedelta(seconds=95, microseconds=250000)
+    t1 = T1 - timedelta(seconds=17)
+    got = by_id(smdb.sql("SELECT * FROM service_map_edges(%s, %s)", (t0, t1)))
+    exp = expected_edges(in_window(mix["rows"], t0, t1), (t1 - t0).total_seconds())
+    assert sorted(got) == sorted(f"{s} -> {d}" for s, d in exp)
+    for (src, dst), e in exp.items():
+        g = got[f"{src} -> {dst}"]
+        assert (g["detail__requests"], g["detail__errors"], g["detail__connections"],
+                g["detail__bytes_sent"]) == (e["requests"], e["errors"], e["connections"],
+                                             e["bytes_sent"]), (g, e)
+        assert close(g["detail__requests_per_s"], e["requests_per_s"]), (g, e)
+        assert hist_quantile_ok(g["detail__p95_ms"], e["lat"], 0.95), (g, sorted(e["lat"]))
+    # a window inside one minute reads spans only
+    t0, t1 = T0 + timedelta(seconds=61), T0 + timedelta(seconds=119)
+    got = smdb.sql("SELECT * FROM service_map_edges(%s, %s)", (t0, t1))
+    exp = expected_edges(in_window(mix["rows"], t0, t1), 58)
+    assert sum(g["detail__requests"] for g in got) == sum(e["requests"] for e in exp.values())
+    assert sum(g["detail__connections"] for g in got) == sum(e["connections"] for e in exp.values())
+
+
+def test_rollup_rows_hold_the_mix(smdb, mix):
+    """service_map_minutes, read directly: one row per minute, edge and
+    bucket, whose counts add up to the mix's rows."""
+    rows = smdb.sql("""SELECT * FROM service_map_minutes
+                       WHERE minute >= %s AND minute < %s AND src_id LIKE %s""",
+                    (T0 - timedelta(minutes=1), T1 + timedelta(minutes=1), f"{mix['ns']}%"))
+    mine = [r for r in mix["rows"] if r["src"].node_id().startswith(mix["ns"])]
+    assert sum(r["spans"] for r in rows) == len(mine)
+    assert sum(r["errors"] for r in rows) == sum(r["status"] == "ERROR" for r in mine)
+    assert sum(r["bytes_sent"] for r in rows) == sum(r["bytes_sent"] for r in mine
+                                                     if r["protocol"] == "tcp")
+    keys = [(r["minute"], r["src_id"], r["dst_id"], r["bucket"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    for r in rows:
+        assert r["minute"].second == 0 and r["minute"].microsecond == 0, r
+        if r["bucket"] > 0:  # http rows: their bytes are counted on the tcp rows
+            assert r["bytes_sent"] == 0 and r["bytes_received"] == 0, r
+
+
+def test_latency_bucket_sql_matches_its_definition(smdb):
+    """_service_map_bucket: quarter octaves of whole microseconds, the same
+    float8 operations as the worker's C++ (whose unit tests check the same
+    whole-octave boundaries)."""
+    us = [0, 1, 2, 3, 5, 7, 100, 999, 1000, 1001, 1023, 1024, 1025, 65535, 65536, 10 ** 6,
+          123456789, 2 ** 40]
+    got = smdb.sql("SELECT u, _service_map_bucket(make_interval(secs => u / 1e6)) AS b "
+                   "FROM unnest(%s::bigint[]) AS u", (us,))
+    for r in got:
+        u = max(r["u"], 1)
+        want = min(112, max(1, 1 + math.floor(4 * math.log(u) / 0.6931471805599453)))
+        assert r["b"] == want, r
+    octaves = smdb.sql("SELECT k, _service_map_bucket(make_interval(secs => (2 ^ k) / 1e6)) AS b "
+                       "FROM generate_series(1, 26) AS k")
+    assert all(r["b"] == 4 * r["k"] + 1 for r in octaves), octaves
+
+
+def test_quantile_of_a_histogram(smdb):
+    q = lambda p, b, n: smdb.value(  # noqa: E731
+        "SELECT _service_map_quantile(%s, %s::smallint[], %s::bigint[])", (p, b, n))
+    assert q(0.5, [], []) is None
+    assert q(0.5, [0], [10]) is None  # tcp rows carry no latency
+    # all in bucket 41 = [1024, 1218) us: the estimate stays inside it
+    for p in (0.01, 0.5, 0.95, 1.0):
+        assert 1.024 <= q(p, [41], [100]) <= 1.024 * BUCKET_WIDTH
+    # 90 fast, 10 slow: p50 is fast, p95 is slow
+    assert q(0.5, [41, 81], [90, 10]) < 1.3
+    assert q(0.95, [41, 81], [90, 10]) >= 2 ** 20 / 1000
+    # bucket order does not matter, zero counts are skipped
+    assert q(0.95, [81, 60, 41], [10, 0, 90]) == q(0.95, [41, 81], [90, 10])
+
+
+def test_refresh_rejects_bad_windows(smdb):
+    for args in [(None, T1), (T1, T0), ("-infinity", T1), (T0, "infinity")]:
+        with pytest.raises(Exception) as exc:
+            smdb.sql("SELECT service_map_refresh(%s::timestamptz, %s::timestamptz)", args)
+        assert "finite window" in str(exc.value), args
+
+
 def test_functions_are_not_public(smdb, mix):
     rows = smdb.sql("""SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS args
                        FROM pg_proc p
                        WHERE p.proname LIKE '%service_map%'
                          AND has_function_privilege('public', p.oid, 'EXECUTE')""")
     assert rows == [], rows
+
+
+# ----------------------------------------------------------------------------
+# the worker's own rollup, on captured traffic
+
+# The rollup as the worker wrote it, against the same rows recomputed from
+# spans by SQL, over [lo, hi), in one statement (one snapshot: a batch's
+# spans and its rollup commit together). Returns the rows each side has
+# that the other has not.
+ROLLUP_DIFF = """
+    WITH w AS (
+        SELECT m.minute, m.src_id, m.dst_id, m.bucket, m.src_title, m.src_subtitle,
+               m.dst_title, m.dst_subtitle, m.spans, m.errors, m.bytes_sent, m.bytes_received
+        FROM service_map_minutes m WHERE m.minute >= %(lo)s AND m.minute < %(hi)s
+    ), s AS (
+        SELECT * FROM _service_map_rollup_of_spans(%(lo)s, %(hi)s)
+    )
+    SELECT 'worker' AS side, * FROM (SELECT * FROM w EXCEPT ALL SELECT * FROM s) x
+    UNION ALL
+    SELECT 'spans' AS side, * FROM (SELECT * FROM s EXCEPT ALL SELECT * FROM w) y
+"""
+
+
+def test_worker_rollup_matches_spans(smdb, capture, topology):
+    """Real HTTP traffic through the capture: the worker folds each batch
+    into service_map_minutes (C++ aggregation, SQL node ids) in the batch's
+    transaction. The map shows the traffic, and every rollup row equals what
+    SQL recomputes from the spans table: same edges, buckets (the C++ and
+    SQL latency buckets agree on real latencies), counts and bytes."""
+    port = Pods.new_port()
+    backend = Nginx(3, port, "backend")
+    client, server = pod_ip4(1), pod_ip4(3)
+    t0 = now_utc()
+    try:
+        base = f"http://{server}:{port}"
+        for i in range(4):  # 4 connections, 10 requests each, 2 of them 500
+            urls = []
+            for k in range(10):
+                path = "/e500" if k in (3, 7) else ("/f/1k.bin" if k % 2 else "/ok")
+                urls += ["-o", "/dev/null", f"{base}{path}?c={i}&k={k}"]
+            pod_run(1, "curl", "-sS", "--max-time", "20", *urls, timeout=30)
+        where = "src_addr = %s::inet AND dst_addr = %s::inet AND dst_port = %s AND start_time >= %s"
+        params = (client, server, port, t0)
+
+        def written():
+            rows = smdb.sql(f"SELECT protocol, count(*) AS n FROM spans WHERE {where} "
+                            "GROUP BY protocol", params)
+            n = {r["protocol"]: r["n"] for r in rows}
+            return n.get("http", 0) >= 40 and n.get("tcp", 0) >= 4
+
+        wait_for(written, 30, desc="40 http and 4 tcp spans")
+    finally:
+        backend.stop()
+    t1 = now_utc() + timedelta(seconds=1)
+    edges = [e for e in smdb.sql("SELECT * FROM service_map_edges(%s, %s)", (t0, t1))
+             if (e["source"], e["target"]) == (client, server)]
+    assert len(edges) == 1, edges
+    e = edges[0]
+    assert (e["detail__requests"], e["detail__errors"], e["detail__connections"]) == (40, 8, 4), e
+    assert e["detail__p95_ms"] is not None and e["detail__p95_ms"] > 0, e
+    tcp = smdb.sql(f"SELECT sum(bytes_sent) AS s, sum(bytes_received) AS r FROM spans "
+                   f"WHERE protocol = 'tcp' AND {where}", params)[0]
+    assert (e["detail__bytes_sent"], e["detail__bytes_received"]) == (tcp["s"], tcp["r"]), e
+
+    # the invariant, over everything the worker wrote in this test run
+    lo = smdb.value("SELECT _service_map_minute(coalesce(min(start_time), now())) FROM spans")
+    hi = now_utc() + timedelta(minutes=1)
+    n = smdb.value("SELECT count(*) FROM service_map_minutes WHERE minute >= %s AND minute < %s",
+                   (lo, hi))
+    assert n > 0
+    diff = smdb.sql(ROLLUP_DIFF, {"lo": lo, "hi": hi})
+    assert diff == [], diff
 
 
 # ----------------------------------------------------------------------------
