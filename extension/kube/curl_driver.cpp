@@ -177,7 +177,7 @@ void CurlDriver::run() {
       uint64_t expirations;
       while (read(tfd_, &expirations, sizeof(expirations)) < 0 && errno == EINTR) {
       }
-      armed_ns_ = 0;  // disarmed by expiring: arm() must set it again
+      armed_ns_ = UINT64_MAX;  // disarmed by expiring: arm() must set it again
       continue;
     }
     int flags = 0;

@@ -73,7 +73,7 @@ class CurlDriver {
   int tfd_ = -1;
   uint64_t curl_deadline_ns_ = UINT64_MAX;
   uint64_t wakeup_ns_ = UINT64_MAX;
-  uint64_t armed_ns_ = 0;
+  uint64_t armed_ns_ = UINT64_MAX;  // UINT64_MAX: the timer is disarmed
   bool block_signals_ = false;
   size_t sockets_ = 0;
 };

@@ -129,6 +129,20 @@ def test_spans_name_both_ends(cluster, capture, pods, metadata):
     assert web["deleted_at"] is None, web
 
 
+def test_capture_started_with_the_api_configured_syncs(cluster, capture, metadata):
+    """A capture that starts with the API already configured (a server
+    restart with the GUCs in postgresql.conf, as in the DaemonSet) syncs by
+    itself. It once waited forever: the client's wake-up for its first list
+    was never armed, and only a configuration change started it."""
+    metadata.call("add_pod", name="early-bird", namespace="tools", ip=pod_ip4(1), node="node-a")
+    wait_synced(cluster, 1)
+    cluster.stop_capture()
+    cluster.sql("SELECT capture_start('cni0')")
+    cluster.wait_state("running")
+    wait_synced(cluster, 1)
+    assert cluster.status()["metadata_error"] in (None, ""), cluster.status()
+
+
 def test_deleted_pod_and_address_reuse(cluster, capture, pods, metadata):
     api = metadata
     api.call("add_pod", name="old-api", namespace="shop", ip=pod_ip4(3), node="node-a")
