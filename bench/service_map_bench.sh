@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # bench/service_map_bench.sh - how fast the service map queries are on a
-# large spans table (issue 5).
+# large spans table, and what keeping their rollup costs (issue 5).
 #
 #   bash bench/service_map_bench.sh [--spans N] [--hours H] [--runs R]
 #                                   [--port P] [--keep]
 #
 # Starts a throw-away PostgreSQL 15 cluster with tests/lib/pgcluster.sh (no
 # capabilities, no capture: the worker is not involved), creates the
-# extension, fills spans with N synthetic rows (default 10
-# million; bench/service_map_gen.sql: 54 nodes, ~130 edges, HTTP with
-# keep-alive and plain TCP, over the last H hours, default 3) and times
-# service_map_nodes, service_map_edges and service_map_dot over windows of
-# 15 minutes, 1 hour and the whole table, R runs each (default 5, median
-# reported), beside a bare count(*) of the window's rows as the floor.
+# extension, fills spans with N synthetic rows (default 10 million;
+# bench/service_map_gen.sql: 54 nodes, ~130 edges, HTTP with keep-alive and
+# plain TCP, over the last H hours, default 3), builds the per-minute rollup
+# from them with service_map_refresh() (the worker keeps it batch by batch;
+# the generator wrote in one statement) and times service_map_nodes,
+# service_map_edges and service_map_dot over windows of 15 minutes, 1 hour
+# and the whole table that end at the newest span (so both ends fall inside
+# a minute and the partial minutes are read from spans), R runs each
+# (default 5, median reported). Beside them: a bare count(*) of the window's
+# rows, and the same aggregation read from the spans table alone (what the
+# map cost without the rollup).
+#
+# Then the rollup's cost per batch: 50 batches of 2000 spans inserted as the
+# worker does (one INSERT per batch), without and with the worker's rollup
+# upsert of the same batch (its rows pre-aggregated per minute, bucket and
+# pod pair, as the worker's C++ does before the statement), twice.
 #
 # pgcluster.sh runs the server in the network namespace ${EBPFC_NS}-node; the
 # script creates an empty one (loopback only: the server listens on a Unix
@@ -36,7 +46,7 @@ while (($#)); do
 	--runs) RUNS="$2"; shift ;;
 	--port) PORT="$2"; shift ;;
 	--keep) KEEP=1 ;;
-	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,35p' "$0"; exit 0 ;;
 	*) echo "unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -81,7 +91,6 @@ pg_start "$WORK/pg" --no-caps --port "$PORT"
 psql_b() { pg_psql "$WORK/pg" -d postgres -q "$@"; }
 # SQL files are read by psql running as postgres
 cp "$REPO/bench/service_map_gen.sql" "$WORK/gen.sql"
-sed 's/@extschema@/public/g' "$REPO/bench/service_map_rollup.sql" >"$WORK/rollup.sql"
 cat >"$WORK/insert_cost.sql" <<'SQL'
 \set ON_ERROR_STOP 1
 SET client_min_messages = notice;
@@ -90,7 +99,7 @@ CREATE TEMP TABLE src AS
     FROM (SELECT * FROM spans ORDER BY start_time DESC LIMIT 100000) s;
 CREATE INDEX ON src (b);
 ANALYZE src;
-CREATE PROCEDURE pg_temp.ins(tag text) LANGUAGE plpgsql AS $d$
+CREATE PROCEDURE pg_temp.ins(tag text, rollup boolean) LANGUAGE plpgsql AS $d$
 DECLARE t timestamptz := clock_timestamp();
 BEGIN
     FOR i IN 0 .. 49 LOOP
@@ -100,19 +109,66 @@ BEGIN
             http_target, http_status, src_pod, src_namespace, src_workload, src_workload_kind,
             src_node, dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node
         FROM src WHERE b = i;
+        IF rollup THEN
+            -- the worker's statement (span_store.cpp), fed the batch folded
+            -- per minute, bucket and pod pair as its C++ folds it
+            INSERT INTO service_map_minutes AS m (minute, src_id, dst_id, bucket, src_title,
+                src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received)
+            SELECT mi, _service_map_node_id(sns, sw, sp, sn, sa),
+                   _service_map_node_id(dns, dw, dp, dn, da), bk,
+                   min(_service_map_node_title(sw, sp, sn, sa)),
+                   min(_service_map_node_subtitle(sns, sw, swk, sp, sn)),
+                   min(_service_map_node_title(dw, dp, dn, da)),
+                   min(_service_map_node_subtitle(dns, dw, dwk, dp, dn)),
+                   sum(n), sum(e), sum(bs), sum(br)
+            FROM (SELECT _service_map_minute(start_time) AS mi,
+                         CASE WHEN protocol = 'http' THEN _service_map_bucket(end_time - start_time)
+                              ELSE 0::smallint END AS bk,
+                         src_pod AS sp, src_namespace AS sns, src_workload AS sw,
+                         src_workload_kind AS swk, src_node AS sn,
+                         CASE WHEN src_pod IS NULL AND src_node IS NULL THEN src_addr END AS sa,
+                         dst_pod AS dp, dst_namespace AS dns, dst_workload AS dw,
+                         dst_workload_kind AS dwk, dst_node AS dn,
+                         CASE WHEN dst_pod IS NULL AND dst_node IS NULL THEN dst_addr END AS da,
+                         count(*) AS n, count(*) FILTER (WHERE status = 'ERROR') AS e,
+                         coalesce(sum(bytes_sent) FILTER (WHERE protocol = 'tcp'), 0) AS bs,
+                         coalesce(sum(bytes_received) FILTER (WHERE protocol = 'tcp'), 0) AS br
+                  FROM src WHERE b = i
+                  GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14) u
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+            SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
+                bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
+                bytes_received = m.bytes_received + EXCLUDED.bytes_received;
+        END IF;
         COMMIT;
     END LOOP;
     RAISE NOTICE '% %', tag, round((extract(epoch FROM clock_timestamp() - t) * 1000)::numeric, 1);
 END
 $d$;
-ALTER TABLE spans DISABLE TRIGGER spans_service_map_rollup;
-CALL pg_temp.ins('without');
-ALTER TABLE spans ENABLE TRIGGER spans_service_map_rollup;
-CALL pg_temp.ins('with');
-ALTER TABLE spans DISABLE TRIGGER spans_service_map_rollup;
-CALL pg_temp.ins('without');
-ALTER TABLE spans ENABLE TRIGGER spans_service_map_rollup;
-CALL pg_temp.ins('with');
+-- the pre-aggregation is C++ in the worker, not SQL: time it apart, to
+-- subtract it
+CREATE PROCEDURE pg_temp.fold_only() LANGUAGE plpgsql AS $d$
+DECLARE t timestamptz := clock_timestamp(); n bigint;
+BEGIN
+    FOR i IN 0 .. 49 LOOP
+        SELECT count(*) INTO n FROM (SELECT 1 FROM src WHERE b = i
+            GROUP BY _service_map_minute(start_time),
+                     CASE WHEN protocol = 'http' THEN _service_map_bucket(end_time - start_time)
+                          ELSE 0::smallint END,
+                     src_pod, src_namespace, src_workload, src_workload_kind, src_node,
+                     CASE WHEN src_pod IS NULL AND src_node IS NULL THEN src_addr END,
+                     dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node,
+                     CASE WHEN dst_pod IS NULL AND dst_node IS NULL THEN dst_addr END) x;
+    END LOOP;
+    RAISE NOTICE 'fold %', round((extract(epoch FROM clock_timestamp() - t) * 1000)::numeric, 1);
+END
+$d$;
+CALL pg_temp.ins('without', false);
+CALL pg_temp.ins('with', true);
+CALL pg_temp.ins('without', false);
+CALL pg_temp.ins('with', true);
+CALL pg_temp.fold_only();
 SQL
 chmod 644 "$WORK"/*.sql
 
@@ -159,6 +215,7 @@ measure() {  # measure TAG: one table of timings
 		local inwin
 		inwin="$(psql_b -Atc "SELECT count(*) FROM spans WHERE start_time >= $lo AND start_time < $hi")"
 		for label in "count(*) of the window|SELECT count(*) FROM spans WHERE start_time >= $lo AND start_time < $hi" \
+			"aggregation from spans alone (no rollup)|SELECT * FROM _service_map_rollup_of_spans($lo, $hi)" \
 			"service_map_edges|SELECT * FROM service_map_edges($lo, $hi)" \
 			"service_map_nodes|SELECT * FROM service_map_nodes($lo, $hi)" \
 			"service_map_dot|SELECT service_map_dot($lo, $hi)"; do
@@ -176,35 +233,28 @@ measure() {  # measure TAG: one table of timings
 	printf -- '- PostgreSQL %s, %s CPUs, %s\n' "$(psql_b -Atc 'SHOW server_version')" "$(nproc)" \
 		"$(echo "$EBPFC_PG_EXTRA_CONF" | tr '\n' ',' | sed 's/,$//')"
 	printf -- '- windows end at the newest span; each query run %s times after one warm-up run\n' "$RUNS"
-	measure "service_map_* on spans as the extension creates it (b-tree on start_time, hash on trace_id)"
-
-	# The proposed rollup (bench/service_map_rollup.sql): backfilled once here
-	# (the generator wrote everything in one statement), then maintained by
-	# its trigger; what that costs the worker's batches is measured below.
-	psql_b -f "$WORK/rollup.sql" >/dev/null
+	# The generator wrote every span in one statement, not through the
+	# worker: build the rollup the way a user would after such a load.
 	t0=$(date +%s.%N)
-	psql_b -c "SELECT _service_map_rollup_backfill('-infinity', 'infinity')" >/dev/null
+	psql_b -c "SELECT service_map_refresh(min(start_time), max(start_time) + interval '1 us') FROM spans" >/dev/null
 	t1=$(date +%s.%N)
-	printf '\n### with the rollup (bench/service_map_rollup.sql)\n\n'
-	printf -- '- backfill of %s spans: %.1f s, %s rollup rows, %s\n' "$SPANS" "$(echo "$t1 - $t0" | bc)" \
-		"$(psql_b -Atc 'SELECT count(*) FROM service_map_minutes')" \
-		"$(psql_b -Atc "SELECT pg_size_pretty(pg_total_relation_size('service_map_minutes'))")"
 	psql_b -c "VACUUM ANALYZE service_map_minutes"
-	printf '\n| query | window | median ms | min ms | rows out |\n|---|---|---|---|---|\n'
-	for w in "15 minutes" "1 hour" "$HOURS hours"; do
-		lo="(SELECT max(start_time) FROM spans) - interval '$w'"
-		hi="(SELECT max(start_time) FROM spans) + interval '1 us'"
-		res="$(psql_b -At -F '|' -f "$WORK/timer.sql" -c "SELECT * FROM pg_temp.time_query(\$q\$SELECT * FROM service_map_edges_rollup($lo, $hi)\$q\$, $RUNS)")"
-		printf '| service_map_edges_rollup | %s | %s |\n' "$w" "$res"
-	done
+	printf -- '- rollup built from %s spans by service_map_refresh in %.1f s: %s rows, %s\n' "$SPANS" \
+		"$(echo "$t1 - $t0" | bc)" "$(psql_b -Atc 'SELECT count(*) FROM service_map_minutes')" \
+		"$(psql_b -Atc "SELECT pg_size_pretty(pg_total_relation_size('service_map_minutes'))")"
+	measure "service_map_* (rollup for whole minutes, spans for the partial minutes at both ends)"
 
-	# The trigger's cost per batch: 50 batches of 2000 spans (copies of the
-	# newest rows, so the same mix and density), one INSERT each as the
-	# worker does, without and with the trigger, twice.
+	# What the rollup costs the worker's batches: 50 batches of 2000 spans
+	# (copies of the newest rows, so the same mix and density), one INSERT
+	# each as the worker does, without and with its rollup upsert, twice.
 	printf '\n| insert of 50 batches x 2000 spans | total ms | us per span |\n|---|---|---|\n'
 	psql_b -At -f "$WORK/insert_cost.sql" 2>&1 | sed -n 's/.*NOTICE:  //p' |
 		while read -r mode ms; do
-			printf '| %s the rollup trigger | %s | %s |\n' "$mode" "$ms" "$(echo "scale=2; $ms * 1000 / 100000" | bc)"
+			case "$mode" in
+			fold) label="the pre-aggregation alone, in SQL (C++ in the worker)" ;;
+			*) label="$mode the rollup upsert" ;;
+			esac
+			printf '| %s | %s | %s |\n' "$label" "$ms" "$(echo "scale=2; $ms * 1000 / 100000" | bc)"
 		done
 } | tee "$WORK/result.md"
 mkdir -p "$REPO/bench/results"
