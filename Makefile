@@ -11,7 +11,7 @@ EXTENSION = ebpf_capture
 MODULE_big = ebpf_capture
 DATA = sql/ebpf_capture--0.1.sql
 
-CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o \
+CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o extension/core/attribute_sink.o \
 	extension/core/flow_span.o extension/core/span_attributes.o \
 	extension/core/text_sanitize.o extension/core/http_span.o \
 	extension/core/http_exchange.o extension/core/http_message.o \
@@ -23,7 +23,7 @@ KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube
 	curl_driver kube_client)
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
-	extension/pg/sql_api.o extension/pg/catalog.o
+	extension/pg/sql_api.o extension/pg/catalog.o extension/pg/jsonb_attributes.o
 OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
 
 BUILD = build

@@ -491,6 +491,11 @@ wrk_run() {
 			echo "# (percentages are of all samples on all CPUs)"
 			perf report -i "$WORK/perf-$name.data" --stdio --sort comm,dso,sym --pid "$ours" 2>/dev/null |
 				awk '!/^#/ && NF && ++n <= 60' || true
+			echo
+			echo "# symbols of the cluster's processes alone (the capture worker's inserts)"
+			echo "# (percentages are of all samples on all CPUs)"
+			perf report -i "$WORK/perf-$name.data" --stdio --sort dso,sym --comm postgres 2>/dev/null |
+				awk '!/^#/ && NF && ++n <= 50' || true
 		} >"$BENCH_RESULTS_DIR/$BENCH_NAME-$STAMP-perf-$name.txt"
 		rm -f "$WORK/perf-$name.data"
 	fi

@@ -1,10 +1,6 @@
 #include "core/http_span.h"
 
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
-
-#include "core/text_sanitize.h"
 
 namespace ebpfc {
 
@@ -53,89 +49,8 @@ const char* http_span_name(const HttpExchange& ex) {
   }
 }
 
-namespace {
-
-// A bounded JSON object writer: keys are ours, string values are sanitized.
-class JsonObject {
- public:
-  JsonObject(char* buf, size_t size) : buf_(buf), size_(size) { ok_ = put("{", 1); }
-
-  void number(const char* key, uint64_t v) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
-    raw_value(key, tmp, static_cast<size_t>(n));
-  }
-  void boolean(const char* key, bool v) { raw_value(key, v ? "true" : "false", v ? 4 : 5); }
-  void string(const char* key, const char* s, size_t len) {
-    char clean[kHttpTargetMax * 3 + 1];
-    size_t n = sanitize_utf8(s, len, clean, sizeof(clean));
-    // sanitize_utf8 leaves no control bytes: only '"' and '\\' double.
-    char quoted[sizeof(clean) * 2 + 3];
-    size_t q = json_string(clean, n, quoted, sizeof(quoted));
-    if (q == 0) {
-      ok_ = false;
-      return;
-    }
-    raw_value(key, quoted, q);
-  }
-  void hex(const char* key, const uint8_t* bytes, size_t n) {
-    char tmp[2 * 16 + 3];
-    tmp[0] = '"';
-    to_hex(bytes, n, tmp + 1);
-    tmp[2 * n + 1] = '"';
-    raw_value(key, tmp, 2 * n + 2);
-  }
-  void begin_array(const char* key) {
-    key_(key);
-    ok_ = ok_ && put("[", 1);
-    first_in_array_ = true;
-  }
-  void array_string(const char* s) {
-    if (!first_in_array_) ok_ = ok_ && put(",", 1);
-    first_in_array_ = false;
-    ok_ = ok_ && put("\"", 1) && put(s, strlen(s)) && put("\"", 1);
-  }
-  void end_array() { ok_ = ok_ && put("]", 1); }
-  size_t finish() {
-    ok_ = ok_ && put("}", 1);
-    if (!ok_ || used_ >= size_) {
-      if (size_ > 0) buf_[0] = '\0';
-      return 0;
-    }
-    buf_[used_] = '\0';
-    return used_;
-  }
-
- private:
-  bool put(const char* s, size_t n) {
-    if (used_ + n >= size_) return false;
-    std::memcpy(buf_ + used_, s, n);
-    used_ += n;
-    return true;
-  }
-  void key_(const char* key) {
-    if (!first_) ok_ = ok_ && put(",", 1);
-    first_ = false;
-    ok_ = ok_ && put("\"", 1) && put(key, strlen(key)) && put("\":", 2);
-  }
-  void raw_value(const char* key, const char* v, size_t n) {
-    key_(key);
-    ok_ = ok_ && put(v, n);
-  }
-
-  char* buf_;
-  size_t size_;
-  size_t used_ = 0;
-  bool ok_ = true;
-  bool first_ = true;
-  bool first_in_array_ = true;
-};
-
-}  // namespace
-
-size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size) {
+void http_attributes(const HttpSpan& span, AttributeSink& j) {
   const HttpExchange& ex = span.exchange;
-  JsonObject j(buf, size);
   if (ex.method != HttpMethod::None) j.string("http.request.method", ex.method_text, ex.method_len);
   if (ex.host_len > 0) j.string("server.address", ex.host, ex.host_len);
   j.number("http.request.body.size", ex.request_body_bytes);
@@ -169,6 +84,12 @@ size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size) {
     j.end_array();
   }
   j.hex("tcp.span_id", span.connection_span_id, 8);
+}
+
+size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size) {
+  if (size == 0) return 0;
+  JsonTextSink j(buf, size);
+  http_attributes(span, j);
   return j.finish();
 }
 

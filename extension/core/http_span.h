@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "capture_abi.h"
+#include "core/attribute_sink.h"
 #include "core/http_exchange.h"
 #include "core/span.h"
 #include "core/span_ids.h"
@@ -40,9 +41,12 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
 // not a known one (or there was no request).
 const char* http_span_name(const HttpExchange& ex);
 
-// The attributes JSON object of an HTTP span (Host, body sizes, version,
-// tracestate, why it is incomplete, the connection's span id). Returns the
-// length, or 0 if buf is too small (kHttpAttributesMax always suffices).
+// The attributes of an HTTP span (Host, body sizes, version, tracestate, why
+// it is incomplete, the connection's span id), emitted into a sink.
+void http_attributes(const HttpSpan& span, AttributeSink& out);
+
+// The same as a JSON object text. Returns the length, or 0 if buf is too
+// small (kHttpAttributesMax always suffices).
 constexpr size_t kHttpAttributesMax = 8192;
 size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size);
 

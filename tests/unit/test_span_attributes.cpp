@@ -12,6 +12,7 @@
 
 #include "conn_sim.h"
 #include "core/flow_span.h"
+#include "core/http_span.h"
 #include "core/span_attributes.h"
 
 namespace {
@@ -199,3 +200,90 @@ TEST(SpanAttributes, FromRealFlows) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// HTTP spans (core/http_span.cpp): the attributes emitted into the JSON text
+// sink. The worker's jsonb sink receives the same calls.
+
+namespace {
+
+ebpfc::HttpSpan http_base() {
+  ebpfc::HttpSpan s{};
+  ebpfc::HttpExchange& ex = s.exchange;
+  ex.method = ebpfc::HttpMethod::Get;
+  std::memcpy(ex.method_text, "GET", 4);
+  ex.method_len = 3;
+  std::memcpy(ex.host, "shop.example", 12);
+  ex.host_len = 12;
+  ex.request_version = 11;
+  ex.response_version = 11;
+  ex.request_body_bytes = 0;
+  ex.response_body_bytes = 1234;
+  ex.status = 200;
+  for (int i = 0; i < 8; i++) s.connection_span_id[i] = static_cast<uint8_t>(0xa0 + i);
+  return s;
+}
+
+json http_json(const ebpfc::HttpSpan& s) {
+  std::unique_ptr<char[]> buf(new char[ebpfc::kHttpAttributesMax]);
+  const size_t n = ebpfc::format_http_attributes(s, buf.get(), ebpfc::kHttpAttributesMax);
+  EXPECT_GT(n, 0u);
+  return parse_json(std::string(buf.get(), n));
+}
+
+}  // namespace
+
+TEST(HttpAttributes, CompleteExchange) {
+  const json j = http_json(http_base());
+  EXPECT_EQ(keys(j),
+            (std::set<std::string>{"http.request.method", "server.address",
+                                   "http.request.body.size", "http.response.body.size",
+                                   "network.protocol.version", "http.incomplete", "tcp.span_id"}));
+  EXPECT_EQ(j["http.request.method"], "GET");
+  EXPECT_EQ(j["server.address"], "shop.example");
+  EXPECT_EQ(j["http.response.body.size"], 1234);
+  EXPECT_EQ(j["network.protocol.version"], "1.1");
+  EXPECT_EQ(j["http.incomplete"], false);
+  EXPECT_EQ(j["tcp.span_id"], "a0a1a2a3a4a5a6a7");
+}
+
+TEST(HttpAttributes, IncompleteWithReasonsFlagsAndTracestate) {
+  ebpfc::HttpSpan s = http_base();
+  ebpfc::HttpExchange& ex = s.exchange;
+  ex.incomplete = ebpfc::kHttpGapResponse | ebpfc::kHttpNoResponse;
+  ex.flags = ebpfc::kHttpRequestChunked | ebpfc::kHttpTraceparentInvalid;
+  ex.interim_responses = 1;
+  std::memcpy(ex.tracestate, "rojo=00f067aa0ba902b7", 21);
+  ex.tracestate_len = 21;
+  const json j = http_json(s);
+  EXPECT_EQ(j["http.incomplete"], true);
+  EXPECT_EQ(j["http.incomplete_reasons"], json::array({"response_gap", "no_response"}));
+  EXPECT_EQ(j["http.request.chunked"], true);
+  EXPECT_EQ(j["http.traceparent_invalid"], true);
+  EXPECT_EQ(j["http.interim_responses"], 1);
+  EXPECT_EQ(j["tracestate"], "rojo=00f067aa0ba902b7");
+}
+
+TEST(HttpAttributes, WireBytesBecomeValidJson) {
+  ebpfc::HttpSpan s = http_base();
+  ebpfc::HttpExchange& ex = s.exchange;
+  const char host[] = "a\"b\\c\x01\xff\xfe";
+  std::memcpy(ex.host, host, sizeof(host) - 1);
+  ex.host_len = sizeof(host) - 1;
+  const json j = http_json(s);
+  const std::string got = j["server.address"];
+  EXPECT_EQ(got.substr(0, 5), "a\"b\\c");
+  EXPECT_EQ(got.find('\x01'), std::string::npos);
+}
+
+TEST(HttpAttributes, NoRequestNoMethod) {
+  ebpfc::HttpSpan s = http_base();
+  s.exchange.method = ebpfc::HttpMethod::None;
+  s.exchange.method_len = 0;
+  s.exchange.host_len = 0;
+  s.exchange.request_version = 0;
+  const json j = http_json(s);
+  EXPECT_EQ(j.count("http.request.method"), 0u);
+  EXPECT_EQ(j.count("server.address"), 0u);
+  EXPECT_EQ(j["network.protocol.version"], "1.1");  // from the response
+}
