@@ -120,10 +120,16 @@ class EdgeRollup {
   }
   struct KeyHash {
     size_t operator()(const Key& k) const {
-      // FNV-1a over the key's bytes (padding zeroed by make_key)
-      const auto* p = reinterpret_cast<const unsigned char*>(&k);
-      uint64_t h = 1469598103934665603ull;
-      for (size_t i = 0; i < sizeof(Key); i++) h = (h ^ p[i]) * 1099511628211ull;
+      // the key's bytes (padding zeroed by make_key) as 64-bit words, each
+      // mixed in with a multiply and a shift
+      static_assert(sizeof(Key) % sizeof(uint64_t) == 0, "Key is a whole number of words");
+      uint64_t h = 0;
+      for (size_t i = 0; i < sizeof(Key); i += sizeof(uint64_t)) {
+        uint64_t w;
+        std::memcpy(&w, reinterpret_cast<const unsigned char*>(&k) + i, sizeof(w));
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+      }
       return static_cast<size_t>(h);
     }
   };
@@ -133,7 +139,8 @@ class EdgeRollup {
     }
   };
   Totals& slot(const Key& k) {
-    auto [it, inserted] = index_.emplace(k, entries_.size());
+    // try_emplace: no node is built (and freed) for a key already there
+    auto [it, inserted] = index_.try_emplace(k, entries_.size());
     if (inserted) entries_.push_back(Entry{k, Totals{}});
     return entries_[it->second].totals;
   }
