@@ -43,6 +43,19 @@ size_t sanitize_utf8(const char* in, size_t len, char* out, size_t cap) {
   size_t o = 0;
   size_t i = 0;
   while (i < len) {
+    // a run of printable ASCII, the common case, copied at once
+    size_t run = 0;
+    while (i + run < len && p[i + run] >= 0x20 && p[i + run] < 0x7f) run++;
+    if (run > 0) {
+      const size_t room = cap - 1 - o;
+      const bool cut = run > room;
+      if (cut) run = room;
+      std::memcpy(out + o, p + i, run);
+      o += run;
+      i += run;
+      if (cut) break;
+      continue;
+    }
     size_t n = utf8_sequence(p + i, len - i);
     if (n == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
       if (o + 1 >= cap) break;

@@ -1,6 +1,7 @@
-// jsonb_attributes.h - a span's attributes built directly as a jsonb value
-// (an AttributeSink over pushJsonbValue), so the worker never prints JSON
-// text for PostgreSQL to parse again.
+// jsonb_attributes.h - a span's attributes built directly as a jsonb value,
+// so the worker never prints JSON text for PostgreSQL to parse again. The
+// object is assembled as an array of key/value pairs and sorted once into
+// jsonb's key order, instead of through pushJsonbValue's parse state.
 #pragma once
 
 #include "core/attribute_sink.h"
@@ -8,11 +9,10 @@
 
 namespace ebpfc::pg {
 
-// Lives in the current memory context; use one per span. Calls PostgreSQL
-// (palloc, pushJsonbValue): run inside pg_call.
+// Use one per span. Values live in the current memory context; calls
+// PostgreSQL (palloc, JsonbValueToJsonb): run inside pg_call.
 class JsonbAttributes final : public AttributeSink {
  public:
-  JsonbAttributes();
   void string(const char* key, const char* s, size_t len) override;
   void number(const char* key, uint64_t v) override;
   void boolean(const char* key, bool v) override;
@@ -24,10 +24,13 @@ class JsonbAttributes final : public AttributeSink {
   Datum finish();
 
  private:
-  void key(const char* k);
-  void value(JsonbValue* v, bool in_array);
+  static constexpr int kMaxPairs = 24;  // the emitters' keys (http: 14)
+  static constexpr int kMaxElems = 16;  // the longest array (incomplete reasons: 12)
+  JsonbValue* add(const char* key);     // the value slot of a new pair, or null when full
 
-  JsonbParseState* state_ = nullptr;
+  JsonbPair pairs_[kMaxPairs];
+  int npairs_ = 0;
+  JsonbValue* array_ = nullptr;  // the open array, between begin_array and end_array
 };
 
 }  // namespace ebpfc::pg

@@ -42,11 +42,12 @@ Datum make_text(const char* s, size_t len) {
 
 Datum make_text(const char* s) { return make_text(s, strlen(s)); }
 
-// Bytes from the wire as valid text.
+// Bytes from the wire as valid text, sanitized straight into the text datum.
 Datum make_wire_text(const char* s, size_t len) {
-  char* clean = static_cast<char*>(palloc(len * 3 + 1));
-  size_t n = sanitize_utf8(s, len, clean, len * 3 + 1);
-  return make_text(clean, n);
+  text* t = static_cast<text*>(palloc(VARHDRSZ + len * 3 + 1));
+  size_t n = sanitize_utf8(s, len, VARDATA(t), len * 3 + 1);
+  SET_VARSIZE(t, VARHDRSZ + n);
+  return PointerGetDatum(t);
 }
 
 Datum make_hex(const uint8_t* bytes, size_t n) {
