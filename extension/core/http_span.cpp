@@ -1,6 +1,8 @@
 #include "core/http_span.h"
 
+#include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 namespace ebpfc {
 
@@ -36,7 +38,23 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
   // early because too many were open has an unknown outcome, not an error.
   const bool no_response = ex.status == 0 && !(ex.incomplete & kHttpQueueBound);
   out.status = (ex.status >= 500 || no_response) ? SpanStatus::Error : SpanStatus::Unset;
-  std::memcpy(&out.exchange, &ex, sizeof(ex));
+  copy_exchange(ex, out.exchange);
+}
+
+void copy_exchange(const HttpExchange& from, HttpExchange& to) {
+  static_assert(std::is_trivially_copyable<HttpExchange>::value, "HttpExchange is plain data");
+  std::memcpy(&to, &from, offsetof(HttpExchange, method_text));
+  // a length is never beyond its buffer; clamped all the same, so that a
+  // broken one cannot make this copy overrun
+  auto text = [](char* dst, const char* src, uint16_t& len, size_t cap) {
+    if (len > cap) len = static_cast<uint16_t>(cap);
+    std::memcpy(dst, src, len);
+    dst[len] = '\0';
+  };
+  text(to.method_text, from.method_text, to.method_len, kHttpMethodMax);
+  text(to.target, from.target, to.target_len, kHttpTargetMax);
+  text(to.host, from.host, to.host_len, kHttpHostMax);
+  text(to.tracestate, from.tracestate, to.tracestate_len, kHttpTracestateMax);
 }
 
 const char* http_span_name(const HttpExchange& ex) {

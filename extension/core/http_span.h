@@ -4,6 +4,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "capture_abi.h"
 #include "core/attribute_sink.h"
@@ -30,6 +35,33 @@ struct HttpSpan {
   SpanStatus status;
   HttpExchange exchange;
 };
+
+// An allocator whose construct() without arguments default-initializes:
+// a new HttpSpan (about 3 KiB, mostly string buffers) in a span list is
+// filled in by http_span_from_exchange, not zeroed first.
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <class U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using HttpSpanList = std::vector<HttpSpan, DefaultInitAllocator<HttpSpan>>;
+
+// Copies an exchange: its fixed fields and the used part of each string
+// (with its NUL), not the whole 3 KiB of string buffers.
+void copy_exchange(const HttpExchange& from, HttpExchange& to);
 
 // Builds the span of `ex`, seen on connection `key` whose client is endpoint
 // `client`; connection_span_id is the id the connection's tcp span will carry.

@@ -62,7 +62,7 @@ HttpStream* HttpTracker::take_stream() {
 }
 
 void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clock,
-                             SpanIdGenerator& ids, std::vector<HttpSpan>& out) {
+                             SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(head.key);
   if (it == conns_.end()) {
     Conn c{};
@@ -156,7 +156,7 @@ void HttpTracker::release(Conn& c) {
 }
 
 void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
-                               std::vector<HttpSpan>& out) {
+                               HttpSpanList& out) {
   clock_ = &clock;
   ids_ = &ids;
   out_ = &out;
@@ -188,8 +188,7 @@ void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGe
   }
 }
 
-void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids,
-                            std::vector<HttpSpan>& out) {
+void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out) {
   clock_ = &clock;
   ids_ = &ids;
   out_ = &out;

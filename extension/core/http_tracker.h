@@ -55,7 +55,7 @@ class HttpTracker final : private HttpExchangeSink {
 
   // A payload head from the kernel; finished exchanges are appended to out.
   void on_payload(const ebpfc_payload_event& head, const WallClock& clock, SpanIdGenerator& ids,
-                  std::vector<HttpSpan>& out);
+                  HttpSpanList& out);
 
   // The connection `key` ended. If it was followed, copies the span id its
   // tcp span must carry (HTTP spans refer to it) to span_id and returns true;
@@ -66,10 +66,10 @@ class HttpTracker final : private HttpExchangeSink {
   // After each drain of the ring buffer: finishes the connections that ended
   // and gives up those silent for expire_after_ns.
   void end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
-                    std::vector<HttpSpan>& out);
+                    HttpSpanList& out);
 
   // Ends every connection (the capture stops).
-  void close_all(const WallClock& clock, SpanIdGenerator& ids, std::vector<HttpSpan>& out);
+  void close_all(const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out);
 
   size_t open_connections() const { return conns_.size(); }
   HttpTrackerCounters counters() const;
@@ -111,7 +111,7 @@ class HttpTracker final : private HttpExchangeSink {
   Conn* current_ = nullptr;
   const WallClock* clock_ = nullptr;
   SpanIdGenerator* ids_ = nullptr;
-  std::vector<HttpSpan>* out_ = nullptr;
+  HttpSpanList* out_ = nullptr;
 };
 
 }  // namespace ebpfc

@@ -78,17 +78,27 @@ class SpanBatch final : public FlowSink {
     after_http(before);
   }
 
-  size_t pending() const { return spans.size() + http_spans.size(); }
-  // Forgets the first ntcp tcp and nhttp http spans (written); what came
-  // in meanwhile stays, as young as it is.
-  void consume(size_t ntcp, size_t nhttp) {
-    spans.erase(spans.begin(), spans.begin() + static_cast<std::ptrdiff_t>(ntcp));
-    http_spans.erase(http_spans.begin(), http_spans.begin() + static_cast<std::ptrdiff_t>(nhttp));
-    oldest_ns = pending() > 0 ? WallClock::monotonic_ns() : 0;
+  // Spans waiting for the next flush.
+  size_t waiting() const { return spans.size() + http_spans.size(); }
+  // Those and the ones a flush is writing: what the backlog bound counts.
+  size_t pending() const { return waiting() + flushing_spans.size() + flushing_http.size(); }
+
+  // A flush takes everything waiting (a swap of buffers: nothing is copied
+  // or moved); what arrives while it runs waits in the emptied buffers.
+  void begin_flush() {
+    std::swap(spans, flushing_spans);
+    std::swap(http_spans, flushing_http);
+    oldest_ns = 0;
+  }
+  void end_flush() {
+    flushing_spans.clear();
+    flushing_http.clear();
   }
 
-  std::vector<Span> spans;
-  std::vector<HttpSpan> http_spans;
+  std::vector<Span> spans;  // waiting
+  HttpSpanList http_spans;
+  std::vector<Span> flushing_spans;  // being written by the flush in progress
+  HttpSpanList flushing_http;
   HttpTracker* http = nullptr;  // null when HTTP is off
   uint64_t oldest_ns = 0;
   uint64_t dropped = 0;
@@ -98,7 +108,7 @@ class SpanBatch final : public FlowSink {
  private:
   bool full() const { return pending() >= static_cast<size_t>(g_max_pending_spans); }
   void note_first() {
-    if (pending() == 0) oldest_ns = WallClock::monotonic_ns();
+    if (waiting() == 0) oldest_ns = WallClock::monotonic_ns();
   }
   // Keeps the new HTTP spans within the backlog bound.
   void after_http(size_t before) {
@@ -216,16 +226,17 @@ void flush(bool final = false) {
     g_worker->pod_changes.clear();
     g_worker->pods->take_changes(g_worker->pod_changes, limit);
   }
-  const size_t tcp_total = b.spans.size();
-  const size_t http_total = b.http_spans.size();
+  b.begin_flush();
+  const size_t tcp_total = b.flushing_spans.size();
+  const size_t http_total = b.flushing_http.size();
   size_t tcp_done = 0, http_done = 0;
   bool pods_pending = !g_worker->pod_changes.empty();
   while (tcp_done < tcp_total || http_done < http_total || pods_pending) {
     SpanStore::Batch batch;
     batch.peers = g_worker->pods;
-    batch.tcp = b.spans.data() + tcp_done;
+    batch.tcp = b.flushing_spans.data() + tcp_done;
     batch.ntcp = std::min(tcp_total - tcp_done, limit);
-    batch.http = b.http_spans.data() + http_done;
+    batch.http = b.flushing_http.data() + http_done;
     batch.nhttp = std::min(http_total - http_done, limit - batch.ntcp);
     if (pods_pending) {
       batch.pods = g_worker->pod_changes.data();
@@ -247,13 +258,13 @@ void flush(bool final = false) {
     http_done += batch.nhttp;
     if (!final && (tcp_done < tcp_total || http_done < http_total)) drain_while_flushing();
   }
-  b.consume(tcp_done, http_done);
+  b.end_flush();
 }
 
 bool flush_due(uint64_t now) {
   const SpanBatch& b = g_worker->batch;
-  if (b.pending() == 0) return g_worker->pods != nullptr && g_worker->pods->pending_changes() > 0;
-  return b.pending() >= static_cast<size_t>(g_batch_size) ||
+  if (b.waiting() == 0) return g_worker->pods != nullptr && g_worker->pods->pending_changes() > 0;
+  return b.waiting() >= static_cast<size_t>(g_batch_size) ||
          now - b.oldest_ns >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
 }
 
@@ -338,7 +349,7 @@ long wait_timeout_ms(uint64_t now) {
   if (g_worker->last_drained > 0 && now + kDrainIntervalNs < deadline)
     deadline = now + kDrainIntervalNs;
   const SpanBatch& b = g_worker->batch;
-  if (b.pending() > 0) {
+  if (b.waiting() > 0) {
     uint64_t flush_at = b.oldest_ns + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
     if (flush_at < deadline) deadline = flush_at;
   }
@@ -358,6 +369,7 @@ void run() {
     options.http = g_http;
     g_worker->capture = new PacketCapture(options);
     g_worker->batch.spans.reserve(static_cast<size_t>(g_batch_size) * 2);
+    g_worker->batch.flushing_spans.reserve(static_cast<size_t>(g_batch_size) * 2);
     if (g_http) {
       g_worker->http = new HttpTracker(http_options(), *g_worker->capture);
       g_worker->batch.http = g_worker->http;

@@ -287,3 +287,30 @@ TEST(HttpAttributes, NoRequestNoMethod) {
   EXPECT_EQ(j.count("server.address"), 0u);
   EXPECT_EQ(j["network.protocol.version"], "1.1");  // from the response
 }
+
+TEST(HttpSpanCopy, CopiesFieldsAndUsedStringsOnly) {
+  ebpfc::HttpSpan a = http_base();
+  ebpfc::HttpExchange& ex = a.exchange;
+  std::memcpy(ex.target, "/x?y=1", 7);
+  ex.target_len = 6;
+  std::memcpy(ex.tracestate, "k=v", 4);
+  ex.tracestate_len = 3;
+  ex.status = 503;
+  ex.trace_id[3] = 0x42;
+  std::unique_ptr<ebpfc::HttpExchange> b(new ebpfc::HttpExchange);
+  std::memset(b.get(), 0x5a, sizeof(*b));  // garbage where nothing is copied
+  ebpfc::copy_exchange(ex, *b);
+  EXPECT_EQ(b->status, 503);
+  EXPECT_EQ(b->trace_id[3], 0x42);
+  EXPECT_EQ(b->response_body_bytes, 1234u);
+  EXPECT_STREQ(b->method_text, "GET");
+  EXPECT_STREQ(b->target, "/x?y=1");
+  EXPECT_STREQ(b->host, "shop.example");
+  EXPECT_STREQ(b->tracestate, "k=v");
+  EXPECT_EQ(std::string(b->host, b->host_len), "shop.example");
+  // a broken length is clamped to its buffer
+  ex.host_len = 60000;
+  ebpfc::copy_exchange(ex, *b);
+  EXPECT_EQ(b->host_len, ebpfc::kHttpHostMax);
+  EXPECT_EQ(b->host[ebpfc::kHttpHostMax], '\0');
+}
