@@ -440,9 +440,9 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     LIMIT 1
 $$;
 
--- Edges (caller -> callee) of the window [window_start, window_end).
-CREATE FUNCTION @extschema@.service_map_edges(window_start timestamptz, window_end timestamptz)
-RETURNS TABLE (
+-- The rows Grafana's Node Graph panel reads (the field names are its
+-- contract; see above), one type for both forms of each function.
+CREATE TYPE @extschema@.service_map_edge AS (
     id text, source text, target text, mainstat text, secondarystat text,
     "detail__requests" bigint,
     "detail__errors" bigint,
@@ -453,7 +453,29 @@ RETURNS TABLE (
     "detail__connections" bigint,
     "detail__connection_errors" bigint,
     "detail__bytes_sent" bigint,
-    "detail__bytes_received" bigint)
+    "detail__bytes_received" bigint);
+
+CREATE TYPE @extschema@.service_map_node AS (
+    id text, title text, subtitle text, mainstat text, secondarystat text,
+    arc__success double precision, arc__errors double precision,
+    "detail__requests_in" bigint,
+    "detail__errors_in" bigint,
+    "detail__requests_in_per_s" double precision,
+    "detail__error_ratio_in" double precision,
+    "detail__p50_ms_in" double precision,
+    "detail__p95_ms_in" double precision,
+    "detail__connections_in" bigint,
+    "detail__connection_errors_in" bigint,
+    "detail__requests_out" bigint,
+    "detail__errors_out" bigint,
+    "detail__connections_out" bigint,
+    "detail__connection_errors_out" bigint,
+    "detail__bytes_received" bigint,
+    "detail__bytes_sent" bigint);
+
+-- Edges (caller -> callee) of the window [window_start, window_end).
+CREATE FUNCTION @extschema@.service_map_edges(window_start timestamptz, window_end timestamptz)
+RETURNS SETOF @extschema@.service_map_edge
 LANGUAGE sql STABLE AS $$
     WITH e AS (
         SELECT m.src_id, m.dst_id,
@@ -504,18 +526,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION @extschema@.service_map_edges(since interval DEFAULT '15 minutes')
-RETURNS TABLE (
-    id text, source text, target text, mainstat text, secondarystat text,
-    "detail__requests" bigint,
-    "detail__errors" bigint,
-    "detail__requests_per_s" double precision,
-    "detail__error_ratio" double precision,
-    "detail__p50_ms" double precision,
-    "detail__p95_ms" double precision,
-    "detail__connections" bigint,
-    "detail__connection_errors" bigint,
-    "detail__bytes_sent" bigint,
-    "detail__bytes_received" bigint)
+RETURNS SETOF @extschema@.service_map_edge
 LANGUAGE sql STABLE AS $$
     SELECT * FROM @extschema@.service_map_edges(now() - since, now())
 $$;
@@ -526,23 +537,7 @@ $$;
 -- shows its outgoing traffic instead, marked "out". The arcs are the
 -- fractions of that traffic that succeeded and failed (they sum to 1).
 CREATE FUNCTION @extschema@.service_map_nodes(window_start timestamptz, window_end timestamptz)
-RETURNS TABLE (
-    id text, title text, subtitle text, mainstat text, secondarystat text,
-    arc__success double precision, arc__errors double precision,
-    "detail__requests_in" bigint,
-    "detail__errors_in" bigint,
-    "detail__requests_in_per_s" double precision,
-    "detail__error_ratio_in" double precision,
-    "detail__p50_ms_in" double precision,
-    "detail__p95_ms_in" double precision,
-    "detail__connections_in" bigint,
-    "detail__connection_errors_in" bigint,
-    "detail__requests_out" bigint,
-    "detail__errors_out" bigint,
-    "detail__connections_out" bigint,
-    "detail__connection_errors_out" bigint,
-    "detail__bytes_received" bigint,
-    "detail__bytes_sent" bigint)
+RETURNS SETOF @extschema@.service_map_node
 LANGUAGE sql STABLE AS $$
     WITH m AS MATERIALIZED (
         SELECT * FROM @extschema@._service_map_window(window_start, window_end)
@@ -635,23 +630,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 CREATE FUNCTION @extschema@.service_map_nodes(since interval DEFAULT '15 minutes')
-RETURNS TABLE (
-    id text, title text, subtitle text, mainstat text, secondarystat text,
-    arc__success double precision, arc__errors double precision,
-    "detail__requests_in" bigint,
-    "detail__errors_in" bigint,
-    "detail__requests_in_per_s" double precision,
-    "detail__error_ratio_in" double precision,
-    "detail__p50_ms_in" double precision,
-    "detail__p95_ms_in" double precision,
-    "detail__connections_in" bigint,
-    "detail__connection_errors_in" bigint,
-    "detail__requests_out" bigint,
-    "detail__errors_out" bigint,
-    "detail__connections_out" bigint,
-    "detail__connection_errors_out" bigint,
-    "detail__bytes_received" bigint,
-    "detail__bytes_sent" bigint)
+RETURNS SETOF @extschema@.service_map_node
 LANGUAGE sql STABLE AS $$
     SELECT * FROM @extschema@.service_map_nodes(now() - since, now())
 $$;
