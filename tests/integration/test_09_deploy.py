@@ -125,3 +125,71 @@ def test_dockerfile():
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), src
+
+
+def dockerfile_stages():
+    """The Dockerfile's stages as lists of (instruction, argument) with
+    continuation lines joined."""
+    stages, cur, pending = [], None, ""
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        line = raw.rstrip()
+        if not pending and (not line or line.lstrip().startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        instr, _, arg = line.strip().partition(" ")
+        if instr == "FROM":
+            cur = []
+            stages.append(cur)
+        cur.append((instr, arg.strip()))
+    return stages
+
+
+def test_dockerfile_packages_exist_in_bookworm():
+    """Every package the image installs is one Debian 12 (the image's base,
+    bookworm) has; this machine's apt sources are bookworm's. The image's
+    postgresql-server-dev-15 comes from PGDG there and from Debian here."""
+    names = []
+    for stage in dockerfile_stages():
+        for instr, arg in stage:
+            if instr == "RUN" and "apt-get install" in arg:
+                tail = arg.split("apt-get install", 1)[1].split("&&", 1)[0]
+                names += [w for w in tail.split() if not w.startswith("-")]
+    assert "libbpf1" in names and "postgresql-server-dev-15" in names, names
+    res = subprocess.run(["apt-cache", "show", "--no-all-versions", *names],
+                         capture_output=True, text=True, timeout=120)
+    missing = [n for n in names if f"Package: {n}\n" not in res.stdout]
+    assert not missing, f"not in the apt sources: {missing}\n{res.stderr}"
+
+
+def test_dockerfile_build_stage_outside_docker(tmp_path):
+    """The build stage's COPY and RUN make steps, run here without Docker
+    (no engine and no registry on this machine): only what the Dockerfile
+    copies is in the build directory, so a file the build needs but the
+    image does not get fails this test."""
+    build = next(s for s in dockerfile_stages() if "AS build" in s[0][1])
+    src = tmp_path / "src"
+    src.mkdir()
+    steps = []
+    for instr, arg in build:
+        if instr == "COPY":
+            *froms, dest = arg.split()
+            for f in froms:
+                target = src / dest if dest.endswith("/") and dest != "./" else src
+                if (REPO / f).is_dir():
+                    shutil.copytree(REPO / f, src / dest.rstrip("/"), dirs_exist_ok=True)
+                else:
+                    shutil.copy2(REPO / f, target)
+        elif instr == "RUN" and "make" in arg:
+            steps.append(arg.replace("/out", str(tmp_path / "out")))
+    assert steps, build
+    for cmd in steps:
+        res = subprocess.run(["bash", "-c", cmd], cwd=src, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, f"{cmd}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    lib = list((tmp_path / "out").rglob("ebpf_capture.so"))
+    control = list((tmp_path / "out").rglob("ebpf_capture.control"))
+    script = list((tmp_path / "out").rglob("ebpf_capture--0.1.sql"))
+    assert lib and control and script, list((tmp_path / "out").rglob("*"))
