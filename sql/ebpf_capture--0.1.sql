@@ -552,28 +552,30 @@ LANGUAGE sql STABLE AS $$
                @extschema@._service_map_quantile(0.95, array_agg(hist.bucket), array_agg(hist.n))
                    AS p95
         FROM hist GROUP BY hist.id
+    ), sides AS (
+        -- each row once for the node that served it (received what the
+        -- client sent) and once for the node that called (the other way)
+        SELECT m.dst_id AS id, m.dst_title AS title, m.dst_subtitle AS subtitle, true AS served,
+               m.bucket, m.spans, m.errors, m.bytes_sent AS rx, m.bytes_received AS tx
+        FROM m
+        UNION ALL
+        SELECT m.src_id, m.src_title, m.src_subtitle, false, m.bucket, m.spans, m.errors,
+               m.bytes_received, m.bytes_sent
+        FROM m
+    ), agg AS (
+        SELECT s.id, s.served, min(s.title) AS title, min(s.subtitle) AS subtitle,
+               coalesce(sum(s.spans) FILTER (WHERE s.bucket > 0), 0)::bigint AS requests,
+               coalesce(sum(s.errors) FILTER (WHERE s.bucket > 0), 0)::bigint AS errors,
+               coalesce(sum(s.spans) FILTER (WHERE s.bucket = 0), 0)::bigint AS connections,
+               coalesce(sum(s.errors) FILTER (WHERE s.bucket = 0), 0)::bigint
+                   AS connection_errors,
+               coalesce(sum(s.rx), 0)::bigint AS bytes_rx,
+               coalesce(sum(s.tx), 0)::bigint AS bytes_tx
+        FROM sides s GROUP BY s.id, s.served
     ), i AS (
-        SELECT m.dst_id AS id, min(m.dst_title) AS title, min(m.dst_subtitle) AS subtitle,
-               coalesce(sum(m.spans) FILTER (WHERE m.bucket > 0), 0)::bigint AS requests,
-               coalesce(sum(m.errors) FILTER (WHERE m.bucket > 0), 0)::bigint AS errors,
-               coalesce(sum(m.spans) FILTER (WHERE m.bucket = 0), 0)::bigint AS connections,
-               coalesce(sum(m.errors) FILTER (WHERE m.bucket = 0), 0)::bigint
-                   AS connection_errors,
-               -- payload bytes of the connections it served: received, sent
-               coalesce(sum(m.bytes_sent), 0)::bigint AS bytes_rx,
-               coalesce(sum(m.bytes_received), 0)::bigint AS bytes_tx
-        FROM m GROUP BY m.dst_id
+        SELECT * FROM agg WHERE served
     ), o AS (
-        SELECT m.src_id AS id, min(m.src_title) AS title, min(m.src_subtitle) AS subtitle,
-               coalesce(sum(m.spans) FILTER (WHERE m.bucket > 0), 0)::bigint AS requests,
-               coalesce(sum(m.errors) FILTER (WHERE m.bucket > 0), 0)::bigint AS errors,
-               coalesce(sum(m.spans) FILTER (WHERE m.bucket = 0), 0)::bigint AS connections,
-               coalesce(sum(m.errors) FILTER (WHERE m.bucket = 0), 0)::bigint
-                   AS connection_errors,
-               -- payload bytes of the connections it opened: received, sent
-               coalesce(sum(m.bytes_received), 0)::bigint AS bytes_rx,
-               coalesce(sum(m.bytes_sent), 0)::bigint AS bytes_tx
-        FROM m GROUP BY m.src_id
+        SELECT * FROM agg WHERE NOT served
     ), w AS (
         SELECT greatest(extract(epoch FROM window_end - window_start)::float8, 1e-9) AS seconds
     ), n AS (
