@@ -121,11 +121,6 @@ class PeerColumns {
     for (auto& c : cols_) c = static_cast<Column*>(palloc(sizeof(Column)));
     for (auto& c : cols_) new (c) Column(n, TEXTOID);
   }
-  void set(int i, const kube::PodCache* peers, const uint8_t src[16], const uint8_t dst[16],
-           int64_t at_us) {
-    set(i, peers ? peers->lookup(src, at_us) : nullptr,
-        peers ? peers->lookup(dst, at_us) : nullptr);
-  }
   void set(int i, const kube::PeerIdentity* src, const kube::PeerIdentity* dst) {
     set_side(i, 0, src);
     set_side(i, 5, dst);
@@ -164,8 +159,9 @@ const char* kPeerNames =
     "dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node";
 
 // The parameters of the tcp insert, built in the current memory context.
-void tcp_values(const Span* spans, int n, const char* interface, const kube::PodCache* peers,
-                Datum* values) {
+// who_at holds each span's source and destination identity (2 per span).
+void tcp_values(const Span* spans, int n, const char* interface,
+                const kube::PeerIdentity* const* who_at, Datum* values) {
   PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID),
       status(n, TEXTOID), src(n, INETOID), dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID),
@@ -189,7 +185,7 @@ void tcp_values(const Span* spans, int n, const char* interface, const kube::Pod
     JsonbAttributes attributes;
     tcp_attributes(s, attributes);
     attrs.set(i, attributes.finish());
-    who.set(i, peers, s.src_addr, s.dst_addr, s.start_unix_us);
+    who.set(i, who_at[2 * i], who_at[2 * i + 1]);
   }
   const Column* cols[] = {&trace, &span,  &start, &end,      &status, &src,       &dst,
                           &sport, &dport, &sent,  &received, &psent,  &preceived, &attrs};
@@ -200,8 +196,8 @@ void tcp_values(const Span* spans, int n, const char* interface, const kube::Pod
 }
 
 // The parameters of the http insert, built in the current memory context.
-void http_values(const HttpSpan* spans, int n, const char* interface, const kube::PodCache* peers,
-                 Datum* values) {
+void http_values(const HttpSpan* spans, int n, const char* interface,
+                 const kube::PeerIdentity* const* who_at, Datum* values) {
   PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), parent(n, TEXTOID), name(n, TEXTOID),
       start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID), status(n, TEXTOID), src(n, INETOID),
@@ -240,7 +236,7 @@ void http_values(const HttpSpan* spans, int n, const char* interface, const kube
       code.set(i, Int32GetDatum(ex.status));
     else
       code.set_null(i);
-    who.set(i, peers, s.src_addr, s.dst_addr, s.start_unix_us);
+    who.set(i, who_at[2 * i], who_at[2 * i + 1]);
   }
   const Column* cols[] = {&trace, &span,  &parent, &name,     &start, &end,    &status, &src, &dst,
                           &sport, &dport, &sent,   &received, &attrs, &method, &target, &code};
@@ -492,27 +488,34 @@ void SpanStore::prepare() {
   });
 }
 
-bool SpanStore::fold_rollup(const Batch& b, char* error, size_t error_size) noexcept {
+bool SpanStore::resolve_and_fold(const Batch& b, char* error, size_t error_size) noexcept {
   try {
     rollup_.clear();
-    auto end = [&](const uint8_t addr[16], uint8_t family, int64_t at_us) {
-      return Rollup::end(b.peers ? b.peers->lookup(addr, at_us) : nullptr, family, addr);
+    peers_.clear();
+    auto who = [&](const uint8_t addr[16], int64_t at_us) {
+      const kube::PeerIdentity* id = b.peers ? b.peers->lookup(addr, at_us) : nullptr;
+      peers_.push_back(id);
+      return id;
     };
     for (size_t i = 0; i < b.ntcp; i++) {
       const Span& s = b.tcp[i];
-      rollup_.add_connection(s.start_unix_us, end(s.src_addr, s.family, s.start_unix_us),
-                             end(s.dst_addr, s.family, s.start_unix_us),
-                             s.status == SpanStatus::Error, s.bytes_sent, s.bytes_received);
+      const auto* src = who(s.src_addr, s.start_unix_us);
+      const auto* dst = who(s.dst_addr, s.start_unix_us);
+      rollup_.add_connection(s.start_unix_us, Rollup::end(src, s.family, s.src_addr),
+                             Rollup::end(dst, s.family, s.dst_addr), s.status == SpanStatus::Error,
+                             s.bytes_sent, s.bytes_received);
     }
     for (size_t i = 0; i < b.nhttp; i++) {
       const HttpSpan& s = b.http[i];
-      rollup_.add_request(
-          s.start_unix_us, s.end_unix_us, end(s.src_addr, s.family, s.start_unix_us),
-          end(s.dst_addr, s.family, s.start_unix_us), s.status == SpanStatus::Error);
+      const auto* src = who(s.src_addr, s.start_unix_us);
+      const auto* dst = who(s.dst_addr, s.start_unix_us);
+      rollup_.add_request(s.start_unix_us, s.end_unix_us, Rollup::end(src, s.family, s.src_addr),
+                          Rollup::end(dst, s.family, s.dst_addr), s.status == SpanStatus::Error);
     }
     return true;
   } catch (const std::bad_alloc&) {
     rollup_.clear();
+    peers_.clear();
     strlcpy(error, "out of memory folding the batch into the service map rollup", error_size);
     return false;
   }
@@ -525,7 +528,7 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
   SPIPlanPtr http_plan = static_cast<SPIPlanPtr>(http_plan_);
   SPIPlanPtr pod_plan = static_cast<SPIPlanPtr>(pod_plan_);
   SPIPlanPtr rollup_plan = static_cast<SPIPlanPtr>(rollup_plan_);
-  if (!fold_rollup(b, error, error_size)) return false;
+  if (!resolve_and_fold(b, error, error_size)) return false;
 
   bool ok = pg_call_noexcept(
       [&] {
@@ -536,9 +539,11 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         Datum http_args[kHttpArgs];
         Datum pod_args[kPodArgs];
         Datum rollup_args[kRollupArgs];
-        if (b.ntcp > 0) tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, b.peers, tcp_args);
+        if (b.ntcp > 0)
+          tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, peers_.data(), tcp_args);
         if (b.nhttp > 0)
-          http_values(b.http, static_cast<int>(b.nhttp), interface, b.peers, http_args);
+          http_values(b.http, static_cast<int>(b.nhttp), interface, peers_.data() + 2 * b.ntcp,
+                      http_args);
         if (b.npods > 0) pod_values(b.pods, static_cast<int>(b.npods), pod_args);
         if (rollup_.size() > 0) rollup_values(rollup_, rollup_args);
         MemoryContextSwitchTo(old);

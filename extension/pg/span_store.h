@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "core/edge_rollup.h"
 #include "core/http_span.h"
@@ -35,10 +36,14 @@ class SpanStore {
   bool insert(const Batch& batch, const char* interface, char* error, size_t error_size);
 
  private:
-  // Folds the batch into rollup_ (C++ only, before the transaction).
-  bool fold_rollup(const Batch& batch, char* error, size_t error_size) noexcept;
+  // Looks up who is at both ends of every span, once, into peers_, and
+  // folds the batch into rollup_ (C++ only, before the transaction).
+  bool resolve_and_fold(const Batch& batch, char* error, size_t error_size) noexcept;
 
   EdgeRollup<kube::PeerIdentity> rollup_;
+  // Per span of the batch, tcp then http: source and destination identity
+  // (null: unknown), read by the row builders and the rollup alike.
+  std::vector<const kube::PeerIdentity*> peers_;
   void* rollup_plan_ = nullptr;    // SPIPlanPtr
   void* tcp_plan_ = nullptr;       // SPIPlanPtr
   void* http_plan_ = nullptr;      // SPIPlanPtr
