@@ -17,7 +17,8 @@ CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o extension/core
 	extension/core/http_exchange.o extension/core/http_message.o \
 	extension/core/http_reorder.o extension/core/http_stream.o \
 	extension/core/http_traceparent.o extension/core/http_tracker.o extension/core/edge_rollup.o
-CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o
+CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o \
+	extension/capture/bridge_watch.o extension/capture/link_messages.o
 KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube_objects \
 	workload string_pool pod_cache backoff kube_config token_file reflector kube_status \
 	curl_driver kube_client)

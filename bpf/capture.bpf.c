@@ -5,7 +5,8 @@
  * It aggregates in the kernel: every TCP segment is accounted to its
  * connection in the `flows` hash map (exact packet and byte counts, handshake
  * times, flags; updated atomically, see flow_account.h), and user space hears about a connection
- * through the `events` ring buffer only when it closes. If the ring buffer is full the map still
+ * through the `events` ring buffer only when it closes (and, for HTTP, with
+ * payload heads). If the ring buffer is full the map still
  * holds the exact counts and user space finds the closed flow on its next
  * sweep. The filter returns 0, so no frame is ever queued to the socket.
  */
@@ -54,6 +55,15 @@ const volatile __u64 wakeup_bytes = 64 * sizeof(struct ebpfc_event);
 
 /* Whether to send payload heads of HTTP connections. Set by user space before load. */
 const volatile __u8 send_payload = 0;
+
+/*
+ * Set when the capture is at a bridge's ports (user space, before load): the
+ * filter then runs on one socket per port, which ignore outgoing frames, and
+ * on the bridge device, where it keeps only what the host sends out. A frame
+ * coming up from a port to the host was already counted at that port.
+ */
+const volatile __u32 bridge_ifindex = 0;
+#define EBPFC_PACKET_OUTGOING 4 /* PACKET_OUTGOING in linux/if_packet.h */
 
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
@@ -209,6 +219,9 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	int result;
 
 	if (!c || !tmp)
+		return 0;
+	if (bridge_ifindex != 0 && skb->ifindex == bridge_ifindex &&
+	    skb->pkt_type != EBPFC_PACKET_OUTGOING)
 		return 0;
 	c->frames++;
 	c->frame_bytes += skb->len;

@@ -99,8 +99,9 @@ CREATE FUNCTION @extschema@._capture_slots(
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
     OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT pods_known bigint, OUT metadata_state text,
-    OUT metadata_error text, OUT last_error text)
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text)
     RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
 
 -- Starts capturing on an interface of the server's network namespace. Returns
@@ -157,8 +158,9 @@ CREATE FUNCTION @extschema@.capture_status(
     OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
     OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
     OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT pods_known bigint, OUT metadata_state text,
-    OUT metadata_error text, OUT last_error text)
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text)
 RETURNS SETOF record LANGUAGE sql STABLE AS $$
     SELECT c.interface, s.pid,
            CASE
@@ -173,7 +175,8 @@ RETURNS SETOF record LANGUAGE sql STABLE AS $$
            coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
            coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
            coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
-           coalesce(s.pods_known, 0), s.metadata_state, s.metadata_error, s.last_error
+           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
+           s.metadata_state, s.metadata_error, s.last_error
     FROM @extschema@.captures c
     LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
     ORDER BY c.interface

@@ -1,4 +1,6 @@
 #include "capture/packet_capture.h"
+
+#include "capture/bridge_watch.h"
 #include "capture/capture_checks.h"
 
 #include <arpa/inet.h>
@@ -8,6 +10,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,6 +58,14 @@ std::string errno_text(int err) { return std::string(strerror(err)); }
   throw CaptureError(msg);
 }
 
+// Listens to nothing: the ports of the first list are opened once the
+// filter is loaded.
+class NoPortListener final : public PortListener {
+ public:
+  void port_added(int) override {}
+  void port_removed(int) override {}
+};
+
 }  // namespace
 
 PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) {
@@ -63,7 +74,13 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   const unsigned ifindex = if_nametoindex(options.interface.c_str());
   if (ifindex == 0) throw CaptureError("interface \"" + options.interface + "\" does not exist");
 
-    // libbpf's callback type carries no format attribute for GCC to match.
+  if (options.bridge_ports) {
+    NoPortListener none;
+    watch_ = std::make_unique<BridgeWatch>(static_cast<int>(ifindex), none);
+    if (!watch_->is_bridge()) watch_.reset();  // one socket on the device, as below
+  }
+
+  // libbpf's callback type carries no format attribute for GCC to match.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wsuggest-attribute=format"
   libbpf_set_print(libbpf_print);
@@ -74,6 +91,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   if (!skel_) fail("cannot open the embedded BPF object", errno);
   skel_->rodata->send_payload = options.http ? 1 : 0;
   skel_->rodata->wakeup_bytes = static_cast<__u64>(options.wakeup_events) * sizeof(ebpfc_event);
+  skel_->rodata->bridge_ifindex = watch_ ? ifindex : 0;
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {
@@ -99,26 +117,11 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   flows_fd_ = bpf_map__fd(skel_->maps.flows);
   counters_fd_ = bpf_map__fd(skel_->maps.counters);
   l7_control_fd_ = bpf_map__fd(skel_->maps.l7_control);
+  prog_fd_ = bpf_program__fd(skel_->progs.ebpfc_socket_filter);
 
   try {
-    // A socket with protocol 0 receives nothing until bound: attach the filter
-    // first, so no unfiltered frame is ever queued.
-    sock_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sock_ < 0)
-      fail("cannot open an AF_PACKET socket", errno,
-           errno == EPERM ? "the server process lacks CAP_NET_RAW: grant it with setpriv "
-                            "--ambient-caps +net_raw,... or setcap cap_net_raw+ep"
-                          : "");
-    const int prog_fd = bpf_program__fd(skel_->progs.ebpfc_socket_filter);
-    if (setsockopt(sock_, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd, sizeof(prog_fd)) != 0)
-      fail("cannot attach the socket filter (SO_ATTACH_BPF)", errno);
-    sockaddr_ll addr{};
-    addr.sll_family = AF_PACKET;
-    addr.sll_protocol = htons(ETH_P_ALL);
-    addr.sll_ifindex = static_cast<int>(ifindex);
-    if (bind(sock_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-      fail("cannot bind the packet socket to \"" + options.interface + "\"", errno);
-    if (options.promiscuous) {
+    sock_ = open_socket(ifindex, false);
+    if (!watch_ && options.promiscuous) {
       // A bridge passes frames forwarded between its ports up to packet
       // sockets on the bridge device only while it is promiscuous.
       packet_mreq mreq{};
@@ -127,17 +130,25 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
       if (setsockopt(sock_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0)
         fail("cannot make \"" + options.interface + "\" promiscuous", errno);
     }
+    if (watch_)
+      for (int port : watch_->tracker().ports()) port_added(port);
 
     ring_ =
         ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this, nullptr);
     if (!ring_) fail("cannot map the BPF ring buffer", errno);
+
+    // One fd for the worker to wait on: the ring buffer and, on a bridge,
+    // the port notifications.
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) fail("cannot create an epoll instance", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, bpf_map__fd(skel_->maps.events), &ev) != 0)
+      fail("cannot watch the BPF ring buffer", errno);
+    if (watch_ && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, watch_->fd(), &ev) != 0)
+      fail("cannot watch link notifications", errno);
   } catch (...) {
-    if (ring_) ring_buffer__free(ring_);
-    ring_ = nullptr;
-    if (sock_ >= 0) close(sock_);
-    sock_ = -1;
-    capture_bpf__destroy(skel_);
-    skel_ = nullptr;
+    close_all();
     throw;
   }
 
@@ -149,13 +160,72 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   percpu_.resize(cpus > 0 ? static_cast<size_t>(cpus) : 1);
 }
 
-PacketCapture::~PacketCapture() {
+PacketCapture::~PacketCapture() { close_all(); }
+
+void PacketCapture::close_all() noexcept {
+  for (const auto& port : port_socks_) close(port.second);
+  port_socks_.clear();
   if (ring_) ring_buffer__free(ring_);
+  ring_ = nullptr;
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  epoll_fd_ = -1;
   if (sock_ >= 0) close(sock_);
+  sock_ = -1;
   if (skel_) capture_bpf__destroy(skel_);
+  skel_ = nullptr;
+  watch_.reset();
 }
 
-int PacketCapture::event_fd() const { return ring_buffer__epoll_fd(ring_); }
+int PacketCapture::open_socket(unsigned ifindex, bool ignore_outgoing) {
+  // A socket with protocol 0 receives nothing until bound: attach the filter
+  // first, so no unfiltered frame is ever queued.
+  const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0)
+    fail("cannot open an AF_PACKET socket", errno,
+         errno == EPERM ? "the server process lacks CAP_NET_RAW: grant it with setpriv "
+                          "--ambient-caps +net_raw,... or setcap cap_net_raw+ep"
+                        : "");
+  try {
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd_, sizeof(prog_fd_)) != 0)
+      fail("cannot attach the socket filter (SO_ATTACH_BPF)", errno);
+    const int one = 1;
+    if (ignore_outgoing &&
+        setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0)
+      fail("cannot ignore outgoing frames (PACKET_IGNORE_OUTGOING)", errno);
+    sockaddr_ll addr{};
+    addr.sll_family = AF_PACKET;
+    addr.sll_protocol = htons(ETH_P_ALL);
+    addr.sll_ifindex = static_cast<int>(ifindex);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      char name[IF_NAMESIZE] = "?";
+      if_indextoname(ifindex, name);
+      fail("cannot bind the packet socket to \"" + std::string(name) + "\"", errno);
+    }
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  return fd;
+}
+
+void PacketCapture::port_added(int ifindex) {
+  if (port_socks_.count(ifindex)) return;
+  try {
+    port_socks_[ifindex] = open_socket(static_cast<unsigned>(ifindex), true);
+  } catch (const CaptureError&) {
+    // Most often the device went away before we got to it (its removal is
+    // the next notification); the capture goes on without it.
+    port_failures_++;
+  }
+}
+
+void PacketCapture::port_removed(int ifindex) {
+  auto it = port_socks_.find(ifindex);
+  if (it == port_socks_.end()) return;
+  read_socket_stats(it->second);
+  close(it->second);
+  port_socks_.erase(it);
+}
 
 int PacketCapture::on_event(void* ctx, void* data, size_t size) {
   auto* self = static_cast<PacketCapture*>(ctx);
@@ -210,6 +280,7 @@ void PacketCapture::apply_l7_control() {
 }
 
 size_t PacketCapture::drain(FlowSink& sink) {
+  if (watch_) watch_->poll(*this);
   sink_ = &sink;
   drained_ = 0;
   int rc = ring_buffer__consume(ring_);
@@ -274,16 +345,23 @@ CaptureCounters PacketCapture::counters() {
       for (size_t k = 0; k < sizeof(ebpfc_counters) / sizeof(__u64); k++) dst[k] += src[k];
     }
   }
+  read_socket_stats(sock_);
+  for (const auto& port : port_socks_) read_socket_stats(port.second);
+  out.socket_packets = socket_packets_;
+  out.socket_drops = socket_drops_;
+  out.ports = static_cast<uint32_t>(port_socks_.size());
+  out.port_failures = port_failures_;
+  return out;
+}
+
+void PacketCapture::read_socket_stats(int fd) {
   tpacket_stats st{};
   socklen_t len = sizeof(st);
   // PACKET_STATISTICS resets on read: accumulate.
-  if (getsockopt(sock_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+  if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
     socket_packets_ += st.tp_packets;
     socket_drops_ += st.tp_drops;
   }
-  out.socket_packets = socket_packets_;
-  out.socket_drops = socket_drops_;
-  return out;
 }
 
 }  // namespace ebpfc

@@ -7,10 +7,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "capture/link_messages.h"
 #include "capture_abi.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
@@ -27,8 +30,13 @@ class CaptureError : public std::runtime_error {
 
 struct CaptureOptions {
   std::string interface;
+  // On a bridge: capture where frames enter it, at each of its ports (and
+  // what the host sends out through the bridge device), instead of making
+  // the bridge promiscuous. See PacketCapture.
+  bool bridge_ports = true;
+  // Otherwise (or when the interface is not a bridge): join it promiscuously.
   bool promiscuous = true;
-  uint32_t flow_table_size = 65536;       // entries in the flows map
+  uint32_t flow_table_size = 65536;        // entries in the flows map
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
   // The kernel wakes the reader once this many events are waiting; fewer are
   // picked up by the reader's own periodic drain.
@@ -43,6 +51,8 @@ struct CaptureCounters {
   ebpfc_counters filter{};
   uint64_t socket_packets = 0;
   uint64_t socket_drops = 0;
+  uint32_t ports = 0;          // bridge ports captured at (bridge_ports mode)
+  uint64_t port_failures = 0;  // ports whose socket could not be opened
 };
 
 // Receives connections that ended, in the order user space learns of them.
@@ -58,19 +68,35 @@ class FlowSink {
   virtual void payload(const ebpfc_payload_event& head) = 0;
 };
 
-class PacketCapture final : public PayloadControl {
+class BridgeWatch;
+
+// One capture. On a device that is not a bridge (or with bridge_ports off) it
+// is one packet socket on the device, promiscuous if asked. On a bridge with
+// bridge_ports on it sees every frame once, where it enters the bridge:
+//   - one socket per port (a pod's veth, ...) with PACKET_IGNORE_OUTGOING:
+//     frames a pod sends, to another pod or to the host;
+//   - the socket on the bridge device, whose filter keeps only outgoing
+//     frames: what the host sends to pods.
+// The bridge is then never promiscuous, so frames it forwards between ports
+// are not also cloned up the host's stack. Ports are followed through
+// rtnetlink (BridgeWatch) as pods come and go; a new port is captured from
+// the moment its notification is read (within one wake-up of the worker).
+class PacketCapture final : public PayloadControl, private PortListener {
  public:
   explicit PacketCapture(const CaptureOptions& options);
   ~PacketCapture() override;
   PacketCapture(const PacketCapture&) = delete;
   PacketCapture& operator=(const PacketCapture&) = delete;
 
-  // Readable when the ring buffer holds events (ring_buffer__epoll_fd).
-  int event_fd() const;
+  // Readable when the ring buffer holds events or ports changed.
+  int event_fd() const { return epoll_fd_; }
+
+  // Whether the capture is at the bridge's ports (not promiscuous).
+  bool at_bridge_ports() const { return watch_ != nullptr; }
 
   // Consumes every event in the ring buffer, hands each closed flow to sink,
-  // then removes those flows from the map in one batch. Returns the number of
-  // flows reported.
+  // then removes those flows from the map in one batch; also follows port
+  // changes. Returns the number of flows reported.
   size_t drain(FlowSink& sink);
 
   // Walks the flows map: reports and removes idle flows and closed flows whose
@@ -93,11 +119,22 @@ class PacketCapture final : public PayloadControl {
   static int on_event(void* ctx, void* data, size_t size);
   void delete_batch(int map_fd, std::vector<ebpfc_flow_key>& keys);
   void apply_l7_control();
+  // Opens a packet socket on ifindex with the filter attached.
+  int open_socket(unsigned ifindex, bool ignore_outgoing);
+  void read_socket_stats(int fd);
+  void port_added(int ifindex) override;
+  void port_removed(int ifindex) override;
+  void close_all() noexcept;
 
   CaptureOptions options_;
   capture_bpf* skel_ = nullptr;
   ring_buffer* ring_ = nullptr;
   int sock_ = -1;
+  int epoll_fd_ = -1;
+  int prog_fd_ = -1;
+  std::unique_ptr<BridgeWatch> watch_;
+  std::map<int, int> port_socks_;  // ifindex -> packet socket
+  uint64_t port_failures_ = 0;
   int flows_fd_ = -1;
   int counters_fd_ = -1;
   int l7_control_fd_ = -1;

@@ -10,6 +10,7 @@ int g_idle_timeout_ms = 60000;
 int g_flush_interval_ms = 200;
 int g_batch_size = 2000;
 int g_max_pending_spans = 200000;
+bool g_bridge_ports = true;
 bool g_promiscuous = true;
 int g_flow_table_size = 65536;
 int g_ring_buffer_kb = 16384;
@@ -57,9 +58,17 @@ static void define_reloadable_gucs() {
       "ebpf_capture.max_pending_spans",
       "Spans kept in memory while inserts fail; beyond this they are dropped and counted.", nullptr,
       &g_max_pending_spans, 200000, 1000, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomBoolVariable("ebpf_capture.promiscuous",
-                           "Put the captured interface in promiscuous mode (needed on bridges).",
-                           nullptr, &g_promiscuous, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.bridge_ports",
+      "On a bridge, capture where frames enter it: at each of its ports, followed as they come "
+      "and go.",
+      "Off: one socket on the bridge device, which must then be promiscuous to see the frames "
+      "it forwards between its ports.",
+      &g_bridge_ports, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.promiscuous",
+      "Put the captured interface in promiscuous mode (when not capturing at bridge ports).",
+      nullptr, &g_promiscuous, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
       "ebpf_capture.flow_table_size", "Connections the kernel tracks at once per capture.", nullptr,
       &g_flow_table_size, 65536, 1024, 4194304, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

@@ -29,6 +29,8 @@ enum SlotCounter : int {
   kHttpConnections,  // followed now
   kHttpBoundHits,    // parser and pool bounds hit
   kPodsKnown,        // pods in the Kubernetes cache
+  kPorts,            // bridge ports captured at now (0: one socket on the interface)
+  kPortErrors,       // bridge ports whose socket could not be opened
   kSlotCounterCount
 };
 

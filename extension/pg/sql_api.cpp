@@ -155,7 +155,7 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     // interface, pid, state, started_at, the counters, metadata state and
     // error, last error: see _capture_slots in the SQL script
     constexpr int kColumns = 4 + kSlotCounterCount + 3;
-    static_assert(kColumns == 19, "capture slot columns: see _capture_slots in the SQL script");
+    static_assert(kColumns == 21, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);

@@ -180,6 +180,8 @@ void publish_counters() {
   set(kBytes, c.filter.frame_bytes);
   set(kEventsDropped, c.filter.events_dropped);
   set(kKernelDrops, c.socket_drops);
+  set(kPorts, c.ports);
+  set(kPortErrors, c.port_failures);
   set(kFlowTableFull, c.filter.flow_table_full);
   set(kFlowsTracked, g_worker->capture->flows_tracked());
   set(kSpansWritten, g_worker->spans_written);
@@ -363,6 +365,7 @@ void run() {
   try {
     CaptureOptions options;
     options.interface = g_worker->interface;
+    options.bridge_ports = g_bridge_ports;
     options.promiscuous = g_promiscuous;
     options.flow_table_size = static_cast<uint32_t>(g_flow_table_size);
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
@@ -402,7 +405,14 @@ void run() {
 
   publish_counters();  // capture_status shows the metadata state from the start
   set_state(SlotState::Running);
-  ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\"", g_worker->interface)));
+  if (g_worker->capture->at_bridge_ports()) {
+    const unsigned ports = g_worker->capture->counters().ports;
+    ereport(LOG, (errmsg("ebpf_capture: capturing on bridge \"%s\" at its %u ports",
+                         g_worker->interface, ports)));
+  } else {
+    ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\"%s", g_worker->interface,
+                         g_promiscuous ? " (promiscuous)" : "")));
+  }
   g_worker->next_sweep_ns = WallClock::monotonic_ns() + kSweepIntervalNs;
 
   for (;;) {

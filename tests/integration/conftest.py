@@ -108,7 +108,9 @@ def run(cmd, check=True, timeout=120, **kw):
 
 
 def in_pod(i, *args):
-    return ["ip", "netns", "exec", pod_ns(i), *map(str, args)]
+    """A command run in pod i, or in the node namespace for i == "node"."""
+    ns = node_ns() if i == "node" else pod_ns(i)
+    return ["ip", "netns", "exec", ns, *map(str, args)]
 
 
 def pod_run(i, *args, check=True, timeout=120):

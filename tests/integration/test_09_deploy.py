@@ -90,6 +90,18 @@ def test_configmap(objects):
     assert {"postgresql.conf", "init-capture.sh"} <= keys <= set(data), keys
 
 
+def test_configmap_settings_exist(objects, cluster):
+    """Every ebpf_capture setting the ConfigMap writes is one the extension
+    defines (a misspelt one would only draw a warning in the server log)."""
+    conf = one(objects, "ConfigMap")["data"]["postgresql.conf"]
+    ours = {line.split("=", 1)[0].strip() for line in conf.splitlines()
+            if line.strip().startswith("ebpf_capture.")}
+    assert ours, conf
+    defined = {r["name"] for r in cluster.sql(
+        "SELECT name FROM pg_settings WHERE name LIKE 'ebpf_capture.%'")}
+    assert ours <= defined, sorted(ours - defined)
+
+
 def test_init_script_is_valid_bash(objects, tmp_path):
     script = one(objects, "ConfigMap")["data"]["init-capture.sh"]
     path = tmp_path / "init.sh"

@@ -1,0 +1,50 @@
+// link_seeds.cpp - writes seed inputs for link_fuzz (length-prefixed
+// rtnetlink datagrams: a dump, notifications, a repeated dump, errors).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "netlink_builder.h"
+
+using ebpfc::test::NetlinkBuilder;
+
+namespace {
+
+constexpr int kBridge = 3;
+constexpr uint32_t kPortid = 4242;
+
+void append(std::vector<uint8_t>& out, const NetlinkBuilder& b) {
+  const auto& d = b.bytes();
+  out.push_back(static_cast<uint8_t>(d.size() & 0xff));
+  out.push_back(static_cast<uint8_t>(d.size() >> 8));
+  out.insert(out.end(), d.begin(), d.end());
+}
+
+bool write(const std::string& path, const std::vector<uint8_t>& bytes) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) return false;
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  return std::fclose(f) == 0 && ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  const std::string dir = argv[1];
+  std::vector<uint8_t> a;
+  append(a, NetlinkBuilder()
+                .link(RTM_NEWLINK, kBridge, 0, "bridge", 1, kPortid)
+                .new_link(10, kBridge, 1, kPortid)
+                .new_link(11, kBridge, 1, kPortid)
+                .done(1, kPortid));
+  append(a, NetlinkBuilder().new_link(12, kBridge).del_link(10, kBridge).new_link(11, 0));
+  std::vector<uint8_t> b;
+  append(b, NetlinkBuilder().new_link(10, kBridge, 1, kPortid).done(1, kPortid));
+  append(b, NetlinkBuilder().new_link(13, kBridge).new_link(10, kBridge, 2, kPortid));
+  append(b, NetlinkBuilder().del_link(13, kBridge).error(2, kPortid, -16));
+  return write(dir + "/dump_then_notify", a) && write(dir + "/redump", b) ? 0 : 1;
+}
