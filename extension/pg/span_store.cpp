@@ -68,21 +68,7 @@ class Column {
   void set_null(int i) {
     values_[i] = 0;
     nulls_[i] = true;
-    nnulls_++;
-  }
-  // The parameter for this column: its array, or NULL when every element is
-  // NULL. unnest(NULL) yields no row, and set-returning functions in one
-  // select list run in lockstep with the shorter ones padded with NULLs, so
-  // the rows get NULL without an array to build and unnest element by
-  // element (the pod columns when no Kubernetes API is configured, say).
-  void param(Datum* value, char* null) const {
-    if (n_ > 0 && nnulls_ == n_) {
-      *value = 0;
-      *null = 'n';
-    } else {
-      *value = array();
-      *null = ' ';
-    }
+    has_nulls_ = true;
   }
   Datum array() const {
     int16 typlen;
@@ -91,7 +77,7 @@ class Column {
     get_typlenbyvalalign(type_, &typlen, &typbyval, &typalign);
     int dims[1] = {n_};
     int lbs[1] = {1};
-    return PointerGetDatum(construct_md_array(values_, nnulls_ > 0 ? nulls_ : nullptr, 1, dims, lbs,
+    return PointerGetDatum(construct_md_array(values_, has_nulls_ ? nulls_ : nullptr, 1, dims, lbs,
                                               type_, typlen, typbyval, typalign));
   }
 
@@ -100,7 +86,7 @@ class Column {
   int n_;
   Datum* values_;
   bool* nulls_;
-  int nnulls_ = 0;
+  bool has_nulls_ = false;
 };
 
 // Columns live between PostgreSQL calls that may longjmp: nothing to destroy.
@@ -115,10 +101,8 @@ SPIPlanPtr prepare_plan(const char* sql, int nargs, Oid* types) {
   return plan;
 }
 
-// nulls: ' ' or 'n' per parameter, as SPI_execute_plan takes them; nullptr
-// when none is NULL.
-void execute(SPIPlanPtr plan, Datum* values, const char* nulls = nullptr) {
-  int rc = SPI_execute_plan(plan, values, nulls, false, 0);
+void execute(SPIPlanPtr plan, Datum* values) {
+  int rc = SPI_execute_plan(plan, values, nullptr, false, 0);
   if (rc != SPI_OK_INSERT)
     elog(ERROR, "ebpf_capture: span insert failed: %s", SPI_result_code_string(rc));
 }
@@ -141,9 +125,9 @@ class PeerColumns {
     set_side(i, 0, src);
     set_side(i, 5, dst);
   }
-  // Writes the 10 parameters at values[0..10) and nulls[0..10).
-  void params(Datum* values, char* nulls) const {
-    for (int c = 0; c < kPeerColumns; c++) cols_[c]->param(&values[c], &nulls[c]);
+  // Appends the 10 array parameters at values[0..10).
+  void arrays(Datum* values) const {
+    for (int c = 0; c < kPeerColumns; c++) values[c] = cols_[c]->array();
   }
 
  private:
@@ -177,7 +161,7 @@ const char* kPeerNames =
 // The parameters of the tcp insert, built in the current memory context.
 // who_at holds each span's source and destination identity (2 per span).
 void tcp_values(const Span* spans, int n, const char* interface,
-                const kube::PeerIdentity* const* who_at, Datum* values, char* nulls) {
+                const kube::PeerIdentity* const* who_at, Datum* values) {
   PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID),
       status(n, TEXTOID), src(n, INETOID), dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID),
@@ -207,14 +191,13 @@ void tcp_values(const Span* spans, int n, const char* interface,
                           &sport, &dport, &sent,  &received, &psent,  &preceived, &attrs};
   constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
   values[0] = make_text(interface);
-  nulls[0] = ' ';
-  for (size_t c = 0; c < ncols; c++) cols[c]->param(&values[c + 1], &nulls[c + 1]);
-  who.params(values + 1 + ncols, nulls + 1 + ncols);
+  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
+  who.arrays(values + 1 + ncols);
 }
 
 // The parameters of the http insert, built in the current memory context.
 void http_values(const HttpSpan* spans, int n, const char* interface,
-                 const kube::PeerIdentity* const* who_at, Datum* values, char* nulls) {
+                 const kube::PeerIdentity* const* who_at, Datum* values) {
   PeerColumns who(n);
   Column trace(n, TEXTOID), span(n, TEXTOID), parent(n, TEXTOID), name(n, TEXTOID),
       start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID), status(n, TEXTOID), src(n, INETOID),
@@ -259,9 +242,8 @@ void http_values(const HttpSpan* spans, int n, const char* interface,
                           &sport, &dport, &sent,   &received, &attrs, &method, &target, &code};
   constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
   values[0] = make_text(interface);
-  nulls[0] = ' ';
-  for (size_t c = 0; c < ncols; c++) cols[c]->param(&values[c + 1], &nulls[c + 1]);
-  who.params(values + 1 + ncols, nulls + 1 + ncols);
+  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
+  who.arrays(values + 1 + ncols);
 }
 
 using Rollup = EdgeRollup<kube::PeerIdentity>;
@@ -269,7 +251,7 @@ using Rollup = EdgeRollup<kube::PeerIdentity>;
 // The parameters of the rollup upsert, built in the current memory context:
 // per entry its minute, bucket, both ends (identity columns and address;
 // the address is NULL when an identity names the end) and totals.
-void rollup_values(const Rollup& rollup, Datum* values, char* nulls) {
+void rollup_values(const Rollup& rollup, Datum* values) {
   const auto& entries = rollup.entries();
   int n = static_cast<int>(entries.size());
   PeerColumns who(n);
@@ -294,28 +276,18 @@ void rollup_values(const Rollup& rollup, Datum* values, char* nulls) {
     received.set(i, Int64GetDatum(static_cast<int64>(e.totals.bytes_received)));
   }
   Datum peer[kPeerColumns];
-  char peer_null[kPeerColumns];
-  who.params(peer, peer_null);
+  who.arrays(peer);
   int k = 0;
-  auto put = [&](const Column& c) {
-    c.param(&values[k], &nulls[k]);
-    k++;
-  };
-  auto put_peer = [&](int c) {
-    values[k] = peer[c];
-    nulls[k] = peer_null[c];
-    k++;
-  };
-  put(minute);
-  put(bucket);
-  for (int c = 0; c < 5; c++) put_peer(c);
-  put(src);
-  for (int c = 5; c < 10; c++) put_peer(c);
-  put(dst);
-  put(spans);
-  put(errors);
-  put(sent);
-  put(received);
+  values[k++] = minute.array();
+  values[k++] = bucket.array();
+  for (int c = 0; c < 5; c++) values[k++] = peer[c];
+  values[k++] = src.array();
+  for (int c = 5; c < 10; c++) values[k++] = peer[c];
+  values[k++] = dst.array();
+  values[k++] = spans.array();
+  values[k++] = errors.array();
+  values[k++] = sent.array();
+  values[k++] = received.array();
 }
 
 Datum timestamp_or_null(int64_t unix_us, bool* isnull) {
@@ -564,29 +536,25 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         StartTransactionCommand();
         MemoryContext old = MemoryContextSwitchTo(batch);
         Datum tcp_args[kTcpArgs];
-        char tcp_nulls[kTcpArgs];
         Datum http_args[kHttpArgs];
-        char http_nulls[kHttpArgs];
         Datum pod_args[kPodArgs];
         Datum rollup_args[kRollupArgs];
-        char rollup_nulls[kRollupArgs];
         if (b.ntcp > 0)
-          tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, peers_.data(), tcp_args,
-                     tcp_nulls);
+          tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, peers_.data(), tcp_args);
         if (b.nhttp > 0)
           http_values(b.http, static_cast<int>(b.nhttp), interface, peers_.data() + 2 * b.ntcp,
-                      http_args, http_nulls);
+                      http_args);
         if (b.npods > 0) pod_values(b.pods, static_cast<int>(b.npods), pod_args);
-        if (rollup_.size() > 0) rollup_values(rollup_, rollup_args, rollup_nulls);
+        if (rollup_.size() > 0) rollup_values(rollup_, rollup_args);
         MemoryContextSwitchTo(old);
 
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
         pgstat_report_activity(STATE_RUNNING, "ebpf_capture: inserting spans");
-        if (b.ntcp > 0) execute(tcp_plan, tcp_args, tcp_nulls);
-        if (b.nhttp > 0) execute(http_plan, http_args, http_nulls);
+        if (b.ntcp > 0) execute(tcp_plan, tcp_args);
+        if (b.nhttp > 0) execute(http_plan, http_args);
         if (b.npods > 0) execute(pod_plan, pod_args);
-        if (rollup_.size() > 0) execute(rollup_plan, rollup_args, rollup_nulls);
+        if (rollup_.size() > 0) execute(rollup_plan, rollup_args);
         SPI_finish();
         PopActiveSnapshot();
         CommitTransactionCommand();
