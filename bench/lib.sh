@@ -492,6 +492,12 @@ wrk_run() {
 			perf report -i "$WORK/perf-$name.data" --stdio --sort comm,dso,sym --pid "$ours" 2>/dev/null |
 				awk '!/^#/ && NF && ++n <= 60' || true
 			echo
+			echo "# the cluster's processes: CPU share by process (all CPUs)"
+			perf report -i "$WORK/perf-$name.data" --stdio --sort pid --comm postgres 2>/dev/null |
+				awk '!/^#/ && NF && ++n <= 12' || true
+			echo "# which is which (at the end of the run):"
+			ps -o pid=,args= --ppid "$(head -n 1 "$PGDIR/data/postmaster.pid")" 2>/dev/null || true
+			echo
 			echo "# symbols of the cluster's processes alone (the capture worker's inserts)"
 			echo "# (percentages are of all samples on all CPUs)"
 			perf report -i "$WORK/perf-$name.data" --stdio --sort dso,sym --comm postgres 2>/dev/null |
