@@ -351,6 +351,7 @@ CaptureCounters PacketCapture::counters() {
   out.socket_drops = socket_drops_;
   out.ports = static_cast<uint32_t>(port_socks_.size());
   out.port_failures = port_failures_;
+  out.port_resyncs = watch_ ? watch_->resyncs() : 0;
   return out;
 }
 

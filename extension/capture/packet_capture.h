@@ -53,6 +53,7 @@ struct CaptureCounters {
   uint64_t socket_drops = 0;
   uint32_t ports = 0;          // bridge ports captured at (bridge_ports mode)
   uint64_t port_failures = 0;  // ports whose socket could not be opened
+  uint64_t port_resyncs = 0;   // times link notifications were lost and the links listed again
 };
 
 // Receives connections that ended, in the order user space learns of them.

@@ -132,6 +132,7 @@ struct Worker {
   SpanBatch batch;
   SpanStore store;
   uint64_t spans_written = 0;
+  uint64_t port_resyncs = 0;  // last count logged
   uint64_t next_sweep_ns = 0;
   size_t last_drained = 0;  // flows the last drain reported
   bool swept = false;       // a sweep ran since the counters were published
@@ -182,6 +183,12 @@ void publish_counters() {
   set(kKernelDrops, c.socket_drops);
   set(kPorts, c.ports);
   set(kPortErrors, c.port_failures);
+  if (c.port_resyncs > g_worker->port_resyncs) {
+    g_worker->port_resyncs = c.port_resyncs;
+    ereport(LOG, (errmsg("ebpf_capture: link notifications on \"%s\" were lost; listed the "
+                         "bridge's ports again (%llu times so far)",
+                         g_worker->interface, static_cast<unsigned long long>(c.port_resyncs))));
+  }
   set(kFlowTableFull, c.filter.flow_table_full);
   set(kFlowsTracked, g_worker->capture->flows_tracked());
   set(kSpansWritten, g_worker->spans_written);

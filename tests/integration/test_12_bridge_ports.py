@@ -10,7 +10,10 @@ when the setting is off.
 """
 
 import json
+import os
+import pathlib
 import re
+import signal
 import time
 
 import pytest
@@ -210,3 +213,63 @@ def test_promiscuous_mode_when_off(cluster, pods):
                  desc="bridge_ports restored")
     cluster.ensure_capture()
     assert promiscuity() == 0
+
+
+def worker_fds(cluster):
+    pid = cluster.status()["pid"]
+    return len(list(pathlib.Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_port_churn_is_followed_without_leaks(cluster, capture, pods, tmp_path):
+    """A node starting and stopping many pods at once: 300 ports join the
+    bridge in one burst while the worker is stopped (SIGSTOP), so more link
+    notifications arrive than its netlink socket can hold; they leave in
+    another burst with the worker running. The capture must notice the loss
+    and list the links again, end up with exactly the ports that are left,
+    hold no socket of a port that is gone, and still record connections.
+
+    The socket asks for 4 MiB, which the kernel caps at net.core.rmem_max:
+    the capture is restarted with that cap lowered to 64 KiB (a host-wide
+    setting, restored at once), so 300 x 4 notifications cannot fit."""
+    rmem_max = pathlib.Path("/proc/sys/net/core/rmem_max")
+    saved = rmem_max.read_text()
+    cluster.stop_capture()
+    try:
+        rmem_max.write_text("65536\n")
+        cluster.ensure_capture()
+    finally:
+        rmem_max.write_text(saved)
+    base_ports = bridge_ports()
+    wait_ports(cluster, base_ports)
+    base_fds = worker_fds(cluster)
+    pid = cluster.status()["pid"]
+    log_from = cluster.log_size()
+    n = 300
+    add = tmp_path / "add"
+    add.write_text("".join(
+        f"link add ebc{i}a type veth peer name ebc{i}b\n"
+        f"link set ebc{i}a master {IFACE}\n"
+        f"link set ebc{i}a up\n" for i in range(n)))
+    delete = tmp_path / "del"
+    delete.write_text("".join(f"link del ebc{i}a\n" for i in range(n)))
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            run(["ip", "-n", node_ns(), "-batch", str(add)])
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert bridge_ports() == base_ports + n
+        wait_ports(cluster, base_ports + n)
+        assert worker_fds(cluster) == base_fds + n
+        assert "link notifications on \"cni0\" were lost" in cluster.log_text(log_from), \
+            cluster.log_tail()
+    finally:
+        run(["ip", "-n", node_ns(), "-force", "-batch", str(delete)], check=False)
+    assert bridge_ports() == base_ports
+    wait_ports(cluster, base_ports)
+    assert worker_fds(cluster) == base_fds
+    st = cluster.status()
+    assert st["state"] == "running" and st["pid"] == pid, st
+    assert st["port_errors"] == 0 and not st["last_error"], st
+    _, addr, port = pods.byte_server(2)
+    check_exactly_once(cluster, pods.batch(1, addr, port, PLAN[:4]), port)
