@@ -169,6 +169,17 @@ put capture.spans_other_sample "$(psql_q "SELECT start_time, end_time, status, s
 	dst_addr, dst_port, bytes_sent, bytes_received, packets_sent, packets_received, attributes
 	FROM (SELECT * FROM spans WHERE protocol = 'tcp') spans WHERE NOT (dst_port = $NGINX_PORT AND dst_addr = '$SERVER_IP' AND src_addr = '$CLIENT_IP')
 	ORDER BY start_time LIMIT 10" | base64 -w0)"
+# Connections first seen mid-stream (their handshake was not seen): every span
+# of the same client port around them, to tell a lost handshake from a reused
+# four-tuple.
+put capture.mid_stream_sample "$(psql_q "SELECT m.src_port, s.start_time, s.end_time,
+	s.attributes->>'tcp.close_reason', s.attributes->>'tcp.mid_stream', s.bytes_sent,
+	s.bytes_received, s.packets_sent, s.packets_received
+	FROM (SELECT src_port, start_time FROM spans WHERE protocol = 'tcp' AND dst_port = $NGINX_PORT
+	      AND (attributes->>'tcp.mid_stream')::bool ORDER BY start_time LIMIT 10) m
+	JOIN spans s ON s.protocol = 'tcp' AND s.src_port = m.src_port AND s.dst_port = $NGINX_PORT
+	 AND s.start_time BETWEEN m.start_time - interval '5 s' AND m.start_time + interval '5 s'
+	ORDER BY m.start_time, s.start_time" | base64 -w0)"
 put capture.spans_by_reason "$(psql_q "SELECT coalesce(string_agg(r || '=' || n, ' ' ORDER BY n DESC), '')
 	FROM (SELECT attributes->>'tcp.close_reason' AS r, count(*) AS n FROM (SELECT * FROM spans WHERE protocol = 'tcp') spans
 	      WHERE dst_port = $NGINX_PORT AND start_time BETWEEN to_timestamp($WIN0) AND to_timestamp($WIN1)
@@ -276,6 +287,8 @@ result = {
         .decode("utf-8", "replace").splitlines(),
         "spans_table_after_stop": int(g("capture.spans_table_after_stop")),
         "spans_duplicates": int(g("capture.spans_dupes")),
+        "mid_stream_sample": base64.b64decode(g("capture.mid_stream_sample") or "")
+        .decode("utf-8", "replace").splitlines(),
         "recorded_over_requests": ratio(spans, made),
         "recorded_over_tcp_opens": ratio(spans, opens),
         "spans_by_close_reason": by_reason,
