@@ -4,17 +4,20 @@ namespaces (``ip netns exec <ns> /usr/bin/python3 netutil.py SUBCOMMAND``).
 
 Subcommands (every result is printed as one JSON object per line):
 
-serve    --bind ADDR --port P
+serve    --bind ADDR --port P [--close-first]
          A TCP server speaking the "byte protocol": the client sends a header
          of two big-endian uint32 (UP, DOWN), then UP bytes; the server reads
          exactly UP bytes and answers with exactly DOWN bytes. Repeats until
          the client closes, then closes too. Prints {"ready": true} once it
          listens and one line per finished connection with what it counted.
 
-batch    --host H --port P --plan JSON
+batch    --host H --port P --plan JSON [--lport L --wait-eof] [--hold S] [--gap S]
          One connection per plan entry. An entry [UP, DOWN] is one round of
          the byte protocol followed by a normal close; null is a connection
-         that sends nothing and closes at once.
+         that sends nothing and closes at once. --lport binds every
+         connection to local port L; --wait-eof waits for the server to close
+         first (serve --close-first), so L is free again at once. --hold
+         waits S seconds after connecting, before the round.
 
 ctl      --host H --port P [--lport L]
          One connection (from local port L if given) driven by commands on stdin: "round UP DOWN",
@@ -76,7 +79,7 @@ def family_of(host):
 # --------------------------------------------------------------------- serve
 
 
-def serve_conn(conn, peer):
+def serve_conn(conn, peer, close_first=False):
     received = 0
     sent = 0
     rounds = 0
@@ -101,6 +104,9 @@ def serve_conn(conn, peer):
             send_pattern(conn, down)
             sent += down
             rounds += 1
+            if close_first:
+                how = "closed first"
+                break
     except ConnectionResetError:
         how = "reset"
     except OSError as exc:  # pragma: no cover - reported to the test
@@ -120,7 +126,8 @@ def cmd_serve(args):
     emit({"ready": True, "port": lsock.getsockname()[1]})
     while True:
         conn, peer = lsock.accept()
-        threading.Thread(target=serve_conn, args=(conn, peer), daemon=True).start()
+        threading.Thread(target=serve_conn, args=(conn, peer, args.close_first),
+                         daemon=True).start()
 
 
 # --------------------------------------------------------------------- clients
@@ -155,12 +162,20 @@ def describe(sock):
 def cmd_batch(args):
     plan = json.loads(args.plan)
     for entry in plan:
-        sock = connect(args.host, args.port)
+        sock = connect(args.host, args.port, lport=args.lport)
         info = describe(sock)
+        if args.hold:
+            time.sleep(args.hold)
         if entry is None:
             sent, received = 0, 0
         else:
             sent, received = do_round(sock, entry[0], entry[1])
+        if args.wait_eof:
+            # the server closes first (serve --close-first): wait for its FIN,
+            # so this side ends without TIME_WAIT and the next connection can
+            # take the same local port at once
+            if sock.recv(1) != b"":
+                raise RuntimeError("expected the server to close first")
         sock.close()
         info.update({"plan": entry, "sent": sent, "received": received,
                      "closed_at": time.time()})
@@ -488,12 +503,16 @@ def main():
     p = sub.add_parser("serve")
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--close-first", action="store_true")
 
     p = sub.add_parser("batch")
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--plan", required=True)
     p.add_argument("--gap", type=float, default=0.0)
+    p.add_argument("--lport", type=int, default=0)
+    p.add_argument("--wait-eof", action="store_true")
+    p.add_argument("--hold", type=float, default=0.0)
 
     p = sub.add_parser("ctl")
     p.add_argument("--host", required=True)

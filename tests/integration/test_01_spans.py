@@ -318,3 +318,36 @@ def test_retransmissions_counted_once(cluster, capture, pods):
     assert big.get("tcp.retransmits_received", 0) > 0, big
     down = by_port[conns[1]["lport"]]["attributes"]
     assert down.get("tcp.retransmits_received", 0) > 0, down
+
+
+def test_four_tuple_reused_at_once(cluster, capture, pods):
+    """The same client port, to the same server, again and again, each new
+    connection opened within a millisecond or two of the previous one's close
+    (the server closes first, so the client side keeps no TIME_WAIT; the
+    server's TIME_WAIT accepts the next SYN) and lasting 50 ms, longer than
+    the worker takes to read the previous close. Every connection must still
+    be its own span with its own bytes, none seen mid-stream."""
+    port = pods.new_port()
+    server = pods.popen(2, [PY, NETUTIL, "serve", "--bind", pod_ip4(2), "--port", port,
+                            "--close-first"])
+    assert server.readline().get("ready")
+    lport = 40000 + port % 1000
+    plan = [[10 + i, 100 + i] for i in range(30)]
+    conns = netutil_json(1, "batch", "--host", pod_ip4(2), "--port", port, "--plan",
+                         json.dumps(plan), "--lport", lport, "--wait-eof", "--hold", 0.05)
+    assert len(conns) == len(plan) and all(c["lport"] == lport for c in conns), conns
+    rows = wait_spans_for_port(cluster, port, len(plan))
+    reused = sorted((r for r in rows if r["src_port"] == lport), key=lambda r: r["start_time"])
+    if len(rows) != len(reused):
+        problems_other = [r for r in rows if r["src_port"] != lport]
+        raise AssertionError("spans from other ports: " + dump_spans(problems_other[:4]))
+    problems = []
+    if len(reused) != len(plan):
+        problems.append(f"{len(reused)} spans from port {lport}, expected {len(plan)}")
+    for c, r in zip(conns, reused):
+        if (r["bytes_sent"], r["bytes_received"]) != (c["sent"], c["received"]):
+            problems.append(f"bytes {r['bytes_sent']}/{r['bytes_received']}, "
+                            f"expected {c['sent']}/{c['received']}")
+        if r["attributes"].get("tcp.mid_stream") or r["attributes"].get("tcp.close_reason") != "fin":
+            problems.append(f"attributes {r['attributes']}")
+    assert not problems, "\n".join(problems) + "\n" + dump_spans(reused[:6])
