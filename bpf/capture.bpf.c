@@ -268,6 +268,14 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY : 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
+		/*
+		 * The sweep removes a closed entry whose event is on its way
+		 * (set before the submit, so a sweep that sees it also finds the
+		 * event in the ring buffer). A reopened entry holds the next
+		 * connection: its own close will say.
+		 */
+		if (result == EBPFC_CLOSED_NOW && v->first_ns == tmp->closed.first_ns)
+			v->event_sent = 1;
 		/* the reserved record already counts as waiting data */
 		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 		bpf_ringbuf_submit(

@@ -75,7 +75,8 @@ struct ebpfc_flow_stats {
 	__u8 rst_from;		      /* endpoint that sent the first RST */
 	__u8 mid_stream;	      /* the connection was first seen without a SYN */
 	__u32 l7;		      /* enum ebpfc_l7: what the payload looks like */
-	__u32 pad;
+	__u32 event_sent;	      /* 1: the close event is in the ring buffer, so the
+				       * closed entry may be removed without a report */
 };
 
 /* What a connection's payload looks like, decided on its first payload bytes. */

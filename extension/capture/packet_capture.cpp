@@ -58,9 +58,6 @@ std::string errno_text(int err) { return std::string(strerror(err)); }
   throw CaptureError(msg);
 }
 
-// Sweeps a closed flow's report waits for its entry before it is forgotten.
-constexpr uint64_t kReportedSweeps = 8;
-
 // Listens to nothing: the ports of the first list are opened once the
 // filter is loaded.
 class NoPortListener final : public PortListener {
@@ -155,7 +152,6 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
     throw;
   }
 
-  reported_.reserve(4096);
   sweep_keys_.resize(options.flow_table_size);
   sweep_values_.resize(options.flow_table_size);
   sweep_delete_.reserve(options.flow_table_size);
@@ -240,8 +236,7 @@ int PacketCapture::on_event(void* ctx, void* data, size_t size) {
     std::memcpy(&ev, data, sizeof(ev));
     self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
     // A reopened entry already holds the next connection: nothing to remove.
-    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY))
-      self->reported_[ev.key] = Reported{ev.stats.first_ns, self->sweeps_};
+    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY)) self->closed_since_sweep_++;
     self->drained_++;
   } else if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
     // Records are variable-length: trust data_len only as far as the record goes.
@@ -316,20 +311,15 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
     }
   }
   flows_tracked_ = seen;
-  sweeps_++;
+  closed_since_sweep_ = 0;
   for (size_t i = 0; i < seen; i++) {
     const ebpfc_flow_stats& st = sweep_values_[i];
-    if (st.state == EBPFC_FLOW_CLOSED) {
-      auto it = reported_.find(sweep_keys_[i]);
-      if (it != reported_.end() && it->second.first_ns == st.first_ns) {
-        // drain() reported it: only the entry is left to remove
-        sweep_delete_.push_back(sweep_keys_[i]);
-        reported_.erase(it);
-        continue;
-      }
-    }
     switch (sweep_action(st, now, policy)) {
       case SweepAction::Keep:
+        continue;
+      case SweepAction::Remove:
+        // its event reports it (already, or in the next drain)
+        sweep_delete_.push_back(sweep_keys_[i]);
         continue;
       case SweepAction::ReportClosed:
         sink.flow_ended(sweep_keys_[i], st, CloseReason::None);
@@ -345,16 +335,6 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
     reported++;
   }
   if (!sweep_delete_.empty()) delete_batch(flows_fd_, sweep_delete_);
-  // Forget reports whose entry is no longer that connection (a newer one took
-  // it over, or a final sweep removed it): a report is normally matched by
-  // the first sweep after it; a few sweeps of slack cover a walk of the map
-  // that missed an entry while the kernel changed it.
-  for (auto it = reported_.begin(); it != reported_.end();) {
-    if (sweeps_ - it->second.sweep > kReportedSweeps)
-      it = reported_.erase(it);
-    else
-      ++it;
-  }
   return reported;
 }
 

@@ -9,10 +9,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <cstring>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "capture/link_messages.h"
@@ -102,17 +100,15 @@ class PacketCapture final : public PayloadControl, private PortListener {
   // The closed flows' entries are removed by the next sweep (see sweep()).
   size_t drain(FlowSink& sink);
 
-  // Walks the flows map: removes the entries of closed flows already
-  // reported by drain(), reports and removes idle flows and closed flows
-  // whose event was lost (or, on the final sweep, everything). Returns the
-  // number of flows reported.
+  // Walks the flows map: removes closed entries whose event was sent,
+  // reports and removes idle flows and closed flows whose event was lost (or,
+  // on the final sweep, everything). Returns the number of flows reported.
   //
   // Why closed entries wait for the sweep: a new connection on the same
   // four-tuple (a client port reused at once) takes over the closed entry in
   // the kernel. Removing the entry by key when its close event is read
-  // would remove the new connection with it; the sweep removes an entry only
-  // if it is still the closed connection that was reported (same first
-  // packet time).
+  // would remove the new connection with it; the sweep removes what it read
+  // as closed, a moment after reading it.
   size_t sweep(const SweepPolicy& policy, FlowSink& sink);
 
   // Tells the filter where the parser of connection `key` wants payload again
@@ -121,8 +117,9 @@ class PacketCapture final : public PayloadControl, private PortListener {
   // Forgets the control entry of a connection the parser no longer follows.
   void clear_l7_control(const ebpfc_flow_key& key) override;
 
-  // Closed flows reported by drain() whose entries wait for the next sweep.
-  size_t removals_waiting() const { return reported_.size(); }
+  // Closed flows drain() reported since the last sweep: their entries wait
+  // for the next one.
+  size_t removals_waiting() const { return closed_since_sweep_; }
 
   // Number of entries the last sweep saw in the flows map.
   size_t flows_tracked() const { return flows_tracked_; }
@@ -157,26 +154,7 @@ class PacketCapture final : public PayloadControl, private PortListener {
   size_t flows_tracked_ = 0;
   uint64_t socket_packets_ = 0;
   uint64_t socket_drops_ = 0;
-  struct KeyHash {
-    size_t operator()(const ebpfc_flow_key& k) const noexcept {
-      uint64_t h = 1469598103934665603ull;  // FNV-1a
-      const auto* p = reinterpret_cast<const unsigned char*>(&k);
-      for (size_t i = 0; i < sizeof(k); i++) h = (h ^ p[i]) * 1099511628211ull;
-      return static_cast<size_t>(h);
-    }
-  };
-  struct KeyEq {
-    bool operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const noexcept {
-      return std::memcmp(&a, &b, sizeof(a)) == 0;
-    }
-  };
-  struct Reported {
-    uint64_t first_ns;  // the reported connection's first packet
-    uint64_t sweep;     // sweeps_ when it was reported
-  };
-  // Closed flows reported by drain() whose entries the next sweep removes.
-  std::unordered_map<ebpfc_flow_key, Reported, KeyHash, KeyEq> reported_;
-  uint64_t sweeps_ = 0;
+  size_t closed_since_sweep_ = 0;
   std::vector<ebpfc_flow_key> sweep_keys_;  // buffers for sweep(), reused
   std::vector<ebpfc_flow_stats> sweep_values_;
   std::vector<ebpfc_flow_key> sweep_delete_;

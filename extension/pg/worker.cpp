@@ -297,7 +297,13 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
                          final_sweep};
       g_worker->capture->sweep(policy, g_worker->batch);
       g_worker->batch.end_of_drain(now);
-      if (final_sweep) g_worker->batch.close_all();
+      if (final_sweep) {
+        // Entries the sweep removed as closed with their event sent may have
+        // that event still in the ring buffer.
+        g_worker->capture->drain(g_worker->batch);
+        g_worker->batch.end_of_drain(now);
+        g_worker->batch.close_all();
+      }
       g_worker->next_sweep_ns = now + kSweepIntervalNs;
       g_worker->swept = true;
     }
