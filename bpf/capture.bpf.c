@@ -255,6 +255,30 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	}
 	c->tcp_packets++;
 	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload);
+	if (result == EBPFC_RESTARTED) {
+		/*
+		 * A client reused its port at once: the closed entry, whose
+		 * close event user space may not have read yet, now holds the
+		 * new connection. Say so, in order after that close event, so
+		 * that user space does not remove the entry when it reads it.
+		 */
+		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		__u64 avail;
+
+		if (!e) {
+			c->events_dropped++;
+			return 0;
+		}
+		e->type = EBPFC_EVENT_FLOW_RESTARTED;
+		e->flags = 0;
+		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
+		__builtin_memset(&e->stats, 0, sizeof(e->stats));
+		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+		bpf_ringbuf_submit(
+		    e,
+		    ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
+		return 0;
+	}
 	if (result == EBPFC_CLOSED_NOW || result == EBPFC_REOPENED) {
 		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		__u64 avail;
@@ -268,14 +292,6 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY : 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
-		/*
-		 * The sweep removes a closed entry whose event is on its way
-		 * (set before the submit, so a sweep that sees it also finds the
-		 * event in the ring buffer). A reopened entry holds the next
-		 * connection: its own close will say.
-		 */
-		if (result == EBPFC_CLOSED_NOW && v->first_ns == tmp->closed.first_ns)
-			v->event_sent = 1;
 		/* the reserved record already counts as waiting data */
 		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 		bpf_ringbuf_submit(

@@ -75,8 +75,7 @@ struct ebpfc_flow_stats {
 	__u8 rst_from;		      /* endpoint that sent the first RST */
 	__u8 mid_stream;	      /* the connection was first seen without a SYN */
 	__u32 l7;		      /* enum ebpfc_l7: what the payload looks like */
-	__u32 event_sent;	      /* 1: the close event is in the ring buffer, so the
-				       * closed entry may be removed without a report */
+	__u32 pad;
 };
 
 /* What a connection's payload looks like, decided on its first payload bytes. */
@@ -102,6 +101,9 @@ struct ebpfc_l7_control {
 enum ebpfc_event_type {
 	EBPFC_EVENT_FLOW_CLOSED = 1,
 	EBPFC_EVENT_PAYLOAD = 2,
+	/* an ebpfc_event whose key's closed entry a new connection took over
+	 * (EBPFC_RESTARTED): user space must not remove that entry */
+	EBPFC_EVENT_FLOW_RESTARTED = 3,
 };
 
 /*

@@ -27,6 +27,9 @@ enum ebpfc_account_result {
 			       * open (its close was not seen): *old holds the old record,
 			       * closed with EBPFC_CLOSE_REOPENED; the new one starts with
 			       * this segment */
+	EBPFC_RESTARTED = 4,  /* a new connection (this SYN) on the four-tuple of a closed
+			       * flow whose entry user space had not removed yet: the
+			       * entry now holds the new connection */
 };
 
 /* Should a segment of a connection we do not know start tracking it? */
@@ -150,6 +153,7 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	__u32 seen;
 
 	int reopened = 0;
+	int restarted = 0;
 
 	if (ebpfc_is_reopening(s, p)) {
 		__builtin_memcpy(old, s, sizeof(*old));
@@ -165,6 +169,7 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 		if ((flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK | EBPFC_TCP_RST)) != EBPFC_TCP_SYN)
 			return EBPFC_LATE;
 		ebpfc_flow_init(s, p, now_ns);
+		restarted = 1;
 	}
 	d = &s->dir[from];
 
@@ -203,7 +208,7 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	    (flags & (EBPFC_TCP_FIN | EBPFC_TCP_ACK)) == EBPFC_TCP_ACK && p->payload_len == 0)
 		return ebpfc_close(s, EBPFC_CLOSE_FIN, EBPFC_NO_ENDPOINT) ? EBPFC_CLOSED_NOW
 									  : EBPFC_ACCOUNTED;
-	return reopened ? EBPFC_REOPENED : EBPFC_ACCOUNTED;
+	return reopened ? EBPFC_REOPENED : restarted ? EBPFC_RESTARTED : EBPFC_ACCOUNTED;
 }
 
 #endif /* EBPFC_FLOW_ACCOUNT_H */

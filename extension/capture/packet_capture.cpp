@@ -152,6 +152,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
     throw;
   }
 
+  closed_keys_.reserve(1024);
   sweep_keys_.resize(options.flow_table_size);
   sweep_values_.resize(options.flow_table_size);
   sweep_delete_.reserve(options.flow_table_size);
@@ -235,9 +236,21 @@ int PacketCapture::on_event(void* ctx, void* data, size_t size) {
     ebpfc_event ev;
     std::memcpy(&ev, data, sizeof(ev));
     self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
-    // A reopened entry already holds the next connection: nothing to remove.
-    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY)) self->closed_since_sweep_++;
+    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY)) self->closed_keys_.push_back(ev.key);
     self->drained_++;
+  } else if (type == EBPFC_EVENT_FLOW_RESTARTED && size >= sizeof(ebpfc_event)) {
+    // A new connection took over a closed entry: if this drain was going to
+    // remove it (its close event came earlier in the ring buffer), don't.
+    ebpfc_event ev;
+    std::memcpy(&ev, data, sizeof(ev));
+    auto& keys = self->closed_keys_;
+    for (size_t i = keys.size(); i-- > 0;) {
+      if (std::memcmp(&keys[i], &ev.key, sizeof(ev.key)) == 0) {
+        keys[i] = keys.back();
+        keys.pop_back();
+        break;
+      }
+    }
   } else if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
     // Records are variable-length: trust data_len only as far as the record goes.
     const auto* head = static_cast<const ebpfc_payload_event*>(data);
@@ -286,6 +299,7 @@ size_t PacketCapture::drain(FlowSink& sink) {
   int rc = ring_buffer__consume(ring_);
   sink_ = nullptr;
   if (rc < 0) fail("cannot read the BPF ring buffer", -rc);
+  if (!closed_keys_.empty()) delete_batch(flows_fd_, closed_keys_);
   apply_l7_control();
   return drained_;
 }
@@ -311,15 +325,10 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
     }
   }
   flows_tracked_ = seen;
-  closed_since_sweep_ = 0;
   for (size_t i = 0; i < seen; i++) {
     const ebpfc_flow_stats& st = sweep_values_[i];
     switch (sweep_action(st, now, policy)) {
       case SweepAction::Keep:
-        continue;
-      case SweepAction::Remove:
-        // its event reports it (already, or in the next drain)
-        sweep_delete_.push_back(sweep_keys_[i]);
         continue;
       case SweepAction::ReportClosed:
         sink.flow_ended(sweep_keys_[i], st, CloseReason::None);

@@ -95,20 +95,14 @@ class PacketCapture final : public PayloadControl, private PortListener {
   // Whether the capture is at the bridge's ports (not promiscuous).
   bool at_bridge_ports() const { return watch_ != nullptr; }
 
-  // Consumes every event in the ring buffer and hands each closed flow to
-  // sink; also follows port changes. Returns the number of flows reported.
-  // The closed flows' entries are removed by the next sweep (see sweep()).
+  // Consumes every event in the ring buffer, hands each closed flow to sink,
+  // then removes those flows from the map in one batch; also follows port
+  // changes. Returns the number of flows reported.
   size_t drain(FlowSink& sink);
 
-  // Walks the flows map: removes closed entries whose event was sent,
-  // reports and removes idle flows and closed flows whose event was lost (or,
-  // on the final sweep, everything). Returns the number of flows reported.
-  //
-  // Why closed entries wait for the sweep: a new connection on the same
-  // four-tuple (a client port reused at once) takes over the closed entry in
-  // the kernel. Removing the entry by key when its close event is read
-  // would remove the new connection with it; the sweep removes what it read
-  // as closed, a moment after reading it.
+  // Walks the flows map: reports and removes idle flows and closed flows whose
+  // event was lost (or, on the final sweep, everything). Returns the number
+  // of flows reported.
   size_t sweep(const SweepPolicy& policy, FlowSink& sink);
 
   // Tells the filter where the parser of connection `key` wants payload again
@@ -116,10 +110,6 @@ class PacketCapture final : public PayloadControl, private PortListener {
   void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control) override;
   // Forgets the control entry of a connection the parser no longer follows.
   void clear_l7_control(const ebpfc_flow_key& key) override;
-
-  // Closed flows drain() reported since the last sweep: their entries wait
-  // for the next one.
-  size_t removals_waiting() const { return closed_since_sweep_; }
 
   // Number of entries the last sweep saw in the flows map.
   size_t flows_tracked() const { return flows_tracked_; }
@@ -154,8 +144,8 @@ class PacketCapture final : public PayloadControl, private PortListener {
   size_t flows_tracked_ = 0;
   uint64_t socket_packets_ = 0;
   uint64_t socket_drops_ = 0;
-  size_t closed_since_sweep_ = 0;
-  std::vector<ebpfc_flow_key> sweep_keys_;  // buffers for sweep(), reused
+  std::vector<ebpfc_flow_key> closed_keys_;  // filled by drain(), reused
+  std::vector<ebpfc_flow_key> sweep_keys_;   // buffers for sweep(), reused
   std::vector<ebpfc_flow_stats> sweep_values_;
   std::vector<ebpfc_flow_key> sweep_delete_;
   std::vector<ebpfc_counters> percpu_;

@@ -91,9 +91,6 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& st, Close
 SweepAction sweep_action(const ebpfc_flow_stats& st, uint64_t now_ns, const SweepPolicy& policy) {
   const uint64_t age = now_ns > st.last_ns ? now_ns - st.last_ns : 0;
   if (st.state == EBPFC_FLOW_CLOSED) {
-    // The entry stayed so that late segments are known as late and a port
-    // reused at once restarts it in the kernel; its event reports it.
-    if (st.event_sent) return SweepAction::Remove;
     // Always report closed flows on the final sweep; otherwise only once the
     // event path has had its chance.
     return (policy.final_sweep || age >= policy.close_grace_ns) ? SweepAction::ReportClosed

@@ -17,8 +17,7 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats, Cl
 
 // What a sweep of the flows map does with one entry.
 enum class SweepAction : uint8_t {
-  Keep,           // still open and active (or closed, its event maybe still to come)
-  Remove,         // closed, its event sent: remove the entry, report nothing
+  Keep,           // still open and active
   ReportClosed,   // closed in the kernel, and its ring-buffer event was lost
   ReportIdle,     // open but silent for the idle timeout
   ReportStopped,  // the capture is ending: report it as it stands
@@ -26,8 +25,8 @@ enum class SweepAction : uint8_t {
 
 struct SweepPolicy {
   uint64_t idle_timeout_ns;
-  // A closed entry without event_sent older than this had its ring-buffer
-  // event lost (the filter sets event_sent right after closing it).
+  // A closed entry older than this had its ring-buffer event lost: the event
+  // path removes closed entries within one loop iteration.
   uint64_t close_grace_ns;
   bool final_sweep;  // the capture is stopping
 };

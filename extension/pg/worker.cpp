@@ -30,9 +30,6 @@ namespace {
 // How often the flows map is walked for idle connections and lost events,
 // and the counters in shared memory are refreshed.
 constexpr uint64_t kSweepIntervalNs = 250ull * 1000 * 1000;
-// Sweep before its time once this fraction of the flows map (1/N) holds
-// closed flows waiting for removal.
-constexpr int kCrowdedFraction = 8;
 // The kernel wakes us only when events pile up (see wakeup_bytes in
 // capture.bpf.c); between wake-ups the ring buffer is drained this often
 // while connections are closing, and at every sweep when none are.
@@ -288,22 +285,12 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
     g_worker->last_drained = g_worker->capture->drain(g_worker->batch);
     const uint64_t now = WallClock::monotonic_ns();
     g_worker->batch.end_of_drain(now);
-    // Closed flows' entries are removed by the sweep: sweep early rather than
-    // let them fill the flows map at high connection rates.
-    const bool crowded = g_worker->capture->removals_waiting() >
-                         static_cast<size_t>(g_flow_table_size) / kCrowdedFraction;
-    if (final_sweep || crowded || now >= g_worker->next_sweep_ns) {
+    if (final_sweep || now >= g_worker->next_sweep_ns) {
       SweepPolicy policy{static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull, kCloseGraceNs,
                          final_sweep};
       g_worker->capture->sweep(policy, g_worker->batch);
       g_worker->batch.end_of_drain(now);
-      if (final_sweep) {
-        // Entries the sweep removed as closed with their event sent may have
-        // that event still in the ring buffer.
-        g_worker->capture->drain(g_worker->batch);
-        g_worker->batch.end_of_drain(now);
-        g_worker->batch.close_all();
-      }
+      if (final_sweep) g_worker->batch.close_all();
       g_worker->next_sweep_ns = now + kSweepIntervalNs;
       g_worker->swept = true;
     }

@@ -68,7 +68,6 @@ struct Entry {
 
 struct Capture {
   Entry table[kTableSize];
-  std::vector<Entry> ring;  // close events not yet drained (copies of the closed entries)
   uint64_t now = 1ull << 30;
   ebpfc::WallClock clock;
   ebpfc::SpanIdGenerator ids{0x5eed};
@@ -303,7 +302,10 @@ void account(Capture& cap, const ebpfc_packet& p) {
                        (p.flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK | EBPFC_TCP_RST)) == EBPFC_TCP_SYN;
   ebpfc_flow_stats old;
   const int r = ebpfc_flow_account(&e->st, &p, cap.now, &old);
-  CHECK(r == EBPFC_ACCOUNTED || r == EBPFC_CLOSED_NOW || r == EBPFC_LATE || r == EBPFC_REOPENED);
+  CHECK(r == EBPFC_ACCOUNTED || r == EBPFC_CLOSED_NOW || r == EBPFC_LATE || r == EBPFC_REOPENED ||
+        r == EBPFC_RESTARTED);
+  // a SYN on a closed entry, and only that, restarts it
+  CHECK((r == EBPFC_RESTARTED) == reopens);
   if (r == EBPFC_REOPENED) {
     // The old connection's record is reported as it was (the kernel sends it
     // in a close event) and the entry starts over with this segment.
@@ -337,11 +339,6 @@ void account(Capture& cap, const ebpfc_packet& p) {
       CHECK(e->st.close_reason == EBPFC_CLOSE_FIN);
       CHECK(e->fed[0].flags & e->fed[1].flags & EBPFC_TCP_FIN);
     }
-    // capture.bpf.c: the close event carries the entry as it is, then the
-    // entry is marked so that a sweep removes it without a report
-    CHECK(e->st.event_sent == 0);
-    cap.ring.push_back(*e);
-    e->st.event_sent = 1;
   } else {
     CHECK(e->st.state == EBPFC_FLOW_OPEN);
   }
@@ -349,11 +346,10 @@ void account(Capture& cap, const ebpfc_packet& p) {
   check_flow(*e);
 }
 
-// The ring-buffer path: each close event reports its connection. The entry
-// stays (marked event_sent) until a sweep removes it.
+// The ring-buffer path: closed flows are reported and removed.
 void drain(Capture& cap) {
-  for (Entry& e : cap.ring) report(cap, e, CloseReason::None);
-  cap.ring.clear();
+  for (Entry& e : cap.table)
+    if (e.used && e.st.state == EBPFC_FLOW_CLOSED) report(cap, e, CloseReason::None);
 }
 
 void sweep(Capture& cap, bool final_sweep) {
@@ -361,19 +357,13 @@ void sweep(Capture& cap, bool final_sweep) {
   for (Entry& e : cap.table) {
     if (!e.used) continue;
     const SweepAction a = ebpfc::sweep_action(e.st, cap.now, policy);
-    if (final_sweep)
-      CHECK(a == SweepAction::Remove || a == SweepAction::ReportClosed ||
-            a == SweepAction::ReportStopped);
+    if (final_sweep) CHECK(a == SweepAction::ReportClosed || a == SweepAction::ReportStopped);
     if (e.st.state == EBPFC_FLOW_CLOSED)
-      // every close here sends its event: the entry is only ever removed
-      CHECK(a == SweepAction::Remove && e.st.event_sent == 1);
+      CHECK(a == SweepAction::Keep || a == SweepAction::ReportClosed);
     else
-      CHECK(a != SweepAction::ReportClosed && a != SweepAction::Remove);
+      CHECK(a != SweepAction::ReportClosed);
     switch (a) {
       case SweepAction::Keep:
-        break;
-      case SweepAction::Remove:
-        e.used = false;
         break;
       case SweepAction::ReportClosed:
         report(cap, e, CloseReason::None);
@@ -420,8 +410,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (ctl & 0x40) sweep(cap, false);
   }
   sweep(cap, true);
-  drain(cap);  // as the worker does after its final sweep
   for (const Entry& e : cap.table) CHECK(!e.used);
-  CHECK(cap.ring.empty());
   return 0;
 }

@@ -90,6 +90,8 @@ inline std::string result_name(int r) {
       return "LATE";
     case EBPFC_REOPENED:
       return "REOPENED";
+    case EBPFC_RESTARTED:
+      return "RESTARTED";
     case kUntracked:
       return "UNTRACKED";
   }

@@ -387,25 +387,6 @@ TEST(SweepAction, ClosedFlows) {
             SweepAction::ReportClosed);
 }
 
-TEST(SweepAction, ClosedFlowsWhoseEventWasSentAreRemovedUnreported) {
-  // The filter sets event_sent when the close event is in the ring buffer:
-  // that event reports the connection, the sweep only removes the entry, at
-  // once, on the final sweep too (the worker drains once more after it).
-  for (bool final_sweep : {false, true}) {
-    const SweepPolicy p{60 * kSec, 1 * kSec, final_sweep};
-    const uint64_t last = 1000 * kSec;
-    ebpfc_flow_stats st = flow_at(last, true);
-    st.event_sent = 1;
-    EXPECT_EQ(ebpfc::sweep_action(st, last, p), SweepAction::Remove);
-    EXPECT_EQ(ebpfc::sweep_action(st, last + 120 * kSec, p), SweepAction::Remove);
-    // an open entry never carries it (flow_init clears it), but if it did
-    // it would not matter: only closed entries are removed unreported
-    ebpfc_flow_stats open = flow_at(last, false);
-    open.event_sent = 1;
-    EXPECT_NE(ebpfc::sweep_action(open, last, p), SweepAction::Remove);
-  }
-}
-
 TEST(SweepAction, FinalSweepReportsEverything) {
   const SweepPolicy p{60 * kSec, 1 * kSec, true};
   const uint64_t last = 1000 * kSec;
