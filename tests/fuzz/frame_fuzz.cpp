@@ -29,13 +29,7 @@
 #include "core/flow_span.h"
 #include "core/span_attributes.h"
 
-#define CHECK(cond)                                                                       \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                       \
-    }                                                                                     \
-  } while (0)
+#include "fuzz_check.h"
 
 namespace {
 

@@ -27,13 +27,7 @@
 #include "kube/pod_cache.h"
 #include "kube/reflector.h"
 
-#define CHECK(c)                                                          \
-  do {                                                                    \
-    if (!(c)) {                                                           \
-      std::fprintf(stderr, "CHECK failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                       \
-    }                                                                     \
-  } while (0)
+#include "fuzz_check.h"
 
 using namespace ebpfc::kube;
 

@@ -20,13 +20,7 @@
 
 #include "capture/link_messages.h"
 
-#define CHECK(c)                                                          \
-  do {                                                                    \
-    if (!(c)) {                                                           \
-      std::fprintf(stderr, "CHECK failed: %s (line %d)\n", #c, __LINE__); \
-      std::abort();                                                       \
-    }                                                                     \
-  } while (0)
+#include "fuzz_check.h"
 
 namespace {
 

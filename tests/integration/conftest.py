@@ -124,6 +124,15 @@ def netutil_json(i, *args, timeout=120):
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
+def set_guc(cluster, name, value):
+    """ALTER SYSTEM SET name = value (RESET when value is None), then reload."""
+    if value is None:
+        cluster.sql(f"ALTER SYSTEM RESET {name}")
+    else:
+        cluster.sql(f"ALTER SYSTEM SET {name} = %s", (value,))
+    cluster.sql("SELECT pg_reload_conf()")
+
+
 def pod_mac(i):
     return pod_run(i, "cat", "/sys/class/net/eth0/address").stdout.strip()
 
@@ -513,6 +522,20 @@ def check_span_common(span, t0, t1):
 def key_of(span):
     return (norm_ip(span["src_host"]), span["src_port"], norm_ip(span["dst_host"]),
             span["dst_port"])
+
+
+def spans_by_connection(conns, rows):
+    """Pairs each netutil connection with the spans of its four-tuple.
+    Returns [(key, connection, spans)] in the connections' order, and the
+    keys of spans no connection made."""
+    by_key = {}
+    for r in rows:
+        by_key.setdefault(key_of(r), []).append(r)
+    pairs = []
+    for c in conns:
+        key = (norm_ip(c["laddr"]), c["lport"], norm_ip(c["raddr"]), c["rport"])
+        pairs.append((key, c, by_key.pop(key, [])))
+    return pairs, list(by_key)
 
 
 def wait_spans_for_port(cluster, port, count, timeout=SPAN_TIMEOUT, settle=0.6):

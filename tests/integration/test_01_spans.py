@@ -8,6 +8,7 @@ import pytest
 
 from conftest import (
     NETUTIL, PY, check_span_common, dump_spans, in_pod, key_of, netutil_json, norm_ip,
+    spans_by_connection,
     now_utc, pod_ip4, pod_run, run, wait_for, wait_span_for, wait_spans_for_port,
 )
 
@@ -54,14 +55,10 @@ def test_every_connection_exactly_once(cluster, capture, pods, family):
 
     rows = wait_spans_for_port(cluster, port, n)
     t1 = now_utc()
-    by_key = {}
-    for r in rows:
-        by_key.setdefault(key_of(r), []).append(r)
+    pairs, unmade = spans_by_connection(conns, rows)
 
     problems = []
-    for c in conns:
-        key = (norm_ip(c["laddr"]), c["lport"], norm_ip(c["raddr"]), c["rport"])
-        got = by_key.pop(key, [])
+    for key, c, got in pairs:
         if len(got) != 1:
             problems.append(f"{key} plan={c['plan']}: {len(got)} spans")
             continue
@@ -85,8 +82,8 @@ def test_every_connection_exactly_once(cluster, capture, pods, family):
             check_span_common(span, t0, t1)
         except AssertionError as exc:
             problems.append(f"{key}: {exc}")
-    if by_key:
-        problems.append(f"spans of connections nobody made: {list(by_key)}")
+    if unmade:
+        problems.append(f"spans of connections nobody made: {unmade}")
     assert not problems, "\n".join(problems) + "\n" + dump_spans(rows[:3])
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (
+    set_guc,
     Pods, dump_spans, in_pod, norm_ip, now_utc, pid_alive, pod_ip4, pod_ip6, pod_run, run,
     wait_for, wait_span_for,
 )
@@ -95,14 +96,6 @@ def conn_http(cluster, info, count, timeout=15.0, settle=0.7):
     wait_for(ready, timeout, desc=f"{count} http spans of {info['laddr']}:{info['lport']}")
     time.sleep(settle)
     return http_rows(cluster, where, params)
-
-
-def set_guc(cluster, name, value):
-    if value is None:
-        cluster.sql(f"ALTER SYSTEM RESET {name}")
-    else:
-        cluster.sql(f"ALTER SYSTEM SET {name} = %s", (value,))
-    cluster.sql("SELECT pg_reload_conf()")
 
 
 def new_traceparent():

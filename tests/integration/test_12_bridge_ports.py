@@ -19,8 +19,8 @@ import time
 import pytest
 
 from conftest import (
-    IFACE, NETUTIL, NS, PY, check_span_common, dump_spans, key_of, netutil_json, node_ns,
-    norm_ip, now_utc, pod_ip4, pod_ip6, pod_run, run, wait_for, wait_spans_for_port,
+    IFACE, NETUTIL, NS, PY, check_span_common, dump_spans, netutil_json, node_ns, now_utc,
+    pod_ip4, pod_ip6, pod_run, run, set_guc, spans_by_connection, wait_for, wait_spans_for_port,
 )
 
 NODE_IP4 = "10.213.0.1"
@@ -43,13 +43,9 @@ def check_exactly_once(cluster, conns, port):
     byte counts right."""
     assert conns, "the batch made no connection"
     rows = wait_spans_for_port(cluster, port, len(conns))
-    by_key = {}
-    for r in rows:
-        by_key.setdefault(key_of(r), []).append(r)
+    pairs, unmade = spans_by_connection(conns, rows)
     problems = []
-    for c in conns:
-        key = (norm_ip(c["laddr"]), c["lport"], norm_ip(c["raddr"]), c["rport"])
-        got = by_key.pop(key, [])
+    for key, c, got in pairs:
         if len(got) != 1:
             problems.append(f"{key} plan={c['plan']}: {len(got)} spans")
         elif (got[0]["bytes_sent"], got[0]["bytes_received"]) != (c["sent"], c["received"]):
@@ -64,8 +60,8 @@ def check_exactly_once(cluster, conns, port):
             if again != (0, 0):
                 problems.append(f"{key} plan={c['plan']}: segments seen twice "
                                 f"(retransmits sent/received {again})")
-    if by_key:
-        problems.append(f"spans of connections nobody made: {list(by_key)}")
+    if unmade:
+        problems.append(f"spans of connections nobody made: {unmade}")
     assert not problems, "\n".join(problems) + "\n" + dump_spans(rows[:4])
     return rows
 
@@ -177,14 +173,6 @@ def test_port_added_and_removed_while_capturing(cluster, capture, pods, late_pod
     check_exactly_once(cluster, conns, port)
     st = cluster.status()
     assert st["state"] == "running" and not st["last_error"] and st["port_errors"] == 0, st
-
-
-def set_guc(cluster, name, value):
-    if value is None:
-        cluster.sql(f"ALTER SYSTEM RESET {name}")
-    else:
-        cluster.sql(f"ALTER SYSTEM SET {name} = %s", (value,))
-    cluster.sql("SELECT pg_reload_conf()")
 
 
 def test_promiscuous_mode_when_off(cluster, pods):
