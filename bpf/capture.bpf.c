@@ -67,6 +67,7 @@ const volatile __u32 bridge_ifindex = 0;
 
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
+	__u8 head[EBPFC_HEAD_LEN]; /* the frame's first bytes, read at once */
 	struct ebpfc_flow_stats fresh;
 	struct ebpfc_flow_stats closed;
 	struct ebpfc_payload_event payload;
@@ -215,6 +216,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	struct ebpfc_scratch *tmp = bpf_map_lookup_elem(&scratch, &zero);
 	struct ebpfc_packet p = {};
 	struct ebpfc_flow_stats *v;
+	__u32 head_len;
 	__u64 now;
 	int result;
 
@@ -226,7 +228,12 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	c->frames++;
 	c->frame_bytes += skb->len;
 
-	switch (ebpfc_parse_frame(skb, skb->len, &p)) {
+	head_len = skb->len < EBPFC_HEAD_LEN ? skb->len : EBPFC_HEAD_LEN;
+	if (head_len < EBPFC_ETH_HLEN || bpf_skb_load_bytes(skb, 0, tmp->head, head_len) < 0) {
+		c->malformed++;
+		return 0;
+	}
+	switch (ebpfc_parse_frame(skb, skb->len, tmp->head, head_len, &p)) {
 	case EBPFC_PARSE_TCP:
 		break;
 	case EBPFC_PARSE_FRAGMENT:

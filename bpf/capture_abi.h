@@ -12,6 +12,12 @@
 
 #define EBPFC_ADDR_LEN 16
 
+#ifdef __cplusplus
+#define EBPFC_STATIC_ASSERT static_assert
+#else
+#define EBPFC_STATIC_ASSERT _Static_assert
+#endif
+
 /*
  * A TCP connection, independent of direction: endpoint 0 is the smaller of
  * (address, port) in network byte order, endpoint 1 the larger. IPv4
@@ -22,7 +28,9 @@ struct ebpfc_flow_key {
 	__u16 port[2]; /* host byte order */
 	__u8 family;   /* 4 or 6 */
 	__u8 pad[3];
-};
+} __attribute__((aligned(8))); /* the filter reads the addresses as words */
+
+EBPFC_STATIC_ASSERT(sizeof(struct ebpfc_flow_key) == 40, "no implicit padding");
 
 /*
  * What one endpoint sent. Segments of one connection may be accounted on

@@ -34,13 +34,24 @@ inline int load_bytes(void* ctx, uint32_t off, void* dst, uint32_t len) {
 
 namespace ebpfc_test {
 
-// Parses a frame held in a heap block of exactly its size, so that a read
-// past the end that slipped past EBPFC_LOAD would be caught by AddressSanitizer.
-inline int parse(const std::vector<uint8_t>& frame, ebpfc_packet* p) {
-  std::unique_ptr<uint8_t[]> copy(new uint8_t[frame.size() ? frame.size() : 1]);
-  if (!frame.empty()) std::memcpy(copy.get(), frame.data(), frame.size());
-  FrameView view{copy.get(), frame.size()};
-  return ebpfc_parse_frame(&view, static_cast<uint32_t>(frame.size()), p);
+// Parses a frame the way the filter does: its first min(size, head_limit)
+// bytes are the head (read at once), the rest is read through EBPFC_LOAD.
+// The frame and the head are each a heap block of exactly their size, so that
+// a read past either end would be caught by AddressSanitizer.
+inline int parse_frame(const uint8_t* data, size_t size, size_t head_limit, ebpfc_packet* p) {
+  const size_t head_len = size < head_limit ? size : head_limit;
+  std::unique_ptr<uint8_t[]> copy(new uint8_t[size ? size : 1]);
+  std::unique_ptr<uint8_t[]> head(new uint8_t[head_len ? head_len : 1]);
+  if (size > 0) std::memcpy(copy.get(), data, size);
+  if (head_len > 0) std::memcpy(head.get(), data, head_len);
+  FrameView view{copy.get(), size};
+  return ebpfc_parse_frame(&view, static_cast<uint32_t>(size), head.get(),
+                           static_cast<uint32_t>(head_len), p);
+}
+
+inline int parse(const std::vector<uint8_t>& frame, ebpfc_packet* p,
+                 size_t head_limit = EBPFC_HEAD_LEN) {
+  return parse_frame(frame.data(), frame.size(), head_limit, p);
 }
 
 }  // namespace ebpfc_test

@@ -1,5 +1,5 @@
 // Tests of bpf/frame_parse.h: Ethernet frames built byte by byte, decoded with
-// a bounds-checked EBPFC_LOAD.
+// a bounds-checked EBPFC_LOAD and heads of every length.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -43,17 +43,33 @@ std::string describe(int r) {
   return "result " + std::to_string(r);
 }
 
+// The filter decodes the headers that lie in a frame's head (its first bytes,
+// read at once) from there and reads the rest with EBPFC_LOAD. Every head
+// length must decode a frame the same way: each frame is parsed with the
+// filter's head and again with heads that end inside each header.
+int parse_every_head(const Bytes& frame, ebpfc_packet* p) {
+  std::memset(p, 0xa5, sizeof(*p));  // nothing may be left unwritten
+  const int r = parse(frame, p);
+  for (size_t limit : {0, 12, 14, 16, 18, 22, 30, 34, 40, 54, 58, 62, 74, 80, 94, 100}) {
+    ebpfc_packet q;
+    std::memset(&q, 0xa5, sizeof(q));
+    EXPECT_EQ(describe(parse(frame, &q, limit)), describe(r)) << "with a head of " << limit;
+    if (r == EBPFC_PARSE_TCP) {
+      EXPECT_EQ(std::memcmp(p, &q, sizeof(q)), 0) << "with a head of " << limit;
+    }
+  }
+  return r;
+}
+
 int parse_result(const Bytes& frame) {
   ebpfc_packet p;
-  std::memset(&p, 0xa5, sizeof(p));
-  return parse(frame, &p);
+  return parse_every_head(frame, &p);
 }
 
 // Parses a frame that must be TCP.
 ebpfc_packet parse_tcp(const Bytes& frame) {
   ebpfc_packet p;
-  std::memset(&p, 0xa5, sizeof(p));  // nothing may be left unwritten
-  const int r = parse(frame, &p);
+  const int r = parse_every_head(frame, &p);
   EXPECT_EQ(describe(r), "TCP");
   return p;
 }
