@@ -78,21 +78,26 @@ check-symbols: $(shlib)
 	@undefined="$$(nm -D --undefined-only $(shlib) | c++filt | grep -E 'ebpfc::|capture_bpf' || true)"; \
 	if [ -n "$$undefined" ]; then echo "undefined symbols of ours in $(shlib):"; echo "$$undefined"; exit 1; fi
 
-.PHONY: unit fuzz-smoke format
+.PHONY: unit fuzz-smoke format filter-check
 unit:
 	$(MAKE) -C tests/unit run
+
+# The socket filter in this kernel, through BPF_PROG_TEST_RUN (needs root).
+filter-check: $(BPF_SKEL)
+	$(MAKE) -C tests/filter run
 
 fuzz-smoke:
 	$(MAKE) -C tests/fuzz smoke
 
 format:
-	clang-format -i extension/*/*.cpp extension/*/*.h tests/unit/*.cpp tests/fuzz/*.cpp bench/*.cpp
+	clang-format -i extension/*/*.cpp extension/*/*.h tests/unit/*.cpp tests/fuzz/*.cpp \
+		tests/filter/*.cpp tests/filter/*.h bench/*.cpp
 
 # What the socket filter costs per frame in this kernel, measured with
 # BPF_PROG_TEST_RUN (bench/filter_bench.cpp; needs root).
 FILTER_BENCH_ARGS ?= 20000 5
 .PHONY: filter-bench
 filter-bench: $(BPF_SKEL)
-	$(CXX) -std=c++17 -O2 -Wall -Wextra -Werror -Ibpf -I$(BUILD) -Itests/unit \
+	$(CXX) -std=c++17 -O2 -Wall -Wextra -Werror -Ibpf -I$(BUILD) -Itests/unit -Itests/filter \
 		bench/filter_bench.cpp -o $(BUILD)/filter_bench -lbpf -lelf -lz -lpthread
 	$(BUILD)/filter_bench $(FILTER_BENCH_ARGS)

@@ -9,6 +9,11 @@
  * payload heads). If the ring buffer is full the map still
  * holds the exact counts and user space finds the closed flow on its next
  * sweep. The filter returns 0, so no frame is ever queued to the socket.
+ *
+ * Who removes a closed flow's entry: the filter itself for a connection
+ * closed by FINs, once its close event is in the ring buffer; user space, after
+ * reading the event, for a reset connection (see the close block below); the
+ * sweep for one whose event was lost.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -287,16 +292,33 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		return 0;
 	}
 	if (result == EBPFC_CLOSED_NOW || result == EBPFC_REOPENED) {
+		/*
+		 * A connection closed by FINs is over once this frame, the ACK
+		 * of the last FIN, is counted: nothing of it crosses the bridge
+		 * later but a retransmission. Its entry is removed here, right
+		 * after its event is in the ring buffer. No new connection can
+		 * have taken the four-tuple over yet: the side waiting for this
+		 * ACK learns that the old connection is closed only from this
+		 * frame, which the filter sees before its receiver does.
+		 * A reset connection's entry stays (closed) until user space has
+		 * read its event: segments already on their way in the other
+		 * direction arrive after the reset and must find it closed, not
+		 * start a flow of their own.
+		 */
+		int fin_closed = result == EBPFC_CLOSED_NOW && tmp->closed.close_reason == EBPFC_CLOSE_FIN;
 		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		__u64 avail;
 
 		if (!e) {
+			/* the entry stays, closed: the sweep reports it */
 			c->events_dropped++;
 			return 0;
 		}
 		e->type = EBPFC_EVENT_FLOW_CLOSED;
 		/* a reopened entry already holds the new connection: keep it */
-		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY : 0;
+		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY
+			   : fin_closed		    ? EBPFC_EVENT_ENTRY_REMOVED
+						    : 0;
 		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
 		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
 		/* the reserved record already counts as waiting data */
@@ -304,6 +326,8 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		bpf_ringbuf_submit(
 		    e,
 		    ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
+		if (fin_closed)
+			bpf_map_delete_elem(&flows, &p.key);
 	}
 	return 0;
 }

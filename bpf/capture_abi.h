@@ -144,7 +144,8 @@ struct ebpfc_payload_event {
 #define EBPFC_PAYLOAD_HEADER_LEN ((__u32) __builtin_offsetof(struct ebpfc_payload_event, data))
 
 /* ebpfc_event.flags */
-#define EBPFC_EVENT_KEEP_ENTRY 1 /* the map entry already holds a newer connection */
+#define EBPFC_EVENT_KEEP_ENTRY	  1 /* the map entry already holds a newer connection */
+#define EBPFC_EVENT_ENTRY_REMOVED 2 /* the filter removed the entry (a connection closed by FINs) */
 
 /* A ring-buffer record. */
 struct ebpfc_event {

@@ -123,8 +123,11 @@ optional_target() {
 }
 optional_target unit
 optional_target fuzz-smoke
-# The filter through BPF_PROG_TEST_RUN on replayed connections: the benchmark
-# builds, loads, and every connection comes back closed with its exact counts.
+# The socket filter in this kernel, fed replayed connections with
+# BPF_PROG_TEST_RUN: its events, counters and flow entries.
+run_stage "socket filter in the kernel (make filter-check)" make filter-check || true
+# Its benchmark, short: it builds, and every replayed connection comes back
+# closed with its exact counts.
 run_stage "filter benchmark, short (make filter-bench)" make filter-bench FILTER_BENCH_ARGS="2000 1" || true
 # The Kubernetes client against the fake API server (TLS, watch, faults).
 run_stage "kube client vs fake API (make -C tests/kube check)" make -C tests/kube check || true

@@ -236,7 +236,9 @@ int PacketCapture::on_event(void* ctx, void* data, size_t size) {
     ebpfc_event ev;
     std::memcpy(&ev, data, sizeof(ev));
     self->sink_->flow_ended(ev.key, ev.stats, CloseReason::None);
-    if (!(ev.flags & EBPFC_EVENT_KEEP_ENTRY)) self->closed_keys_.push_back(ev.key);
+    // The filter removed the entry itself, or a newer connection holds it.
+    if (!(ev.flags & (EBPFC_EVENT_KEEP_ENTRY | EBPFC_EVENT_ENTRY_REMOVED)))
+      self->closed_keys_.push_back(ev.key);
     self->drained_++;
   } else if (type == EBPFC_EVENT_FLOW_RESTARTED && size >= sizeof(ebpfc_event)) {
     // A new connection took over a closed entry: if this drain was going to

@@ -1,0 +1,158 @@
+// Tests of the socket filter itself (bpf/capture.bpf.c), loaded into this
+// machine's kernel and fed replayed connections with BPF_PROG_TEST_RUN: what
+// it counts, which events it sends and which flow entries it leaves for user
+// space. The frame decoder and the flow accounting are also tested in user
+// space (tests/unit); these tests cover what only the kernel program does.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "filter_harness.h"
+
+namespace ebpfc_test {
+namespace {
+
+class SocketFilter : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs CAP_BPF: run as root";
+    filter_ = std::make_unique<LoadedFilter>(options_);
+  }
+  void replay(const std::vector<ReplayFrame>& frames) {
+    for (const ReplayFrame& f : frames) filter_->run(f);
+  }
+  LoadedFilter::Options options_;
+  std::unique_ptr<LoadedFilter> filter_;
+};
+
+const ebpfc_flow_dir& client_dir(const ebpfc_flow_stats& st) { return st.dir[st.client & 1]; }
+const ebpfc_flow_dir& server_dir(const ebpfc_flow_stats& st) { return st.dir[(st.client & 1) ^ 1]; }
+
+void expect_short_connection(const ebpfc_event& e, uint16_t cport) {
+  EXPECT_EQ(e.type, static_cast<__u32>(EBPFC_EVENT_FLOW_CLOSED));
+  EXPECT_EQ(e.stats.close_reason, EBPFC_CLOSE_FIN);
+  EXPECT_EQ(e.key.port[e.stats.client & 1], cport);
+  EXPECT_EQ(client_dir(e.stats).bytes, kReplayRequest);
+  EXPECT_EQ(server_dir(e.stats).bytes, kReplayResponse);
+  EXPECT_EQ(client_dir(e.stats).packets, 5u);
+  EXPECT_EQ(server_dir(e.stats).packets, 5u);
+  EXPECT_NE(e.stats.syn_ns, 0u);
+  EXPECT_NE(e.stats.synack_ns, 0u);
+  EXPECT_GE(e.stats.established_ns, e.stats.synack_ns);
+  EXPECT_EQ(e.stats.mid_stream, 0);
+}
+
+TEST_F(SocketFilter, ConnectionClosedByFinsIsReportedOnceAndItsEntryRemoved) {
+  std::vector<ReplayFrame> frames;
+  short_connection(frames, 40001);
+  replay(frames);
+
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 1u);
+  expect_short_connection(events[0], 40001);
+  EXPECT_EQ(events[0].flags, static_cast<__u32>(EBPFC_EVENT_ENTRY_REMOVED));
+  EXPECT_TRUE(filter_->flows().empty()) << "the filter removes what it reported";
+  const ebpfc_counters c = filter_->counters();
+  EXPECT_EQ(c.frames, 10u);
+  EXPECT_EQ(c.tcp_packets, 10u);
+  EXPECT_EQ(c.flows_created, 1u);
+  EXPECT_EQ(c.events_dropped, 0u);
+}
+
+TEST_F(SocketFilter, RetransmittedFinAfterTheCloseStartsNoFlow) {
+  std::vector<ReplayFrame> frames;
+  short_connection(frames, 40002);
+  replay(frames);
+  filter_->run(frames[8]);  // the client's FIN again
+  filter_->run(frames[9]);  // and the server's ACK of it
+
+  EXPECT_EQ(filter_->events().size(), 1u);
+  EXPECT_TRUE(filter_->flows().empty());
+  EXPECT_EQ(filter_->counters().untracked, 2u);
+}
+
+TEST_F(SocketFilter, PortReusedAtOnceAfterFinsIsANewConnection) {
+  std::vector<ReplayFrame> frames;
+  short_connection(frames, 40003, 1000, 5000);
+  short_connection(frames, 40003, 900000, 700000);  // new initial sequence numbers
+  replay(frames);
+
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 2u) << "one close event each, and no restarted event";
+  expect_short_connection(events[0], 40003);
+  expect_short_connection(events[1], 40003);
+  EXPECT_EQ(client_dir(events[1].stats).isn, 900000u);
+  EXPECT_TRUE(filter_->flows().empty());
+}
+
+// SYN, SYN-ACK, ACK, the request, then the server resets.
+std::vector<ReplayFrame> reset_connection(uint16_t cport, uint32_t c, uint32_t s) {
+  return {replay_frame(true, cport, c, 0, kReplaySyn, 0),
+          replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayPsh | kReplayAck, kReplayRequest),
+          replay_frame(false, cport, s + 1, 0, kReplayRst, 0)};
+}
+
+TEST_F(SocketFilter, ResetConnectionStaysClosedForUserSpaceAndCountsLateSegments) {
+  replay(reset_connection(40004, 1000, 5000));
+  // more of the client's data, sent before the reset reached it
+  filter_->run(replay_frame(true, 40004, 1000 + 1 + kReplayRequest, 5001, kReplayPsh | kReplayAck,
+                            kReplayRequest));
+
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].stats.close_reason, EBPFC_CLOSE_RST);
+  EXPECT_EQ(events[0].flags, 0u) << "user space removes a reset connection's entry";
+  EXPECT_EQ(client_dir(events[0].stats).bytes, kReplayRequest);
+  auto flows = filter_->flows();
+  ASSERT_EQ(flows.size(), 1u) << "the late segment must not start a flow of its own";
+  EXPECT_EQ(flows[0].second.state, static_cast<__u32>(EBPFC_FLOW_CLOSED));
+  EXPECT_EQ(filter_->counters().late, 1u);
+}
+
+TEST_F(SocketFilter, PortReusedBeforeUserSpaceRemovedAResetEntrySaysSo) {
+  replay(reset_connection(40005, 1000, 5000));
+  std::vector<ReplayFrame> frames;
+  short_connection(frames, 40005, 900000, 700000);
+  replay(frames);
+
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].type, static_cast<__u32>(EBPFC_EVENT_FLOW_CLOSED));
+  EXPECT_EQ(events[0].stats.close_reason, EBPFC_CLOSE_RST);
+  EXPECT_EQ(events[1].type, static_cast<__u32>(EBPFC_EVENT_FLOW_RESTARTED))
+      << "user space must not remove the entry the new connection took over";
+  expect_short_connection(events[2], 40005);
+  EXPECT_TRUE(filter_->flows().empty());
+}
+
+class SocketFilterSmallRing : public SocketFilter {
+ protected:
+  void SetUp() override {
+    options_.ring_buffer_bytes = static_cast<uint32_t>(sysconf(_SC_PAGESIZE));  // the smallest
+    SocketFilter::SetUp();
+  }
+};
+
+TEST_F(SocketFilterSmallRing, ConnectionWhoseEventIsLostStaysInTheMapWithItsCounts) {
+  constexpr int kConnections = 40;  // more close events than the ring buffer holds
+  std::vector<ReplayFrame> frames;
+  for (int i = 0; i < kConnections; i++) short_connection(frames, static_cast<uint16_t>(41000 + i));
+  replay(frames);
+
+  const auto events = filter_->events();
+  const auto flows = filter_->flows();
+  const ebpfc_counters c = filter_->counters();
+  ASSERT_GT(c.events_dropped, 0u);
+  EXPECT_EQ(events.size() + flows.size(), static_cast<size_t>(kConnections))
+      << "every connection is either reported or left for the sweep";
+  EXPECT_EQ(flows.size(), c.events_dropped);
+  for (const auto& [key, st] : flows) {
+    EXPECT_EQ(st.state, static_cast<__u32>(EBPFC_FLOW_CLOSED));
+    EXPECT_EQ(client_dir(st).bytes, kReplayRequest);
+    EXPECT_EQ(server_dir(st).bytes, kReplayResponse);
+  }
+}
+
+}  // namespace
+}  // namespace ebpfc_test
