@@ -180,6 +180,14 @@ put capture.mid_stream_sample "$(psql_q "SELECT m.src_port, s.start_time, s.end_
 	JOIN spans s ON s.protocol = 'tcp' AND s.src_port = m.src_port AND s.dst_port = $NGINX_PORT
 	 AND s.start_time BETWEEN m.start_time - interval '5 s' AND m.start_time + interval '5 s'
 	ORDER BY m.start_time, s.start_time" | base64 -w0)"
+# With HTTP parsing on, every connection carries one request and its response:
+# one HTTP span each, child of its connection's span.
+put capture.http_spans "$(psql_q "SELECT count(*) FROM spans WHERE protocol = 'http' AND dst_port = $NGINX_PORT")"
+put capture.connections_without_http_span "$(psql_q "SELECT count(*) FROM spans t
+	WHERE t.protocol = 'tcp' AND t.dst_port = $NGINX_PORT AND t.bytes_received > 0
+	  AND NOT EXISTS (SELECT 1 FROM spans h WHERE h.protocol = 'http' AND h.dst_port = $NGINX_PORT
+	                  AND h.attributes->>'tcp.span_id' = t.span_id)")"
+put capture.status_json "$(psql_q "SELECT row_to_json(s) FROM capture_status() s" | base64 -w0)"
 put capture.spans_by_reason "$(psql_q "SELECT coalesce(string_agg(r || '=' || n, ' ' ORDER BY n DESC), '')
 	FROM (SELECT attributes->>'tcp.close_reason' AS r, count(*) AS n FROM (SELECT * FROM spans WHERE protocol = 'tcp') spans
 	      WHERE dst_port = $NGINX_PORT AND start_time BETWEEN to_timestamp($WIN0) AND to_timestamp($WIN1)
@@ -289,6 +297,9 @@ result = {
         "spans_duplicates": int(g("capture.spans_dupes")),
         "mid_stream_sample": base64.b64decode(g("capture.mid_stream_sample") or "")
         .decode("utf-8", "replace").splitlines(),
+        "http_spans": int(g("capture.http_spans") or 0),
+        "connections_with_response_but_no_http_span": int(g("capture.connections_without_http_span") or 0),
+        "status": json.loads(base64.b64decode(g("capture.status_json") or "") or "null"),
         "recorded_over_requests": ratio(spans, made),
         "recorded_over_tcp_opens": ratio(spans, opens),
         "spans_by_close_reason": by_reason,
@@ -365,6 +376,9 @@ rows = [
         if n == "capture" and "capture_cost_us_per_connection" in result else "–")),
     ("latency p50 / p99 (ms)", lambda n: f"{runs[n].get('latency_p50_ms', '–')} / {runs[n].get('latency_p99_ms', '–')}"),
     ("spans recorded (recorded / requests)", cell_spans),
+    ("HTTP spans (connections with a response but none)", lambda n: (
+        f"{result['capture']['http_spans']:,} ({result['capture']['connections_with_response_but_no_http_span']:,})"
+        if n == "capture" else "–")),
     ("worker CPU per 1000 spans", lambda n: f"{result['capture']['worker_cpu_ms_per_1000_spans']} ms" if n == "capture" else "–"),
     ("events / kernel / flow-table / span drops", lambda n: (
         "{events_dropped} / {kernel_drops} / {flow_table_full} / {spans_dropped}".format(**st_after)
@@ -420,6 +434,10 @@ out.append(f"connections opened (pod1 TCP opens)  {opens}")
 out.append(f"spans recorded in the window         {spans}   (after capture_stop: {c['spans_recorded_after_capture_stop']})")
 out.append(f"recorded / made                      {100.0 * (c['recorded_over_requests'] or 0):.2f} %   "
            f"(recorded / TCP opens: {100.0 * (c['recorded_over_tcp_opens'] or 0):.2f} %)   target 100 %")
+if c["http_spans"] or c["connections_with_response_but_no_http_span"]:
+    out.append(f"http spans (one per connection)      {c['http_spans']}   "
+               f"connections with a response but no http span: "
+               f"{c['connections_with_response_but_no_http_span']}")
 out.append(f"throughput capture / baseline        {thr_ratio}"
            + (f"   (/ mean of both baselines: {thr_ratio2}; drift baseline2/baseline: {result['baseline_drift']})"
               if thr_ratio2 is not None else "") + "   target >= 0.9")

@@ -134,24 +134,36 @@ void HttpTracker::update_control(Conn& c) {
   }
 }
 
-bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8]) {
+bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8],
+                                const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(key);
   if (it == conns_.end()) return false;
   Conn& c = it->second;
   std::memcpy(span_id, c.span_id, sizeof(c.span_id));
   if (!c.ended) {
     c.ended = true;
+    clock_ = &clock;
+    ids_ = &ids;
+    out_ = &out;
+    finish(c);
     ended_.push_back(key);
   }
   return true;
 }
 
+// The connection's stream gives its last exchanges and goes back to the pool.
+void HttpTracker::finish(Conn& c) {
+  if (c.stream == nullptr) return;
+  current_ = &c;
+  c.stream->on_close(*this);
+  current_ = nullptr;
+  add_counters(released_, c.stream->counters());
+  free_.push_back(c.stream);
+  c.stream = nullptr;
+}
+
 void HttpTracker::release(Conn& c) {
-  if (c.stream != nullptr) {
-    add_counters(released_, c.stream->counters());
-    free_.push_back(c.stream);
-    c.stream = nullptr;
-  }
+  finish(c);
   if (c.control_set) control_.clear_l7_control(c.key);
 }
 
@@ -163,11 +175,7 @@ void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGe
   for (const ebpfc_flow_key& key : ended_) {
     auto it = conns_.find(key);
     if (it == conns_.end()) continue;
-    Conn& c = it->second;
-    current_ = &c;
-    if (c.stream != nullptr) c.stream->on_close(*this);
-    current_ = nullptr;
-    release(c);
+    release(it->second);  // finished when it ended: clears the kernel's control
     conns_.erase(it);
   }
   ended_.clear();
@@ -176,9 +184,6 @@ void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGe
   for (auto it = conns_.begin(); it != conns_.end();) {
     Conn& c = it->second;
     if (!c.ended && now_ns > c.last_ns && now_ns - c.last_ns > options_.expire_after_ns) {
-      current_ = &c;
-      if (c.stream != nullptr) c.stream->on_close(*this);
-      current_ = nullptr;
       release(c);
       counters_.expired++;
       it = conns_.erase(it);
@@ -192,13 +197,7 @@ void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids, HttpSp
   clock_ = &clock;
   ids_ = &ids;
   out_ = &out;
-  for (auto& entry : conns_) {
-    Conn& c = entry.second;
-    current_ = &c;
-    if (c.stream != nullptr) c.stream->on_close(*this);
-    current_ = nullptr;
-    release(c);
-  }
+  for (auto& entry : conns_) release(entry.second);
   conns_.clear();
   ended_.clear();
 }

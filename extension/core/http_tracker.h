@@ -58,12 +58,17 @@ class HttpTracker final : private HttpExchangeSink {
                   HttpSpanList& out);
 
   // The connection `key` ended. If it was followed, copies the span id its
-  // tcp span must carry (HTTP spans refer to it) to span_id and returns true;
-  // its last exchanges come out at the end of the drain (payload heads may
-  // trail the close event within one drain).
-  bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8]);
+  // tcp span must carry (HTTP spans refer to it) to span_id and returns true.
+  // Its last exchanges are appended to out now and its stream goes back to
+  // the pool at once: one drain may read the whole life of thousands of
+  // connections (when the worker was busy inserting), and they must not run
+  // the pool out. The connection itself is forgotten at the end of the drain,
+  // so that a payload head trailing its close event is ignored rather than
+  // taken for a new connection.
+  bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8], const WallClock& clock,
+                     SpanIdGenerator& ids, HttpSpanList& out);
 
-  // After each drain of the ring buffer: finishes the connections that ended
+  // After each drain of the ring buffer: forgets the connections that ended
   // and gives up those silent for expire_after_ns.
   void end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
                     HttpSpanList& out);
@@ -95,6 +100,7 @@ class HttpTracker final : private HttpExchangeSink {
 
   void on_exchange(const HttpExchange& exchange) override;
   void update_control(Conn& c);
+  void finish(Conn& c);
   void release(Conn& c);
   HttpStream* take_stream();
 

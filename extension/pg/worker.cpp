@@ -44,7 +44,12 @@ class SpanBatch final : public FlowSink {
   void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
                   CloseReason reason) override {
     uint8_t connection_span_id[8];
-    const bool had_http = http != nullptr && http->on_flow_ended(key, connection_span_id);
+    bool had_http = false;
+    if (http != nullptr) {
+      const size_t before = http_spans.size();
+      had_http = http->on_flow_ended(key, connection_span_id, clock, ids, http_spans);
+      after_http(before);
+    }
     if (full()) {
       dropped++;
       return;

@@ -1,0 +1,148 @@
+// Tests of core/http_tracker: payload heads as the kernel sends them, routed
+// to pooled streams, and the spans and kernel instructions that come out.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/http_tracker.h"
+
+namespace ebpfc {
+namespace {
+
+// Records what the tracker tells the kernel.
+class RecordingControl final : public PayloadControl {
+ public:
+  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control& c) override {
+    sets++;
+    if (c.not_http) stops++;
+  }
+  void clear_l7_control(const ebpfc_flow_key&) override { clears++; }
+  int sets = 0, stops = 0, clears = 0;
+};
+
+ebpfc_flow_key key_for(uint16_t client_port) {
+  ebpfc_flow_key k{};
+  k.addr[0][10] = k.addr[1][10] = 0xff;
+  k.addr[0][11] = k.addr[1][11] = 0xff;
+  k.addr[0][12] = 10, k.addr[0][15] = 1;  // 10.0.0.1: the client
+  k.addr[1][12] = 10, k.addr[1][15] = 2;  // 10.0.0.2:80
+  k.port[0] = client_port;
+  k.port[1] = 80;
+  k.family = 4;
+  return k;
+}
+
+ebpfc_payload_event head(const ebpfc_flow_key& key, bool from_client, uint32_t seq,
+                         const std::string& data, uint64_t ts) {
+  ebpfc_payload_event e;
+  std::memset(&e, 0, EBPFC_PAYLOAD_HEADER_LEN);
+  e.type = EBPFC_EVENT_PAYLOAD;
+  e.sender = from_client ? 0 : 1;
+  e.from_client = from_client ? 1 : 0;
+  e.key = key;
+  e.ts_ns = ts;
+  e.seq = seq;
+  e.segment_len = static_cast<uint32_t>(data.size());
+  e.data_len = static_cast<uint32_t>(data.size());
+  std::memcpy(e.data, data.data(), data.size());
+  return e;
+}
+
+const std::string kRequest = "GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+const std::string kResponse =
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+class HttpTrackerTest : public ::testing::Test {
+ protected:
+  HttpTrackerTest() : ids_(7) {}
+
+  // One connection's request and response, then its close.
+  void short_exchange(HttpTracker& t, uint16_t port, uint64_t ts, HttpSpanList& out,
+                      bool* followed) {
+    const ebpfc_flow_key k = key_for(port);
+    t.on_payload(head(k, true, 1, kRequest, ts), clock_, ids_, out);
+    t.on_payload(head(k, false, 1, kResponse, ts + 10), clock_, ids_, out);
+    uint8_t span_id[8];
+    *followed = t.on_flow_ended(k, span_id, clock_, ids_, out);
+  }
+
+  WallClock clock_;
+  SpanIdGenerator ids_;
+  RecordingControl control_;
+};
+
+TEST_F(HttpTrackerTest, ExchangeOfAConnectionComesOutWhenItEnds) {
+  HttpTrackerOptions o;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  bool followed = false;
+  short_exchange(t, 40000, 5000, out, &followed);
+  EXPECT_TRUE(followed);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].exchange.status, 200);
+  EXPECT_EQ(out[0].src_port, 40000);
+  EXPECT_EQ(out[0].dst_port, 80);
+  t.end_of_drain(6000, clock_, ids_, out);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(t.open_connections(), 0u);
+}
+
+// A drain can hold the whole life of many more connections than the pool has
+// streams (the worker was busy inserting while they came and went): each
+// connection that ended gives its stream back at once, so every one is
+// followed.
+TEST_F(HttpTrackerTest, ConnectionsThatEndedInOneDrainDoNotRunThePoolOut) {
+  HttpTrackerOptions o;
+  o.max_connections = 16;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  constexpr int kConnections = 500;
+  for (int i = 0; i < kConnections; i++) {
+    bool followed = false;
+    short_exchange(t, static_cast<uint16_t>(30000 + i), 1000 + 100 * i, out, &followed);
+    EXPECT_TRUE(followed) << i;
+  }
+  EXPECT_EQ(out.size(), static_cast<size_t>(kConnections));
+  EXPECT_EQ(t.counters().pool_full, 0u);
+  EXPECT_EQ(t.counters().connections, static_cast<uint64_t>(kConnections));
+  EXPECT_EQ(control_.stops, 0);
+  t.end_of_drain(1'000'000, clock_, ids_, out);
+  EXPECT_EQ(t.open_connections(), 0u);
+}
+
+// Connections still open are what the bound is for: the 17th open one is not
+// followed, and the kernel is told to stop sending its payload.
+TEST_F(HttpTrackerTest, OpenConnectionsBeyondThePoolAreNotFollowed) {
+  HttpTrackerOptions o;
+  o.max_connections = 16;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  for (int i = 0; i < 17; i++)
+    t.on_payload(head(key_for(static_cast<uint16_t>(31000 + i)), true, 1, kRequest, 100), clock_,
+                 ids_, out);
+  EXPECT_EQ(t.counters().pool_full, 1u);
+  EXPECT_EQ(control_.stops, 1);
+  EXPECT_EQ(t.open_connections(), 17u);
+}
+
+// A payload head that trails its connection's close event in the same drain
+// is ignored: it does not start a connection of its own.
+TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
+  HttpTrackerOptions o;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  bool followed = false;
+  short_exchange(t, 40001, 5000, out, &followed);
+  t.on_payload(head(key_for(40001), false, 1 + static_cast<uint32_t>(kResponse.size()), "x", 7000),
+               clock_, ids_, out);
+  EXPECT_EQ(t.open_connections(), 1u);  // the ended one, until the end of the drain
+  EXPECT_EQ(t.counters().connections, 1u);
+  t.end_of_drain(8000, clock_, ids_, out);
+  EXPECT_EQ(t.open_connections(), 0u);
+  EXPECT_EQ(out.size(), 1u);
+}
+
+}  // namespace
+}  // namespace ebpfc
