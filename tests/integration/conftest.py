@@ -133,6 +133,24 @@ def set_guc(cluster, name, value):
     cluster.sql("SELECT pg_reload_conf()")
 
 
+@contextlib.contextmanager
+def capture_restarted_with(cluster, name, value):
+    """Restarts the capture with the setting name = value for the block, and
+    after it with the setting reset (the capture runs again either way)."""
+    before = cluster.value(f"SHOW {name}")
+    cluster.stop_capture()
+    set_guc(cluster, name, value)
+    try:
+        wait_for(lambda: cluster.value(f"SHOW {name}") == value, 5, desc=f"{name} reloaded")
+        cluster.ensure_capture()
+        yield
+    finally:
+        cluster.stop_capture()
+        set_guc(cluster, name, None)
+        wait_for(lambda: cluster.value(f"SHOW {name}") == before, 5, desc=f"{name} restored")
+        cluster.ensure_capture()
+
+
 def pod_mac(i):
     return pod_run(i, "cat", "/sys/class/net/eth0/address").stdout.strip()
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (
-    set_guc,
+    capture_restarted_with, set_guc,
     Pods, dump_spans, in_pod, norm_ip, now_utc, pid_alive, pod_ip4, pod_ip6, pod_run, run,
     wait_for, wait_span_for,
 )
@@ -1105,12 +1105,7 @@ def test_connections_that_come_and_go_within_one_drain(cluster, capture, chain):
     is in the same position; before, a fifth of the HTTP spans of a
     short-connection benchmark were missing this way.)"""
     n = 120
-    cluster.stop_capture()
-    set_guc(cluster, "ebpf_capture.max_http_connections", "16")
-    try:
-        wait_for(lambda: cluster.value("SHOW ebpf_capture.max_http_connections") == "16", 5,
-                 desc="max_http_connections reloaded")
-        cluster.ensure_capture()
+    with capture_restarted_with(cluster, "ebpf_capture.max_http_connections", "16"):
         before = cluster.status()["http_bound_hits"]
         pid = cluster.status()["pid"]
         url = f"http://{chain.backend_addr}:{chain.bport}/ok"
@@ -1123,19 +1118,9 @@ def test_connections_that_come_and_go_within_one_drain(cluster, capture, chain):
         assert len(got) == n and all(g["code"] == 200 and g["connects"] == 1 for g in got), got
         assert len({g["lport"] for g in got}) == n, "one connection per request"
         where = "dst_addr = %s::inet AND dst_port = %s AND start_time >= %s"
-        params = (chain.backend_addr, chain.bport, t0)
-        wait_for(lambda: len(http_rows(cluster, where, params)) >= n, 15,
-                 desc=f"{n} http spans")
-        time.sleep(0.5)
-        rows = http_rows(cluster, where, params)
+        rows = wait_http(cluster, n, where, (chain.backend_addr, chain.bport, t0))
         assert_http_spans_ok(rows, t0, now_utc())
         assert sorted(r["http_target"] for r in rows) == sorted(f"/ok?c={i}" for i in range(n)), \
             brief(rows)
         assert all(r["http_status"] == 200 for r in rows), brief(rows)
         assert cluster.status()["http_bound_hits"] == before
-    finally:
-        cluster.stop_capture()
-        set_guc(cluster, "ebpf_capture.max_http_connections", None)
-        wait_for(lambda: cluster.value("SHOW ebpf_capture.max_http_connections") == "2048", 5,
-                 desc="max_http_connections restored")
-        cluster.ensure_capture()

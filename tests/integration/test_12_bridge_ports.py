@@ -20,7 +20,8 @@ import pytest
 
 from conftest import (
     IFACE, NETUTIL, NS, PY, check_span_common, dump_spans, netutil_json, node_ns, now_utc,
-    pod_ip4, pod_ip6, pod_run, run, set_guc, spans_by_connection, wait_for, wait_spans_for_port,
+    capture_restarted_with, pod_ip4, pod_ip6, pod_run, run, spans_by_connection, wait_for,
+    wait_spans_for_port,
 )
 
 NODE_IP4 = "10.213.0.1"
@@ -178,13 +179,8 @@ def test_port_added_and_removed_while_capturing(cluster, capture, pods, late_pod
 def test_promiscuous_mode_when_off(cluster, pods):
     """bridge_ports = off: one socket on the bridge, made promiscuous, sees
     the same connections exactly once."""
-    cluster.stop_capture()
-    set_guc(cluster, "ebpf_capture.bridge_ports", "off")
-    try:
-        wait_for(lambda: cluster.value("SHOW ebpf_capture.bridge_ports") == "off", 5,
-                 desc="bridge_ports reloaded")
-        log_from = cluster.log_size()
-        cluster.ensure_capture()
+    log_from = cluster.log_size()
+    with capture_restarted_with(cluster, "ebpf_capture.bridge_ports", "off"):
         assert promiscuity() == 1
         time.sleep(0.5)  # a sweep publishes the counters
         assert cluster.status()["ports"] == 0
@@ -194,12 +190,6 @@ def test_promiscuous_mode_when_off(cluster, pods):
         check_exactly_once(cluster, pods.batch(1, addr, port, PLAN), port)
         port = node_server(pods, NODE_IP4)
         check_exactly_once(cluster, pods.batch(3, NODE_IP4, port, PLAN), port)
-    finally:
-        cluster.stop_capture()
-        set_guc(cluster, "ebpf_capture.bridge_ports", None)
-        wait_for(lambda: cluster.value("SHOW ebpf_capture.bridge_ports") == "on", 5,
-                 desc="bridge_ports restored")
-    cluster.ensure_capture()
     assert promiscuity() == 0
 
 
