@@ -182,6 +182,7 @@ put capture.mid_stream_sample "$(psql_q "SELECT m.src_port, s.start_time, s.end_
 	ORDER BY m.start_time, s.start_time" | base64 -w0)"
 # With HTTP parsing on, every connection carries one request and its response:
 # one HTTP span each, child of its connection's span.
+put capture.http_setting "$(psql_q "SHOW ebpf_capture.http")"
 put capture.http_spans "$(psql_q "SELECT count(*) FROM spans WHERE protocol = 'http' AND dst_port = $NGINX_PORT")"
 put capture.connections_without_http_span "$(psql_q "SELECT count(*) FROM spans t
 	WHERE t.protocol = 'tcp' AND t.dst_port = $NGINX_PORT AND t.bytes_received > 0
@@ -281,6 +282,7 @@ if "baseline2" in runs:
     mean = (base["requests_per_s"] + runs["baseline2"]["requests_per_s"]) / 2
     thr_ratio2 = ratio(cap["requests_per_s"], mean)
 
+http_on = g("capture.http_setting") == "on"
 result = {
     "meta": {k[5:]: g(k) for k in raw if k.startswith("meta.")},
     "runs": runs,
@@ -297,8 +299,10 @@ result = {
         "spans_duplicates": int(g("capture.spans_dupes")),
         "mid_stream_sample": base64.b64decode(g("capture.mid_stream_sample") or "")
         .decode("utf-8", "replace").splitlines(),
-        "http_spans": int(g("capture.http_spans") or 0),
-        "connections_with_response_but_no_http_span": int(g("capture.connections_without_http_span") or 0),
+        "http_parsing": g("capture.http_setting"),
+        "http_spans": int(g("capture.http_spans") or 0) if http_on else None,
+        "connections_with_response_but_no_http_span":
+            int(g("capture.connections_without_http_span") or 0) if http_on else None,
         "status": json.loads(base64.b64decode(g("capture.status_json") or "") or "null"),
         "recorded_over_requests": ratio(spans, made),
         "recorded_over_tcp_opens": ratio(spans, opens),
@@ -378,7 +382,7 @@ rows = [
     ("spans recorded (recorded / requests)", cell_spans),
     ("HTTP spans (connections with a response but none)", lambda n: (
         f"{result['capture']['http_spans']:,} ({result['capture']['connections_with_response_but_no_http_span']:,})"
-        if n == "capture" else "–")),
+        if n == "capture" and result["capture"]["http_parsing"] == "on" else "–")),
     ("worker CPU per 1000 spans", lambda n: f"{result['capture']['worker_cpu_ms_per_1000_spans']} ms" if n == "capture" else "–"),
     ("events / kernel / flow-table / span drops", lambda n: (
         "{events_dropped} / {kernel_drops} / {flow_table_full} / {spans_dropped}".format(**st_after)
@@ -434,7 +438,7 @@ out.append(f"connections opened (pod1 TCP opens)  {opens}")
 out.append(f"spans recorded in the window         {spans}   (after capture_stop: {c['spans_recorded_after_capture_stop']})")
 out.append(f"recorded / made                      {100.0 * (c['recorded_over_requests'] or 0):.2f} %   "
            f"(recorded / TCP opens: {100.0 * (c['recorded_over_tcp_opens'] or 0):.2f} %)   target 100 %")
-if c["http_spans"] or c["connections_with_response_but_no_http_span"]:
+if c["http_parsing"] == "on":
     out.append(f"http spans (one per connection)      {c['http_spans']}   "
                f"connections with a response but no http span: "
                f"{c['connections_with_response_but_no_http_span']}")
