@@ -121,6 +121,36 @@ static __always_inline __u64 ebpfc_wakeup_flags(__u64 before, __u64 size)
 }
 
 /*
+ * Sends user space an event about the flow `key`: its record (`stats`), or
+ * zeros. Returns 0, or -1 when the ring buffer is full (counted).
+ */
+static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
+					    const struct ebpfc_flow_key *key,
+					    const struct ebpfc_flow_stats *stats,
+					    struct ebpfc_counters *c)
+{
+	struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 avail;
+
+	if (!e) {
+		c->events_dropped++;
+		return -1;
+	}
+	e->type = type;
+	e->flags = flags;
+	__builtin_memcpy(&e->key, key, sizeof(e->key));
+	if (stats)
+		__builtin_memcpy(&e->stats, stats, sizeof(e->stats));
+	else
+		__builtin_memset(&e->stats, 0, sizeof(e->stats));
+	/* the reserved record already counts as waiting data */
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(
+	    e, ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
+	return 0;
+}
+
+/*
  * Sends user space the head of this segment's payload if the connection is
  * (or may be) HTTP and the parser wants these bytes. Classifies the
  * connection on its first payload of at least EBPFC_L7_PROBE_LEN bytes.
@@ -274,21 +304,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		 * new connection. Say so, in order after that close event, so
 		 * that user space does not remove the entry when it reads it.
 		 */
-		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-		__u64 avail;
-
-		if (!e) {
-			c->events_dropped++;
-			return 0;
-		}
-		e->type = EBPFC_EVENT_FLOW_RESTARTED;
-		e->flags = 0;
-		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
-		__builtin_memset(&e->stats, 0, sizeof(e->stats));
-		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		bpf_ringbuf_submit(
-		    e,
-		    ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
+		ebpfc_send_event(EBPFC_EVENT_FLOW_RESTARTED, 0, &p.key, 0, c);
 		return 0;
 	}
 	if (result == EBPFC_CLOSED_NOW || result == EBPFC_REOPENED) {
@@ -303,30 +319,17 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		 * A reset connection's entry stays (closed) until user space has
 		 * read its event: segments already on their way in the other
 		 * direction arrive after the reset and must find it closed, not
-		 * start a flow of their own.
+		 * start a flow of their own. If the event is lost, the entry
+		 * stays too, closed, and the sweep reports it.
 		 */
 		int fin_closed = result == EBPFC_CLOSED_NOW && tmp->closed.close_reason == EBPFC_CLOSE_FIN;
-		struct ebpfc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-		__u64 avail;
-
-		if (!e) {
-			/* the entry stays, closed: the sweep reports it */
-			c->events_dropped++;
-			return 0;
-		}
-		e->type = EBPFC_EVENT_FLOW_CLOSED;
 		/* a reopened entry already holds the new connection: keep it */
-		e->flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY
-			   : fin_closed		    ? EBPFC_EVENT_ENTRY_REMOVED
-						    : 0;
-		__builtin_memcpy(&e->key, &p.key, sizeof(e->key));
-		__builtin_memcpy(&e->stats, &tmp->closed, sizeof(e->stats));
-		/* the reserved record already counts as waiting data */
-		avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		bpf_ringbuf_submit(
-		    e,
-		    ebpfc_wakeup_flags(avail >= sizeof(*e) ? avail - sizeof(*e) : 0, sizeof(*e)));
-		if (fin_closed)
+		__u32 flags = result == EBPFC_REOPENED ? EBPFC_EVENT_KEEP_ENTRY
+			      : fin_closed	       ? EBPFC_EVENT_ENTRY_REMOVED
+					       : 0;
+
+		if (ebpfc_send_event(EBPFC_EVENT_FLOW_CLOSED, flags, &p.key, &tmp->closed, c) == 0 &&
+		    fin_closed)
 			bpf_map_delete_elem(&flows, &p.key);
 	}
 	return 0;

@@ -28,14 +28,6 @@
 #define __always_inline inline __attribute__((always_inline))
 #endif
 
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define EBPFC_NTOHS(x) __builtin_bswap16(x)
-#define EBPFC_NTOHL(x) __builtin_bswap32(x)
-#else
-#define EBPFC_NTOHS(x) (x)
-#define EBPFC_NTOHL(x) (x)
-#endif
-
 #define EBPFC_ETH_HLEN		   14
 #define EBPFC_ETH_P_IP		   0x0800
 #define EBPFC_ETH_P_IPV6	   0x86DD
@@ -142,8 +134,8 @@ static __always_inline const __u8 *ebpfc_frame_bytes(void *ctx, const __u8 *head
 
 /*
  * Decodes the frame in ctx (frame_len bytes, starting at the Ethernet header;
- * head holds its first head_len of them) into *p. Returns an enum ebpfc_parse_result; *p is meaningful only for
- * EBPFC_PARSE_TCP. The addresses are read straight into p->key (source into
+ * head holds its first head_len of them) into *p. Returns an enum
+ * ebpfc_parse_result; *p is meaningful only for EBPFC_PARSE_TCP. The addresses are read straight into p->key (source into
  * endpoint 0) and swapped at the end if the source is the larger endpoint.
  */
 static __always_inline int ebpfc_parse_frame(void *ctx, __u32 frame_len, const __u8 *head,

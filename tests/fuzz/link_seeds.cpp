@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "netlink_builder.h"
+#include "seed_file.h"
 
 using ebpfc::test::NetlinkBuilder;
 
@@ -18,13 +19,6 @@ void append(std::vector<uint8_t>& out, const NetlinkBuilder& b) {
   out.push_back(static_cast<uint8_t>(d.size() & 0xff));
   out.push_back(static_cast<uint8_t>(d.size() >> 8));
   out.insert(out.end(), d.begin(), d.end());
-}
-
-bool write(const std::string& path, const std::vector<uint8_t>& bytes) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) return false;
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
-  return std::fclose(f) == 0 && ok;
 }
 
 }  // namespace
@@ -46,5 +40,8 @@ int main(int argc, char** argv) {
   append(b, NetlinkBuilder().new_link(10, kBridge, 1, kPortid).done(1, kPortid));
   append(b, NetlinkBuilder().new_link(13, kBridge).new_link(10, kBridge, 2, kPortid));
   append(b, NetlinkBuilder().del_link(13, kBridge).error(2, kPortid, -16));
-  return write(dir + "/dump_then_notify", a) && write(dir + "/redump", b) ? 0 : 1;
+  return ebpfc_test::write_seed(dir, "dump_then_notify", a) &&
+                 ebpfc_test::write_seed(dir, "redump", b)
+             ? 0
+             : 1;
 }

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "frame_builder.h"
+#include "seed_file.h"
 
 namespace {
 
@@ -64,17 +65,6 @@ Bytes v6(bool from_client, uint8_t flags, uint32_t seq, uint32_t ack, size_t len
       ip, from_client ? seg(cp, sp, flags, seq, ack, len) : seg(sp, cp, flags, seq, ack, len));
 }
 
-bool write(const std::string& dir, const std::string& name, const Bytes& b) {
-  const std::string path = dir + "/" + name;
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) {
-    std::perror(path.c_str());
-    return false;
-  }
-  const bool ok = std::fwrite(b.data(), 1, b.size(), f) == b.size();
-  return std::fclose(f) == 0 && ok;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -89,16 +79,16 @@ int main(int argc, char** argv) {
   bool ok = true;
 
   // raw frames
-  ok &= write(dir, "raw_ipv4_syn", v4(c, s, kSyn, 1000, 0, 0));
-  ok &= write(dir, "raw_ipv4_data", v4(s, c, kPsh | kAck, 5001, 1001, 200));
-  ok &= write(dir, "raw_ipv6_ext_chain",
-              v6(true, kPsh | kAck, 7, 9, 40, {{0, 8}, {60, 16}, {43, 24}, {51, 12}}));
-  ok &= write(dir, "raw_vlan_qinq",
-              v4(c, s, kAck, 1, 1, 10, {{kTpid8021AD, 100}, {kTpid8021Q, 200}}));
+  ok &= write_seed(dir, "raw_ipv4_syn", v4(c, s, kSyn, 1000, 0, 0));
+  ok &= write_seed(dir, "raw_ipv4_data", v4(s, c, kPsh | kAck, 5001, 1001, 200));
+  ok &= write_seed(dir, "raw_ipv6_ext_chain",
+                   v6(true, kPsh | kAck, 7, 9, 40, {{0, 8}, {60, 16}, {43, 24}, {51, 12}}));
+  ok &= write_seed(dir, "raw_vlan_qinq",
+                   v4(c, s, kAck, 1, 1, 10, {{kTpid8021AD, 100}, {kTpid8021Q, 200}}));
   {
     Ipv4Spec ip;
     ip.options = {7, 7, 4, 0, 0, 0, 0, 0};
-    ok &= write(dir, "raw_ipv4_options", tcp4_frame(ip, seg(40000, 5432, kAck, 1, 1, 3)));
+    ok &= write_seed(dir, "raw_ipv4_options", tcp4_frame(ip, seg(40000, 5432, kAck, 1, 1, 3)));
   }
 
   // a whole connection closed by FINs, then reused for a second one
@@ -121,7 +111,7 @@ int main(int argc, char** argv) {
         .add(v4(c, s, kAck, 90001, 8, 0), 63, kSweep)
         .add(v4(c, s, kAck, 90001, 8, 0), 63, kSweep)
         .add(v4(c, s, kAck, 90001, 8, 0), 63, kSweep);
-    ok &= write(dir, "cap_ipv4_fin_reuse", cap.bytes());
+    ok &= write_seed(dir, "cap_ipv4_fin_reuse", cap.bytes());
   }
 
   // IPv6 with extension headers, reset by the server
@@ -132,7 +122,7 @@ int main(int argc, char** argv) {
         .add(v6(true, kAck, 2, 101, 0))
         .add(v6(true, kPsh | kAck, 2, 101, 500, {{60, 16}}))
         .add(v6(false, kRst | kAck, 101, 502, 0), 2, kDrain);
-    ok &= write(dir, "cap_ipv6_rst", cap.bytes());
+    ok &= write_seed(dir, "cap_ipv6_rst", cap.bytes());
   }
 
   // VLAN, mid-stream, retransmission, overlap, a gap and its filler, a resync
@@ -148,7 +138,7 @@ int main(int argc, char** argv) {
         .add(v4(s, c, kAck, 0xffffff00u, 1, 0x200, tag))
         .add(v4(c2, s, kSyn, 5, 0, 0, tag))
         .add(v4(s, c2, kRst | kAck, 0, 6, 0, tag), 1, kDrain);
-    ok &= write(dir, "cap_vlan_midstream", cap.bytes());
+    ok &= write_seed(dir, "cap_vlan_midstream", cap.bytes());
   }
 
   // a SYN that is never answered, swept as idle
@@ -160,7 +150,7 @@ int main(int argc, char** argv) {
         .add(v4(c, s, kAck, 2, 2, 0), 63, kSweep)
         .add(v4(c, s, kAck, 2, 2, 0), 63, kSweep)
         .add(v4(c, s, kAck, 2, 2, 0), 63, kSweep);
-    ok &= write(dir, "cap_unanswered_syn", cap.bytes());
+    ok &= write_seed(dir, "cap_unanswered_syn", cap.bytes());
   }
   return ok ? 0 : 1;
 }

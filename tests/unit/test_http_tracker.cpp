@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -11,15 +12,17 @@
 namespace ebpfc {
 namespace {
 
-// Records what the tracker tells the kernel.
+// Records what the tracker tells the kernel: the connections (by client
+// port) that hold an l7_control entry, and how many were told to stop.
 class RecordingControl final : public PayloadControl {
  public:
-  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control& c) override {
-    sets++;
+  void set_l7_control(const ebpfc_flow_key& k, const ebpfc_l7_control& c) override {
+    entries.insert(k.port[0]);
     if (c.not_http) stops++;
   }
-  void clear_l7_control(const ebpfc_flow_key&) override { clears++; }
-  int sets = 0, stops = 0, clears = 0;
+  void clear_l7_control(const ebpfc_flow_key& k) override { entries.erase(k.port[0]); }
+  std::set<uint16_t> entries;
+  int stops = 0;
 };
 
 ebpfc_flow_key key_for(uint16_t client_port) {
@@ -142,6 +145,29 @@ TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
   t.end_of_drain(8000, clock_, ids_, out);
   EXPECT_EQ(t.open_connections(), 0u);
   EXPECT_EQ(out.size(), 1u);
+}
+
+// A body longer than the segment that starts it: the kernel is told to skip to
+// its end, and the connection's l7_control entry is removed once it is over.
+TEST_F(HttpTrackerTest, BodyIsSkippedInTheKernelAndItsEntryRemovedAtTheEnd) {
+  HttpTrackerOptions o;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  const ebpfc_flow_key k = key_for(40002);
+  const std::string head_part = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+  const uint32_t body_start = 1 + static_cast<uint32_t>(head_part.size());
+  t.on_payload(head(k, true, 1, kRequest, 100), clock_, ids_, out);
+  t.on_payload(head(k, false, 1, head_part + std::string(1000, 'b'), 200), clock_, ids_, out);
+  EXPECT_EQ(control_.entries.count(40002), 1u) << "no skip for the body";
+  // the segment that reaches the body's end, sent as a 0-byte head
+  ebpfc_payload_event end = head(k, false, body_start + 100000, "", 300);
+  t.on_payload(end, clock_, ids_, out);
+  uint8_t span_id[8];
+  EXPECT_TRUE(t.on_flow_ended(k, span_id, clock_, ids_, out));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].exchange.response_body_bytes, 100000u);
+  t.end_of_drain(400, clock_, ids_, out);
+  EXPECT_TRUE(control_.entries.empty()) << "the kernel is left an l7_control entry";
 }
 
 }  // namespace
