@@ -34,6 +34,7 @@
 #   BENCH_PERF         1 = sample every CPU with `perf record` during each run
 #                      and save per-command and per-symbol profiles next to
 #                      the JSON (needs perf; skipped if missing) [0]
+#   BENCH_PERF_KEEP    1 = also keep each run's perf.data there [0]
 #   BENCH_SKIP_BUILD   1 = do not run make && make install [0]
 #   BENCH_PG_CONF      extra postgresql.conf lines for the cluster, e.g.
 #                      "ebpf_capture.http = off" (connection spans only) []
@@ -77,6 +78,7 @@ BENCH_PROMISC_RUN="${BENCH_PROMISC_RUN:-0}"
 BENCH_DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-60}"
 BENCH_SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
 BENCH_PERF="${BENCH_PERF:-0}"
+BENCH_PERF_KEEP="${BENCH_PERF_KEEP:-0}"
 BENCH_RESULTS_DIR="${BENCH_RESULTS_DIR:-$REPO/bench/results}"
 BENCH_PG_PORT="${BENCH_PG_PORT:-5497}"
 NGINX_PORT="${NGINX_PORT:-8080}"

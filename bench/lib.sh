@@ -6,7 +6,7 @@
 #
 # The sourcing script sets REPO and its settings (BENCH_DURATION,
 # BENCH_CONNECTIONS, BENCH_THREADS, BENCH_PAUSE, BENCH_DRAIN_TIMEOUT,
-# BENCH_SKIP_BUILD, BENCH_PERF, BENCH_RESULTS_DIR, BENCH_PG_PORT, NGINX_PORT,
+# BENCH_SKIP_BUILD, BENCH_PERF, BENCH_PERF_KEEP (keep perf.data), BENCH_RESULTS_DIR, BENCH_PG_PORT, NGINX_PORT,
 # IFACE, BODY, EBPFC_NS, EBPFC_PODS) and these, which shape the traffic:
 #
 #   BENCH_NAME         file name prefix of its results (capture_bench, ...)
@@ -503,7 +503,11 @@ wrk_run() {
 			perf report -i "$WORK/perf-$name.data" --stdio --sort dso,sym --comm postgres 2>/dev/null |
 				awk '!/^#/ && NF && ++n <= 50' || true
 		} >"$BENCH_RESULTS_DIR/$BENCH_NAME-$STAMP-perf-$name.txt"
-		rm -f "$WORK/perf-$name.data"
+		if ((BENCH_PERF_KEEP)); then
+			mv "$WORK/perf-$name.data" "$BENCH_RESULTS_DIR/$BENCH_NAME-$STAMP-perf-$name.data"
+		else
+			rm -f "$WORK/perf-$name.data"
+		fi
 	fi
 	log "$name: $(grep ' requests in ' "$out" | sed 's/^ *//'), $(grep 'Requests/sec' "$out" | tr -s ' ')"
 }
