@@ -24,7 +24,8 @@ KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube
 	curl_driver kube_client)
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
-	extension/pg/sql_api.o extension/pg/catalog.o extension/pg/jsonb_attributes.o
+	extension/pg/sql_api.o extension/pg/catalog.o extension/pg/jsonb_attributes.o \
+	extension/pg/direct_insert.o
 OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
 
 BUILD = build

@@ -8,4 +8,7 @@ namespace ebpfc::pg {
 // the result is palloc'd in the current memory context.
 const char* extension_schema_quoted();
 
+// The Oid of that schema, or InvalidOid (0). Same conditions.
+unsigned extension_namespace();
+
 }  // namespace ebpfc::pg

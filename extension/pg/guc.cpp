@@ -10,6 +10,7 @@ int g_idle_timeout_ms = 60000;
 int g_flush_interval_ms = 200;
 int g_batch_size = 2000;
 int g_max_pending_spans = 200000;
+bool g_direct_insert = true;
 bool g_bridge_ports = true;
 bool g_promiscuous = true;
 int g_flow_table_size = 65536;
@@ -58,6 +59,11 @@ static void define_reloadable_gucs() {
       "ebpf_capture.max_pending_spans",
       "Spans kept in memory while inserts fail; beyond this they are dropped and counted.", nullptr,
       &g_max_pending_spans, 200000, 1000, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.direct_insert",
+      "Write spans straight into the spans table, as COPY does, while it has no triggers, rules, "
+      "partitions or other features that need a full INSERT.",
+      nullptr, &g_direct_insert, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomBoolVariable(
       "ebpf_capture.bridge_ports",
       "On a bridge, capture where frames enter it: at each of its ports, followed as they come "

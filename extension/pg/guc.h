@@ -9,6 +9,7 @@ extern int g_idle_timeout_ms;       // sighup: an open connection silent this lo
 extern int g_flush_interval_ms;     // sighup: oldest span waits at most this long
 extern int g_batch_size;            // sighup: spans per insert transaction
 extern int g_max_pending_spans;     // sighup: backlog bound while inserts fail
+extern bool g_direct_insert;        // sighup: write spans through the table AM when possible
 extern bool g_bridge_ports;         // sighup (next start): on a bridge, capture at its ports
 extern bool g_promiscuous;          // sighup (next start): join the interface promiscuously
 extern int g_flow_table_size;       // sighup (next start): entries in the kernel flows map

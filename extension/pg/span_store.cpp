@@ -9,6 +9,8 @@
 #include "core/text_sanitize.h"
 #include "kube/pod_cache.h"
 #include "pg/catalog.h"
+#include "pg/direct_insert.h"
+#include "pg/guc.h"
 #include "pg/jsonb_attributes.h"
 #include "pg/pg_guard.h"
 
@@ -57,10 +59,14 @@ Datum make_hex(const uint8_t* bytes, size_t n) {
 }
 
 // One column of a batch: a palloc'd array of values (and nulls) that becomes
-// one array parameter of the insert.
+// one array parameter of an insert.
 class Column {
  public:
-  Column(int n, Oid type) : type_(type), n_(n) {
+  Column(int n, Oid type) { init(n, type); }
+  Column() = default;
+  void init(int n, Oid type) {
+    type_ = type;
+    n_ = n;
     values_ = static_cast<Datum*>(palloc(sizeof(Datum) * n));
     nulls_ = static_cast<bool*>(palloc0(sizeof(bool) * n));
   }
@@ -82,10 +88,10 @@ class Column {
   }
 
  private:
-  Oid type_;
-  int n_;
-  Datum* values_;
-  bool* nulls_;
+  Oid type_ = InvalidOid;
+  int n_ = 0;
+  Datum* values_ = nullptr;
+  bool* nulls_ = nullptr;
   bool has_nulls_ = false;
 };
 
@@ -108,186 +114,245 @@ void execute(SPIPlanPtr plan, Datum* values) {
 }
 
 constexpr int kPeerColumns = 10;
-constexpr int kTcpArgs = 15 + kPeerColumns;
-constexpr int kHttpArgs = 18 + kPeerColumns;
 constexpr int kPodArgs = 14;
 constexpr int kRollupArgs = 2 + 2 * 6 + 4;
 
-// Who is at each end of a span (src_pod ... dst_node), looked up in the pod
-// cache by address at the span's start.
-class PeerColumns {
+// The columns of a span row, in the order the row builders fill them: the
+// kind's own, then who is at each end (src_pod ... dst_node) from the pod
+// cache, NULL where no pod is known.
+const ColumnSpec kPeerSpecs[kPeerColumns] = {
+    {"src_pod", TEXTOID, true},           {"src_namespace", TEXTOID, true},
+    {"src_workload", TEXTOID, true},      {"src_workload_kind", TEXTOID, true},
+    {"src_node", TEXTOID, true},          {"dst_pod", TEXTOID, true},
+    {"dst_namespace", TEXTOID, true},     {"dst_workload", TEXTOID, true},
+    {"dst_workload_kind", TEXTOID, true}, {"dst_node", TEXTOID, true}};
+
+const ColumnSpec kTcpSpecs[] = {{"trace_id", TEXTOID, false},
+                                {"span_id", TEXTOID, false},
+                                {"name", TEXTOID, false},
+                                {"kind", TEXTOID, false},
+                                {"start_time", TIMESTAMPTZOID, false},
+                                {"end_time", TIMESTAMPTZOID, false},
+                                {"status", TEXTOID, false},
+                                {"protocol", TEXTOID, false},
+                                {"interface", TEXTOID, false},
+                                {"src_addr", INETOID, false},
+                                {"dst_addr", INETOID, false},
+                                {"src_port", INT4OID, false},
+                                {"dst_port", INT4OID, false},
+                                {"bytes_sent", INT8OID, false},
+                                {"bytes_received", INT8OID, false},
+                                {"packets_sent", INT8OID, false},
+                                {"packets_received", INT8OID, false},
+                                {"attributes", JSONBOID, false}};
+
+const ColumnSpec kHttpSpecs[] = {{"trace_id", TEXTOID, false},
+                                 {"span_id", TEXTOID, false},
+                                 {"parent_span_id", TEXTOID, true},
+                                 {"name", TEXTOID, false},
+                                 {"kind", TEXTOID, false},
+                                 {"start_time", TIMESTAMPTZOID, false},
+                                 {"end_time", TIMESTAMPTZOID, false},
+                                 {"status", TEXTOID, false},
+                                 {"protocol", TEXTOID, false},
+                                 {"interface", TEXTOID, false},
+                                 {"src_addr", INETOID, false},
+                                 {"dst_addr", INETOID, false},
+                                 {"src_port", INT4OID, false},
+                                 {"dst_port", INT4OID, false},
+                                 {"bytes_sent", INT8OID, false},
+                                 {"bytes_received", INT8OID, false},
+                                 {"attributes", JSONBOID, false},
+                                 {"http_method", TEXTOID, true},
+                                 {"http_target", TEXTOID, true},
+                                 {"http_status", INT4OID, true}};
+
+constexpr int kTcpOwn = sizeof(kTcpSpecs) / sizeof(kTcpSpecs[0]);
+constexpr int kHttpOwn = sizeof(kHttpSpecs) / sizeof(kHttpSpecs[0]);
+static_assert(kHttpOwn + kPeerColumns <= kMaxInsertColumns, "too many span columns");
+
+// A kind's columns followed by the peer columns.
+struct SpanColumns {
+  ColumnSpec spec[kMaxInsertColumns];
+  int n = 0;
+  SpanColumns(const ColumnSpec* own, int nown) {
+    for (int i = 0; i < nown; i++) spec[n++] = own[i];
+    for (int i = 0; i < kPeerColumns; i++) spec[n++] = kPeerSpecs[i];
+  }
+};
+
+const SpanColumns kTcpColumns(kTcpSpecs, kTcpOwn);
+const SpanColumns kHttpColumns(kHttpSpecs, kHttpOwn);
+
+// Fills the 10 peer values of one row (or of one rollup entry).
+void peer_values(const kube::PeerIdentity* src, const kube::PeerIdentity* dst, Datum* v,
+                 bool* null) {
+  auto side = [&](int base, const kube::PeerIdentity* id) {
+    const std::string_view parts[5] = {
+        id ? std::string_view(id->pod) : std::string_view(),
+        id ? std::string_view(id->ns) : std::string_view(),
+        id ? std::string_view(id->workload) : std::string_view(),
+        id ? std::string_view(id->workload_kind) : std::string_view(),
+        id ? std::string_view(id->node) : std::string_view()};
+    for (int c = 0; c < 5; c++) {
+      null[base + c] = parts[c].empty();
+      v[base + c] = null[base + c] ? Datum(0) : make_wire_text(parts[c].data(), parts[c].size());
+    }
+  };
+  side(0, src);
+  side(5, dst);
+}
+
+// Text values every row of a batch shares, made once per batch.
+struct RowConstants {
+  Datum interface, tcp_name, client_kind, tcp_protocol, server_kind, http_protocol;
+  Datum status[3];  // by SpanStatus
+  explicit RowConstants(const char* iface)
+      : interface(make_text(iface)),
+        tcp_name(make_text("tcp.connection")),
+        client_kind(make_text("CLIENT")),
+        tcp_protocol(make_text("tcp")),
+        server_kind(make_text("SERVER")),
+        http_protocol(make_text("http")),
+        status{make_text(status_name(SpanStatus::Unset)), make_text(status_name(SpanStatus::Ok)),
+               make_text(status_name(SpanStatus::Error))} {}
+  Datum status_of(SpanStatus s) const { return status[static_cast<int>(s) % 3]; }
+};
+
+// One tcp row in kTcpColumns order.
+void tcp_row(const Span& s, const RowConstants& k, const kube::PeerIdentity* const* who, Datum* v,
+             bool* null) {
+  std::memset(null, 0, sizeof(bool) * kTcpColumns.n);
+  v[0] = make_hex(s.trace_id, 16);
+  v[1] = make_hex(s.span_id, 8);
+  v[2] = k.tcp_name;
+  v[3] = k.client_kind;
+  v[4] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
+  v[5] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
+  v[6] = k.status_of(s.status);
+  v[7] = k.tcp_protocol;
+  v[8] = k.interface;
+  v[9] = make_inet(s.family, s.src_addr);
+  v[10] = make_inet(s.family, s.dst_addr);
+  v[11] = Int32GetDatum(s.src_port);
+  v[12] = Int32GetDatum(s.dst_port);
+  v[13] = Int64GetDatum(static_cast<int64>(s.bytes_sent));
+  v[14] = Int64GetDatum(static_cast<int64>(s.bytes_received));
+  v[15] = Int64GetDatum(static_cast<int64>(s.packets_sent));
+  v[16] = Int64GetDatum(static_cast<int64>(s.packets_received));
+  JsonbAttributes attributes;
+  tcp_attributes(s, attributes);
+  v[17] = attributes.finish();
+  peer_values(who[0], who[1], v + kTcpOwn, null + kTcpOwn);
+}
+
+// One http row in kHttpColumns order.
+void http_row(const HttpSpan& s, const RowConstants& k, const kube::PeerIdentity* const* who,
+              Datum* v, bool* null) {
+  const HttpExchange& ex = s.exchange;
+  std::memset(null, 0, sizeof(bool) * kHttpColumns.n);
+  v[0] = make_hex(s.trace_id, 16);
+  v[1] = make_hex(s.span_id, 8);
+  null[2] = !s.has_parent;
+  v[2] = s.has_parent ? make_hex(s.parent_span_id, 8) : Datum(0);
+  v[3] = make_text(http_span_name(ex));
+  v[4] = k.server_kind;
+  v[5] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
+  v[6] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
+  v[7] = k.status_of(s.status);
+  v[8] = k.http_protocol;
+  v[9] = k.interface;
+  v[10] = make_inet(s.family, s.src_addr);
+  v[11] = make_inet(s.family, s.dst_addr);
+  v[12] = Int32GetDatum(s.src_port);
+  v[13] = Int32GetDatum(s.dst_port);
+  v[14] = Int64GetDatum(static_cast<int64>(ex.request_body_bytes));
+  v[15] = Int64GetDatum(static_cast<int64>(ex.response_body_bytes));
+  JsonbAttributes attributes;
+  http_attributes(s, attributes);
+  v[16] = attributes.finish();
+  const bool has_request = ex.method != HttpMethod::None;
+  null[17] = null[18] = !has_request;
+  v[17] = has_request ? make_wire_text(ex.method_text, ex.method_len) : Datum(0);
+  v[18] = has_request ? make_wire_text(ex.target, ex.target_len) : Datum(0);
+  null[19] = ex.status == 0;
+  v[19] = Int32GetDatum(ex.status);
+  peer_values(who[0], who[1], v + kHttpOwn, null + kHttpOwn);
+}
+
+// Rows gathered column by column into array parameters, for the SPI insert.
+class ArrayRows {
  public:
-  explicit PeerColumns(int n) {
-    for (auto& c : cols_) c = static_cast<Column*>(palloc(sizeof(Column)));
-    for (auto& c : cols_) new (c) Column(n, TEXTOID);
+  ArrayRows(const ColumnSpec* cols, int ncols, int nrows) : ncols_(ncols) {
+    for (int c = 0; c < ncols_; c++) cols_[c].init(nrows, cols[c].type);
   }
-  void set(int i, const kube::PeerIdentity* src, const kube::PeerIdentity* dst) {
-    set_side(i, 0, src);
-    set_side(i, 5, dst);
+  void add(const Datum* v, const bool* null) {
+    for (int c = 0; c < ncols_; c++) {
+      if (null[c])
+        cols_[c].set_null(row_);
+      else
+        cols_[c].set(row_, v[c]);
+    }
+    row_++;
   }
-  // Appends the 10 array parameters at values[0..10).
-  void arrays(Datum* values) const {
-    for (int c = 0; c < kPeerColumns; c++) values[c] = cols_[c]->array();
+  void arrays(Datum* out) const {
+    for (int c = 0; c < ncols_; c++) out[c] = cols_[c].array();
   }
 
  private:
-  void set_one(int i, int col, std::string_view v) {
-    if (v.empty())
-      cols_[col]->set_null(i);
-    else
-      cols_[col]->set(i, make_wire_text(v.data(), v.size()));
-  }
-  void set_side(int i, int base, const kube::PeerIdentity* id) {
-    if (id == nullptr) {
-      for (int c = 0; c < 5; c++) cols_[base + c]->set_null(i);
-      return;
-    }
-    set_one(i, base + 0, id->pod);
-    set_one(i, base + 1, id->ns);
-    set_one(i, base + 2, id->workload);
-    set_one(i, base + 3, id->workload_kind);
-    set_one(i, base + 4, id->node);
-  }
-  Column* cols_[kPeerColumns];
+  int ncols_;
+  int row_ = 0;
+  Column cols_[kMaxInsertColumns];
 };
-static_assert(std::is_trivially_destructible<PeerColumns>::value,
-              "PeerColumns must be trivially destructible");
-
-// The names of the peer columns and of their parameters from $first on.
-const char* kPeerNames =
-    "src_pod, src_namespace, src_workload, src_workload_kind, src_node, "
-    "dst_pod, dst_namespace, dst_workload, dst_workload_kind, dst_node";
-
-// The parameters of the tcp insert, built in the current memory context.
-// who_at holds each span's source and destination identity (2 per span).
-void tcp_values(const Span* spans, int n, const char* interface,
-                const kube::PeerIdentity* const* who_at, Datum* values) {
-  PeerColumns who(n);
-  Column trace(n, TEXTOID), span(n, TEXTOID), start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID),
-      status(n, TEXTOID), src(n, INETOID), dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID),
-      sent(n, INT8OID), received(n, INT8OID), psent(n, INT8OID), preceived(n, INT8OID),
-      attrs(n, JSONBOID);
-  for (int i = 0; i < n; i++) {
-    const Span& s = spans[i];
-    trace.set(i, make_hex(s.trace_id, 16));
-    span.set(i, make_hex(s.span_id, 8));
-    start.set(i, TimestampTzGetDatum(to_timestamptz(s.start_unix_us)));
-    end.set(i, TimestampTzGetDatum(to_timestamptz(s.end_unix_us)));
-    status.set(i, make_text(status_name(s.status)));
-    src.set(i, make_inet(s.family, s.src_addr));
-    dst.set(i, make_inet(s.family, s.dst_addr));
-    sport.set(i, Int32GetDatum(s.src_port));
-    dport.set(i, Int32GetDatum(s.dst_port));
-    sent.set(i, Int64GetDatum(static_cast<int64>(s.bytes_sent)));
-    received.set(i, Int64GetDatum(static_cast<int64>(s.bytes_received)));
-    psent.set(i, Int64GetDatum(static_cast<int64>(s.packets_sent)));
-    preceived.set(i, Int64GetDatum(static_cast<int64>(s.packets_received)));
-    JsonbAttributes attributes;
-    tcp_attributes(s, attributes);
-    attrs.set(i, attributes.finish());
-    who.set(i, who_at[2 * i], who_at[2 * i + 1]);
-  }
-  const Column* cols[] = {&trace, &span,  &start, &end,      &status, &src,       &dst,
-                          &sport, &dport, &sent,  &received, &psent,  &preceived, &attrs};
-  constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
-  values[0] = make_text(interface);
-  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
-  who.arrays(values + 1 + ncols);
-}
-
-// The parameters of the http insert, built in the current memory context.
-void http_values(const HttpSpan* spans, int n, const char* interface,
-                 const kube::PeerIdentity* const* who_at, Datum* values) {
-  PeerColumns who(n);
-  Column trace(n, TEXTOID), span(n, TEXTOID), parent(n, TEXTOID), name(n, TEXTOID),
-      start(n, TIMESTAMPTZOID), end(n, TIMESTAMPTZOID), status(n, TEXTOID), src(n, INETOID),
-      dst(n, INETOID), sport(n, INT4OID), dport(n, INT4OID), sent(n, INT8OID), received(n, INT8OID),
-      attrs(n, JSONBOID), method(n, TEXTOID), target(n, TEXTOID), code(n, INT4OID);
-  for (int i = 0; i < n; i++) {
-    const HttpSpan& s = spans[i];
-    const HttpExchange& ex = s.exchange;
-    trace.set(i, make_hex(s.trace_id, 16));
-    span.set(i, make_hex(s.span_id, 8));
-    if (s.has_parent)
-      parent.set(i, make_hex(s.parent_span_id, 8));
-    else
-      parent.set_null(i);
-    name.set(i, make_text(http_span_name(ex)));
-    start.set(i, TimestampTzGetDatum(to_timestamptz(s.start_unix_us)));
-    end.set(i, TimestampTzGetDatum(to_timestamptz(s.end_unix_us)));
-    status.set(i, make_text(status_name(s.status)));
-    src.set(i, make_inet(s.family, s.src_addr));
-    dst.set(i, make_inet(s.family, s.dst_addr));
-    sport.set(i, Int32GetDatum(s.src_port));
-    dport.set(i, Int32GetDatum(s.dst_port));
-    sent.set(i, Int64GetDatum(static_cast<int64>(ex.request_body_bytes)));
-    received.set(i, Int64GetDatum(static_cast<int64>(ex.response_body_bytes)));
-    JsonbAttributes attributes;
-    http_attributes(s, attributes);
-    attrs.set(i, attributes.finish());
-    if (ex.method == HttpMethod::None) {
-      method.set_null(i);
-      target.set_null(i);
-    } else {
-      method.set(i, make_wire_text(ex.method_text, ex.method_len));
-      target.set(i, make_wire_text(ex.target, ex.target_len));
-    }
-    if (ex.status != 0)
-      code.set(i, Int32GetDatum(ex.status));
-    else
-      code.set_null(i);
-    who.set(i, who_at[2 * i], who_at[2 * i + 1]);
-  }
-  const Column* cols[] = {&trace, &span,  &parent, &name,     &start, &end,    &status, &src, &dst,
-                          &sport, &dport, &sent,   &received, &attrs, &method, &target, &code};
-  constexpr size_t ncols = sizeof(cols) / sizeof(cols[0]);
-  values[0] = make_text(interface);
-  for (size_t c = 0; c < ncols; c++) values[c + 1] = cols[c]->array();
-  who.arrays(values + 1 + ncols);
-}
+static_assert(std::is_trivially_destructible<ArrayRows>::value,
+              "ArrayRows must be trivially destructible");
 
 using Rollup = EdgeRollup<kube::PeerIdentity>;
 
-// The parameters of the rollup upsert, built in the current memory context:
-// per entry its minute, bucket, both ends (identity columns and address;
-// the address is NULL when an identity names the end) and totals.
+// The rollup upsert's parameters, one array each: minute, bucket, the source
+// (pod, namespace, workload, workload kind, node, address), the destination
+// (the same six) and the totals.
+const ColumnSpec kRollupSpecs[kRollupArgs] = {
+    {"minute", TIMESTAMPTZOID, false}, {"bucket", INT2OID, false},
+    {"src_pod", TEXTOID, true},        {"src_namespace", TEXTOID, true},
+    {"src_workload", TEXTOID, true},   {"src_workload_kind", TEXTOID, true},
+    {"src_node", TEXTOID, true},       {"src_addr", INETOID, true},
+    {"dst_pod", TEXTOID, true},        {"dst_namespace", TEXTOID, true},
+    {"dst_workload", TEXTOID, true},   {"dst_workload_kind", TEXTOID, true},
+    {"dst_node", TEXTOID, true},       {"dst_addr", INETOID, true},
+    {"spans", INT8OID, false},         {"errors", INT8OID, false},
+    {"bytes_sent", INT8OID, false},    {"bytes_received", INT8OID, false}};
+
+// The parameters of the rollup upsert, built in the current memory context.
+// An end's address is NULL when an identity names it.
 void rollup_values(const Rollup& rollup, Datum* values) {
   const auto& entries = rollup.entries();
-  int n = static_cast<int>(entries.size());
-  PeerColumns who(n);
-  Column minute(n, TIMESTAMPTZOID), bucket(n, INT2OID), src(n, INETOID), dst(n, INETOID),
-      spans(n, INT8OID), errors(n, INT8OID), sent(n, INT8OID), received(n, INT8OID);
-  auto addr = [](Column& c, int i, const Rollup::End& e) {
-    if (e.who != nullptr)
-      c.set_null(i);
-    else
-      c.set(i, make_inet(e.family, e.addr));
-  };
-  for (int i = 0; i < n; i++) {
-    const Rollup::Entry& e = entries[i];
-    minute.set(i, TimestampTzGetDatum(to_timestamptz(e.key.minute_unix_us)));
-    bucket.set(i, Int16GetDatum(static_cast<int16>(e.key.bucket)));
-    who.set(i, e.key.src.who, e.key.dst.who);
-    addr(src, i, e.key.src);
-    addr(dst, i, e.key.dst);
-    spans.set(i, Int64GetDatum(static_cast<int64>(e.totals.spans)));
-    errors.set(i, Int64GetDatum(static_cast<int64>(e.totals.errors)));
-    sent.set(i, Int64GetDatum(static_cast<int64>(e.totals.bytes_sent)));
-    received.set(i, Int64GetDatum(static_cast<int64>(e.totals.bytes_received)));
+  ArrayRows rows(kRollupSpecs, kRollupArgs, static_cast<int>(entries.size()));
+  for (const Rollup::Entry& e : entries) {
+    Datum v[kRollupArgs];
+    bool null[kRollupArgs] = {};
+    Datum peer[kPeerColumns];
+    bool peer_null[kPeerColumns];
+    peer_values(e.key.src.who, e.key.dst.who, peer, peer_null);
+    v[0] = TimestampTzGetDatum(to_timestamptz(e.key.minute_unix_us));
+    v[1] = Int16GetDatum(static_cast<int16>(e.key.bucket));
+    for (int side = 0; side < 2; side++) {
+      const Rollup::End& end = side == 0 ? e.key.src : e.key.dst;
+      const int base = 2 + 6 * side;
+      for (int c = 0; c < 5; c++) {
+        v[base + c] = peer[5 * side + c];
+        null[base + c] = peer_null[5 * side + c];
+      }
+      null[base + 5] = end.who != nullptr;
+      v[base + 5] = end.who != nullptr ? Datum(0) : make_inet(end.family, end.addr);
+    }
+    v[14] = Int64GetDatum(static_cast<int64>(e.totals.spans));
+    v[15] = Int64GetDatum(static_cast<int64>(e.totals.errors));
+    v[16] = Int64GetDatum(static_cast<int64>(e.totals.bytes_sent));
+    v[17] = Int64GetDatum(static_cast<int64>(e.totals.bytes_received));
+    rows.add(v, null);
   }
-  Datum peer[kPeerColumns];
-  who.arrays(peer);
-  int k = 0;
-  values[k++] = minute.array();
-  values[k++] = bucket.array();
-  for (int c = 0; c < 5; c++) values[k++] = peer[c];
-  values[k++] = src.array();
-  for (int c = 5; c < 10; c++) values[k++] = peer[c];
-  values[k++] = dst.array();
-  values[k++] = spans.array();
-  values[k++] = errors.array();
-  values[k++] = sent.array();
-  values[k++] = received.array();
+  rows.arrays(values);
 }
 
 Datum timestamp_or_null(int64_t unix_us, bool* isnull) {
@@ -374,8 +439,48 @@ char* params(int from, int n) {
   return out.data;
 }
 
-void fill_types(Oid* types, int from, int n, Oid type) {
-  for (int i = 0; i < n; i++) types[from + i] = type;
+// The fallback insert of one span kind: INSERT INTO spans (columns) SELECT
+// unnest($1), ..., one array parameter per column.
+SPIPlanPtr prepare_array_insert(const char* schema, const SpanColumns& cols) {
+  StringInfoData sql;
+  initStringInfo(&sql);
+  appendStringInfo(&sql, "INSERT INTO %s.spans (", schema);
+  for (int c = 0; c < cols.n; c++)
+    appendStringInfo(&sql, "%s%s", c > 0 ? ", " : "", quote_identifier(cols.spec[c].name));
+  appendStringInfoString(&sql, ") SELECT ");
+  Oid types[kMaxInsertColumns];
+  for (int c = 0; c < cols.n; c++) {
+    appendStringInfo(&sql, "%sunnest($%d)", c > 0 ? ", " : "", c + 1);
+    types[c] = get_array_type(cols.spec[c].type);
+  }
+  return prepare_plan(sql.data, cols.n, types);
+}
+
+// Writes n spans of one kind: straight into the table when it allows
+// (DirectInsert), else through the kind's SPI plan. row(span, v, null)
+// builds one row. *why says why the table did not allow it (nullptr: it did).
+template <class S, class Row>
+void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan,
+                 DirectInsert& direct, Oid relid, Row row, const char** why) {
+  if (n == 0) return;
+  Datum v[kMaxInsertColumns];
+  bool null[kMaxInsertColumns];
+  if (OidIsValid(relid) && direct.open(relid, cols.spec, cols.n, why)) {
+    for (int i = 0; i < n; i++) {
+      row(spans[i], i, v, null);
+      direct.add(v, null);
+    }
+    direct.close();
+    return;
+  }
+  ArrayRows rows(cols.spec, cols.n, n);
+  for (int i = 0; i < n; i++) {
+    row(spans[i], i, v, null);
+    rows.add(v, null);
+  }
+  Datum args[kMaxInsertColumns];
+  rows.arrays(args);
+  execute(plan, args);
 }
 
 }  // namespace
@@ -384,49 +489,16 @@ void SpanStore::prepare() {
   pg_call([&] {
     batch_context_ =
         AllocSetContextCreate(TopMemoryContext, "ebpf_capture span batch", ALLOCSET_DEFAULT_SIZES);
+    direct_ = new (MemoryContextAlloc(TopMemoryContext, sizeof(DirectInsert))) DirectInsert();
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
     const char* schema = extension_schema_quoted();
     if (schema == nullptr) elog(ERROR, "extension \"ebpf_capture\" is not installed");
-    const char* peer_aliases = "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9";
-    const char* peer_names = "p0 p1 p2 p3 p4 p5 p6 p7 p8 p9";
-
-    Oid tcp_types[kTcpArgs] = {
-        TEXTOID,      TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-        TEXTARRAYOID, INETARRAYOID, INETARRAYOID, INT4ARRAYOID,        INT4ARRAYOID,
-        INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,        JSONBARRAYOID};
-    fill_types(tcp_types, kTcpArgs - kPeerColumns, kPeerColumns, TEXTARRAYOID);
-    tcp_plan_ = prepare_plan(
-        psprintf("INSERT INTO %s.spans (trace_id, span_id, name, kind, start_time, end_time, "
-                 "status, protocol, interface, src_addr, dst_addr, src_port, dst_port, "
-                 "bytes_sent, bytes_received, packets_sent, packets_received, attributes, %s) "
-                 "SELECT t, s, 'tcp.connection', 'CLIENT', st, et, status, 'tcp', $1, sa, da, "
-                 "sp, dp, bs, br, ps, pr, attr, %s FROM (SELECT %s, %s) AS u",
-                 schema, kPeerNames, peer_aliases,
-                 unnest_list(2, "t s st et status sa da sp dp bs br ps pr attr"),
-                 unnest_list(2 + kTcpArgs - 1 - kPeerColumns, peer_names)),
-        kTcpArgs, tcp_types);
-
-    Oid http_types[kHttpArgs] = {
-        TEXTOID,      TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
-        TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
-        INETARRAYOID, INETARRAYOID,        INT4ARRAYOID,        INT4ARRAYOID,
-        INT8ARRAYOID, INT8ARRAYOID,        JSONBARRAYOID,       TEXTARRAYOID,
-        TEXTARRAYOID, INT4ARRAYOID};
-    fill_types(http_types, kHttpArgs - kPeerColumns, kPeerColumns, TEXTARRAYOID);
-    http_plan_ = prepare_plan(
-        psprintf("INSERT INTO %s.spans (trace_id, span_id, parent_span_id, name, kind, "
-                 "start_time, end_time, status, protocol, interface, src_addr, dst_addr, "
-                 "src_port, dst_port, bytes_sent, bytes_received, attributes, http_method, "
-                 "http_target, http_status, %s) "
-                 "SELECT t, s, p, n, 'SERVER', st, et, status, 'http', $1, sa, da, sp, dp, bs, "
-                 "br, attr, m, tg, hs, %s FROM (SELECT %s, %s) AS u",
-                 schema, kPeerNames, peer_aliases,
-                 unnest_list(2, "t s p n st et status sa da sp dp bs br attr m tg hs"),
-                 unnest_list(2 + kHttpArgs - 1 - kPeerColumns, peer_names)),
-        kHttpArgs, http_types);
+    spans_namespace_ = extension_namespace();
+    tcp_plan_ = prepare_array_insert(schema, kTcpColumns);
+    http_plan_ = prepare_array_insert(schema, kHttpColumns);
 
     // The pods table mirrors the cache's change feed; a pod may appear more
     // than once in a batch: the last record of a uid wins.
@@ -530,36 +602,56 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
   SPIPlanPtr rollup_plan = static_cast<SPIPlanPtr>(rollup_plan_);
   if (!resolve_and_fold(b, error, error_size)) return false;
 
+  const char* why = g_direct_insert ? nullptr : "ebpf_capture.direct_insert is off";
   bool ok = pg_call_noexcept(
       [&] {
         SetCurrentStatementStartTimestamp();
         StartTransactionCommand();
-        MemoryContext old = MemoryContextSwitchTo(batch);
-        Datum tcp_args[kTcpArgs];
-        Datum http_args[kHttpArgs];
-        Datum pod_args[kPodArgs];
-        Datum rollup_args[kRollupArgs];
-        if (b.ntcp > 0)
-          tcp_values(b.tcp, static_cast<int>(b.ntcp), interface, peers_.data(), tcp_args);
-        if (b.nhttp > 0)
-          http_values(b.http, static_cast<int>(b.nhttp), interface, peers_.data() + 2 * b.ntcp,
-                      http_args);
-        if (b.npods > 0) pod_values(b.pods, static_cast<int>(b.npods), pod_args);
-        if (rollup_.size() > 0) rollup_values(rollup_, rollup_args);
-        MemoryContextSwitchTo(old);
-
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
         pgstat_report_activity(STATE_RUNNING, "ebpf_capture: inserting spans");
-        if (b.ntcp > 0) execute(tcp_plan, tcp_args);
-        if (b.nhttp > 0) execute(http_plan, http_args);
-        if (b.npods > 0) execute(pod_plan, pod_args);
-        if (rollup_.size() > 0) execute(rollup_plan, rollup_args);
+        MemoryContext old = MemoryContextSwitchTo(batch);
+        const Oid spans = g_direct_insert && OidIsValid(spans_namespace_)
+                              ? get_relname_relid("spans", spans_namespace_)
+                              : InvalidOid;
+        const RowConstants k(interface);
+        const kube::PeerIdentity* const* who = peers_.data();
+        write_spans(
+            b.tcp, static_cast<int>(b.ntcp), kTcpColumns, tcp_plan, *direct_, spans,
+            [&](const Span& s, int i, Datum* v, bool* null) {
+              tcp_row(s, k, who + 2 * i, v, null);
+            },
+            &why);
+        who += 2 * b.ntcp;
+        write_spans(
+            b.http, static_cast<int>(b.nhttp), kHttpColumns, http_plan, *direct_, spans,
+            [&](const HttpSpan& s, int i, Datum* v, bool* null) {
+              http_row(s, k, who + 2 * i, v, null);
+            },
+            &why);
+        Datum pod_args[kPodArgs];
+        Datum rollup_args[kRollupArgs];
+        if (b.npods > 0) {
+          pod_values(b.pods, static_cast<int>(b.npods), pod_args);
+          execute(pod_plan, pod_args);
+        }
+        if (rollup_.size() > 0) {
+          rollup_values(rollup_, rollup_args);
+          execute(rollup_plan, rollup_args);
+        }
+        MemoryContextSwitchTo(old);
         SPI_finish();
         PopActiveSnapshot();
         CommitTransactionCommand();
         pgstat_report_stat(false);
         pgstat_report_activity(STATE_IDLE, nullptr);
+        if (why != direct_refused_) {
+          if (why != nullptr)
+            elog(LOG, "ebpf_capture: spans are written through INSERT because %s", why);
+          else if (direct_refused_ != nullptr)
+            elog(LOG, "ebpf_capture: spans are written directly again");
+          direct_refused_ = why;
+        }
       },
       error, error_size);
   if (!ok) {

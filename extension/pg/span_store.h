@@ -1,7 +1,9 @@
-// span_store.h - writes spans into the spans table through SPI: one saved
-// plan per span kind (INSERT ... SELECT FROM unnest(arrays)), one statement
-// per kind, the batch's share of the service map rollup (one upsert), one
-// transaction per batch, then pgstat_report_stat.
+// span_store.h - writes spans into the spans table, one transaction per
+// batch, then pgstat_report_stat. Spans go straight into the table through
+// its access method (DirectInsert, the way COPY does) while the table allows
+// it, else through one saved SPI plan per span kind (INSERT ... SELECT
+// unnest(arrays)). The batch's pod changes and its share of the service map
+// rollup are one SPI upsert each.
 #pragma once
 
 #include <cstddef>
@@ -13,6 +15,8 @@
 #include "kube/pod_cache.h"
 
 namespace ebpfc::pg {
+
+class DirectInsert;
 
 class SpanStore {
  public:
@@ -44,11 +48,16 @@ class SpanStore {
   // Per span of the batch, tcp then http: source and destination identity
   // (null: unknown), read by the row builders and the rollup alike.
   std::vector<const kube::PeerIdentity*> peers_;
-  void* rollup_plan_ = nullptr;    // SPIPlanPtr
-  void* tcp_plan_ = nullptr;       // SPIPlanPtr
-  void* http_plan_ = nullptr;      // SPIPlanPtr
-  void* pod_plan_ = nullptr;       // SPIPlanPtr
-  void* batch_context_ = nullptr;  // MemoryContext, reset after every batch
+  void* rollup_plan_ = nullptr;     // SPIPlanPtr
+  void* tcp_plan_ = nullptr;        // SPIPlanPtr
+  void* http_plan_ = nullptr;       // SPIPlanPtr
+  void* pod_plan_ = nullptr;        // SPIPlanPtr
+  void* batch_context_ = nullptr;   // MemoryContext, reset after every batch
+  unsigned spans_namespace_ = 0;    // Oid of the extension's schema
+  DirectInsert* direct_ = nullptr;  // in TopMemoryContext, for the worker's life
+  // Why the last batch could not be written directly (nullptr: it was);
+  // a change is logged.
+  const char* direct_refused_ = nullptr;
 };
 
 }  // namespace ebpfc::pg

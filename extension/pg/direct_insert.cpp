@@ -1,0 +1,166 @@
+#include "pg/direct_insert.h"
+
+#include <cstring>
+#include <type_traits>
+
+extern "C" {
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_index.h"
+#include "executor/executor.h"
+#include "executor/tuptable.h"
+}
+
+namespace ebpfc::pg {
+
+// Held across PostgreSQL calls that may longjmp: nothing to destroy.
+static_assert(std::is_trivially_destructible<DirectInsert>::value,
+              "DirectInsert must be trivially destructible");
+
+namespace {
+
+// Why the executor is needed for rel, or nullptr if it is not; on nullptr,
+// att[i] is the attribute index of cols[i].
+const char* needs_executor(Relation rel, const ColumnSpec* cols, int ncols, int* att) {
+  if (rel->rd_rel->relkind != RELKIND_RELATION) return "it is not a plain table";
+  if (rel->trigdesc != nullptr) return "it has triggers";
+  if (rel->rd_rules != nullptr) return "it has rules";
+  if (rel->rd_rel->relrowsecurity) return "it has row security";
+  TupleDesc desc = RelationGetDescr(rel);
+  if (desc->constr != nullptr && desc->constr->num_check > 0) return "it has CHECK constraints";
+  if (desc->constr != nullptr && desc->constr->has_generated_stored)
+    return "it has generated columns";
+  bool listed[MaxHeapAttributeNumber] = {};
+  for (int c = 0; c < ncols; c++) {
+    att[c] = -1;
+    for (int a = 0; a < desc->natts; a++) {
+      Form_pg_attribute attr = TupleDescAttr(desc, a);
+      if (!attr->attisdropped && strcmp(NameStr(attr->attname), cols[c].name) == 0) {
+        att[c] = a;
+        break;
+      }
+    }
+    if (att[c] < 0) return "a column it should have is missing";
+    Form_pg_attribute attr = TupleDescAttr(desc, att[c]);
+    if (attr->atttypid != cols[c].type) return "a column's type was changed";
+    if (cols[c].nullable && attr->attnotnull) return "a column was made NOT NULL";
+    if (attr->attgenerated != '\0' || attr->attidentity != '\0')
+      return "it has generated or identity columns";
+    listed[att[c]] = true;
+  }
+  for (int a = 0; a < desc->natts; a++) {
+    Form_pg_attribute attr = TupleDescAttr(desc, a);
+    if (attr->attisdropped || listed[a]) continue;
+    if (attr->atthasdef || attr->attnotnull || attr->attgenerated != '\0' ||
+        attr->attidentity != '\0')
+      return "a column added to it has a default or NOT NULL";
+  }
+  return nullptr;
+}
+
+// Why rri's indexes need the executor, or nullptr.
+const char* indexes_need_executor(const ResultRelInfo* rri) {
+  for (int i = 0; i < rri->ri_NumIndices; i++) {
+    Form_pg_index index = rri->ri_IndexRelationDescs[i]->rd_index;
+    if (index->indisexclusion) return "it has an exclusion constraint";
+    if (!index->indimmediate) return "it has a deferrable unique constraint";
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, const char** why) {
+  if (ncols > kMaxInsertColumns) elog(ERROR, "ebpf_capture: too many columns for a direct insert");
+  Relation rel = table_open(relid, RowExclusiveLock);
+  *why = needs_executor(rel, cols, ncols, att_);
+  if (*why != nullptr) {
+    table_close(rel, NoLock);  // the INSERT that follows takes the same lock
+    return false;
+  }
+  ResultRelInfo* rri = makeNode(ResultRelInfo);
+  InitResultRelInfo(rri, rel, 1, nullptr, 0);
+  ExecOpenIndices(rri, false);
+  *why = indexes_need_executor(rri);
+  if (*why != nullptr) {
+    ExecCloseIndices(rri);
+    table_close(rel, NoLock);
+    return false;
+  }
+  fit_slots(rel);
+  rel_ = rel;
+  result_rel_ = rri;
+  estate_ = CreateExecutorState();
+  cid_ = GetCurrentCommandId(true);
+  ncols_ = ncols;
+  natts_ = RelationGetDescr(rel)->natts;
+  buffered_ = 0;
+  return true;
+}
+
+void DirectInsert::fit_slots(Relation rel) {
+  TupleDesc desc = RelationGetDescr(rel);
+  bool fits = row_type_ != nullptr && row_type_->natts == desc->natts;
+  for (int a = 0; fits && a < desc->natts; a++) {
+    Form_pg_attribute have = TupleDescAttr(row_type_, a);
+    Form_pg_attribute want = TupleDescAttr(desc, a);
+    fits = have->atttypid == want->atttypid && have->atttypmod == want->atttypmod &&
+           have->attlen == want->attlen && have->attbyval == want->attbyval &&
+           have->attalign == want->attalign && have->attisdropped == want->attisdropped;
+  }
+  if (fits) return;
+  if (slot_context_ == nullptr)
+    slot_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert slots",
+                                          ALLOCSET_DEFAULT_SIZES);
+  // A copy of the row type is not reference-counted: the slots may outlive
+  // the transaction (and the relcache entry) they were made in.
+  MemoryContextReset(slot_context_);
+  created_ = 0;
+  MemoryContext old = MemoryContextSwitchTo(slot_context_);
+  row_type_ = CreateTupleDescCopy(desc);
+  MemoryContextSwitchTo(old);
+}
+
+void DirectInsert::add(const Datum* values, const bool* nulls) {
+  if (buffered_ == kBuffered) write_buffered();
+  if (buffered_ == created_) {
+    MemoryContext old = MemoryContextSwitchTo(slot_context_);
+    slots_[created_++] = MakeSingleTupleTableSlot(row_type_, &TTSOpsHeapTuple);
+    MemoryContextSwitchTo(old);
+  }
+  TupleTableSlot* slot = slots_[buffered_++];
+  ExecClearTuple(slot);
+  // Columns outside the list (and dropped ones) are NULL.
+  for (int a = 0; a < natts_; a++) slot->tts_isnull[a] = true;
+  for (int c = 0; c < ncols_; c++) {
+    slot->tts_values[att_[c]] = values[c];
+    slot->tts_isnull[att_[c]] = nulls[c];
+  }
+  ExecStoreVirtualTuple(slot);
+}
+
+void DirectInsert::write_buffered() {
+  if (buffered_ == 0) return;
+  table_multi_insert(rel_, slots_, buffered_, cid_, 0, nullptr);
+  for (int i = 0; i < buffered_ && result_rel_->ri_NumIndices > 0; i++) {
+    List* recheck =
+        ExecInsertIndexTuples(result_rel_, slots_[i], estate_, false, false, nullptr, NIL);
+    list_free(recheck);  // empty: no deferrable index (checked in open)
+    ResetPerTupleExprContext(estate_);
+  }
+  buffered_ = 0;
+}
+
+void DirectInsert::close() {
+  write_buffered();
+  for (int i = 0; i < created_; i++) ExecClearTuple(slots_[i]);  // frees their tuples
+  ExecCloseIndices(result_rel_);
+  FreeExecutorState(estate_);
+  table_close(rel_, NoLock);
+  rel_ = nullptr;
+  result_rel_ = nullptr;
+  estate_ = nullptr;
+  CommandCounterIncrement();
+}
+
+}  // namespace ebpfc::pg

@@ -1,0 +1,132 @@
+"""How spans reach the table: straight through its access method while the
+spans table is a plain one (DirectInsert), through INSERT when it has
+something only the executor honours (a trigger, a column added with a
+default), and either way with whole indexes and the right rows."""
+
+import contextlib
+
+from conftest import spans_by_connection, wait_for, wait_spans_for_port
+
+# Connections per test: more than one buffer of rows is not needed here (the
+# benchmark writes thousands per batch), but several batches are.
+N = 24
+
+
+def make_traffic(pods, n=N):
+    """n connections through pod2's byte server; returns (port, connections)."""
+    _server, addr, port = pods.byte_server(2)
+    plan = [[i, 2 * i + 1] for i in range(n)]
+    conns = pods.batch(1, addr, port, plan)
+    assert len(conns) == n, conns
+    return port, conns
+
+
+def check_rows(cluster, port, conns):
+    """Every connection has exactly one span with its byte counts."""
+    rows = wait_spans_for_port(cluster, port, len(conns))
+    pairs, unmade = spans_by_connection(conns, rows)
+    assert not unmade, unmade
+    for key, c, got in pairs:
+        assert len(got) == 1, (key, got)
+        assert (got[0]["bytes_sent"], got[0]["bytes_received"]) == (c["sent"], c["received"]), key
+    return rows
+
+
+def wal_position(cluster):
+    return cluster.value("SELECT pg_current_wal_flush_lsn()::text")
+
+
+def spans_heap_records(cluster, since):
+    """WAL records since `since` that write heap pages of the spans table:
+    {record type: count}. One row at a time is Heap INSERT, COPY-style
+    buffers are Heap2 MULTI_INSERT."""
+    cluster.sql("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    filenode = cluster.value("SELECT pg_relation_filenode('spans')")
+    rows = cluster.sql(
+        "SELECT resource_manager || ' ' || split_part(record_type, '+', 1) AS kind, count(*) AS n "
+        "FROM pg_get_wal_records_info(%s::pg_lsn, pg_current_wal_flush_lsn()) "
+        "WHERE resource_manager IN ('Heap', 'Heap2') AND block_ref LIKE %s GROUP BY 1",
+        (since, f"%/{filenode} %"))
+    return {r["kind"]: r["n"] for r in rows}
+
+
+def log_lines_since(cluster, start, text):
+    return [line for line in cluster.log_text(start).splitlines() if text in line]
+
+
+def check_indexes_whole(cluster, rows):
+    """The b-tree holds every heap row (amcheck), and the hash index finds
+    every span by its trace id."""
+    cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+    cluster.sql("SELECT bt_index_check('spans_start_time_idx'::regclass, true)")
+    with cluster.connect() as conn, conn.cursor() as cur:
+        cur.execute("SET enable_seqscan = off")
+        cur.execute("SET enable_bitmapscan = off")
+        cur.execute("EXPLAIN SELECT span_id FROM spans WHERE trace_id = 'x'")
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        assert "spans_trace_id_idx" in plan, plan
+        for r in rows:
+            cur.execute("SELECT span_id FROM spans WHERE trace_id = %s", (r["trace_id"],))
+            assert [x[0] for x in cur.fetchall()] == [r["span_id"]], r["trace_id"]
+
+
+def test_spans_go_straight_into_the_table_with_whole_indexes(cluster, capture, pods):
+    since = wal_position(cluster)
+    port, conns = make_traffic(pods)
+    rows = check_rows(cluster, port, conns)
+    records = spans_heap_records(cluster, since)
+    assert records.get("Heap2 MULTI_INSERT", 0) > 0, records
+    assert records.get("Heap INSERT", 0) == 0, records
+    check_indexes_whole(cluster, rows)
+
+
+@contextlib.contextmanager
+def spans_trigger(cluster):
+    """An AFTER INSERT row trigger on spans that copies each span id into
+    spans_seen; removed on exit."""
+    cluster.sql("CREATE TABLE spans_seen (span_id text)")
+    cluster.sql("CREATE FUNCTION note_span() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN INSERT INTO spans_seen VALUES (NEW.span_id); RETURN NULL; END $$")
+    cluster.sql("CREATE TRIGGER note_span AFTER INSERT ON spans "
+                "FOR EACH ROW EXECUTE FUNCTION note_span()")
+    try:
+        yield
+    finally:
+        cluster.sql("DROP TRIGGER IF EXISTS note_span ON spans")
+        cluster.sql("DROP FUNCTION IF EXISTS note_span()")
+        cluster.sql("DROP TABLE IF EXISTS spans_seen")
+
+
+def test_a_trigger_on_spans_sends_them_through_insert(cluster, capture, pods):
+    log_start = cluster.log_size()
+    with spans_trigger(cluster):
+        since = wal_position(cluster)
+        port, conns = make_traffic(pods)
+        rows = check_rows(cluster, port, conns)
+        seen = {r["span_id"] for r in cluster.sql("SELECT span_id FROM spans_seen")}
+        assert {r["span_id"] for r in rows} <= seen
+        records = spans_heap_records(cluster, since)
+        assert records.get("Heap INSERT", 0) >= len(conns), records
+        assert records.get("Heap2 MULTI_INSERT", 0) == 0, records
+        wait_for(lambda: log_lines_since(cluster, log_start, "because it has triggers"), 10,
+                 desc="the log saying why spans go through INSERT")
+    port, conns = make_traffic(pods)
+    check_rows(cluster, port, conns)
+    wait_for(lambda: log_lines_since(cluster, log_start, "spans are written directly again"), 10,
+             desc="the log saying spans are written directly again")
+
+
+def test_a_column_added_with_a_default_gets_it(cluster, capture, pods):
+    cluster.sql("ALTER TABLE spans ADD COLUMN node_label text NOT NULL DEFAULT 'node-a'")
+    try:
+        port, conns = make_traffic(pods)
+        rows = check_rows(cluster, port, conns)
+        assert {r["node_label"] for r in rows} == {"node-a"}
+    finally:
+        cluster.sql("ALTER TABLE spans DROP COLUMN IF EXISTS node_label")
+    # a dropped column stays in the table's row type: rows still go in directly
+    since = wal_position(cluster)
+    port, conns = make_traffic(pods)
+    rows = check_rows(cluster, port, conns)
+    assert spans_heap_records(cluster, since).get("Heap2 MULTI_INSERT", 0) > 0
+    check_indexes_whole(cluster, rows)
