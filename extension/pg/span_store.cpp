@@ -118,8 +118,8 @@ constexpr int kPodArgs = 14;
 constexpr int kRollupArgs = 2 + 2 * 6 + 4;
 
 // The columns of a span row, in the order the row builders fill them: the
-// kind's own, then who is at each end (src_pod ... dst_node) from the pod
-// cache, NULL where no pod is known.
+// kind's ids, the columns every kind has, the kind's own, then who is at each
+// end (src_pod ... dst_node) from the pod cache, NULL where no pod is known.
 const ColumnSpec kPeerSpecs[kPeerColumns] = {
     {"src_pod", TEXTOID, true},           {"src_namespace", TEXTOID, true},
     {"src_workload", TEXTOID, true},      {"src_workload_kind", TEXTOID, true},
@@ -127,62 +127,59 @@ const ColumnSpec kPeerSpecs[kPeerColumns] = {
     {"dst_namespace", TEXTOID, true},     {"dst_workload", TEXTOID, true},
     {"dst_workload_kind", TEXTOID, true}, {"dst_node", TEXTOID, true}};
 
-const ColumnSpec kTcpSpecs[] = {{"trace_id", TEXTOID, false},
-                                {"span_id", TEXTOID, false},
-                                {"name", TEXTOID, false},
-                                {"kind", TEXTOID, false},
-                                {"start_time", TIMESTAMPTZOID, false},
-                                {"end_time", TIMESTAMPTZOID, false},
-                                {"status", TEXTOID, false},
-                                {"protocol", TEXTOID, false},
-                                {"interface", TEXTOID, false},
-                                {"src_addr", INETOID, false},
-                                {"dst_addr", INETOID, false},
-                                {"src_port", INT4OID, false},
-                                {"dst_port", INT4OID, false},
-                                {"bytes_sent", INT8OID, false},
-                                {"bytes_received", INT8OID, false},
-                                {"packets_sent", INT8OID, false},
-                                {"packets_received", INT8OID, false},
-                                {"attributes", JSONBOID, false}};
+constexpr int kCommonColumns = 13;
+const ColumnSpec kCommonSpecs[kCommonColumns] = {{"name", TEXTOID, false},
+                                                 {"kind", TEXTOID, false},
+                                                 {"start_time", TIMESTAMPTZOID, false},
+                                                 {"end_time", TIMESTAMPTZOID, false},
+                                                 {"status", TEXTOID, false},
+                                                 {"protocol", TEXTOID, false},
+                                                 {"interface", TEXTOID, false},
+                                                 {"src_addr", INETOID, false},
+                                                 {"dst_addr", INETOID, false},
+                                                 {"src_port", INT4OID, false},
+                                                 {"dst_port", INT4OID, false},
+                                                 {"bytes_sent", INT8OID, false},
+                                                 {"bytes_received", INT8OID, false}};
 
-const ColumnSpec kHttpSpecs[] = {{"trace_id", TEXTOID, false},
-                                 {"span_id", TEXTOID, false},
-                                 {"parent_span_id", TEXTOID, true},
-                                 {"name", TEXTOID, false},
-                                 {"kind", TEXTOID, false},
-                                 {"start_time", TIMESTAMPTZOID, false},
-                                 {"end_time", TIMESTAMPTZOID, false},
-                                 {"status", TEXTOID, false},
-                                 {"protocol", TEXTOID, false},
-                                 {"interface", TEXTOID, false},
-                                 {"src_addr", INETOID, false},
-                                 {"dst_addr", INETOID, false},
-                                 {"src_port", INT4OID, false},
-                                 {"dst_port", INT4OID, false},
-                                 {"bytes_sent", INT8OID, false},
-                                 {"bytes_received", INT8OID, false},
-                                 {"attributes", JSONBOID, false},
-                                 {"http_method", TEXTOID, true},
-                                 {"http_target", TEXTOID, true},
-                                 {"http_status", INT4OID, true}};
+const ColumnSpec kTcpIds[] = {{"trace_id", TEXTOID, false}, {"span_id", TEXTOID, false}};
+const ColumnSpec kTcpOwn[] = {{"packets_sent", INT8OID, false},
+                              {"packets_received", INT8OID, false},
+                              {"attributes", JSONBOID, false}};
+const ColumnSpec kHttpIds[] = {
+    {"trace_id", TEXTOID, false}, {"span_id", TEXTOID, false}, {"parent_span_id", TEXTOID, true}};
+const ColumnSpec kHttpOwn[] = {{"attributes", JSONBOID, false},
+                               {"http_method", TEXTOID, true},
+                               {"http_target", TEXTOID, true},
+                               {"http_status", INT4OID, true}};
 
-constexpr int kTcpOwn = sizeof(kTcpSpecs) / sizeof(kTcpSpecs[0]);
-constexpr int kHttpOwn = sizeof(kHttpSpecs) / sizeof(kHttpSpecs[0]);
-static_assert(kHttpOwn + kPeerColumns <= kMaxInsertColumns, "too many span columns");
+template <size_t N>
+constexpr int count(const ColumnSpec (&)[N]) {
+  return static_cast<int>(N);
+}
 
-// A kind's columns followed by the peer columns.
+// A kind's ids, the common columns, the kind's own and the peer columns.
 struct SpanColumns {
   ColumnSpec spec[kMaxInsertColumns];
   int n = 0;
-  SpanColumns(const ColumnSpec* own, int nown) {
-    for (int i = 0; i < nown; i++) spec[n++] = own[i];
-    for (int i = 0; i < kPeerColumns; i++) spec[n++] = kPeerSpecs[i];
+  int own = 0;    // where the kind's own columns start
+  int peers = 0;  // where the peer columns start
+  SpanColumns(const ColumnSpec* ids, int nids, const ColumnSpec* own_cols, int nown) {
+    auto add = [&](const ColumnSpec* c, int k) {
+      for (int i = 0; i < k; i++) spec[n++] = c[i];
+    };
+    add(ids, nids);
+    add(kCommonSpecs, kCommonColumns);
+    own = n;
+    add(own_cols, nown);
+    peers = n;
+    add(kPeerSpecs, kPeerColumns);
   }
 };
 
-const SpanColumns kTcpColumns(kTcpSpecs, kTcpOwn);
-const SpanColumns kHttpColumns(kHttpSpecs, kHttpOwn);
+const SpanColumns kTcpColumns(kTcpIds, count(kTcpIds), kTcpOwn, count(kTcpOwn));
+const SpanColumns kHttpColumns(kHttpIds, count(kHttpIds), kHttpOwn, count(kHttpOwn));
+static_assert(3 + kCommonColumns + 4 + kPeerColumns <= kMaxInsertColumns, "too many span columns");
 
 // Fills the 10 peer values of one row (or of one rollup entry).
 void peer_values(const kube::PeerIdentity* src, const kube::PeerIdentity* dst, Datum* v,
@@ -219,31 +216,40 @@ struct RowConstants {
   Datum status_of(SpanStatus s) const { return status[static_cast<int>(s) % 3]; }
 };
 
+// The kCommonSpecs values of a span (Span and HttpSpan share these fields).
+template <class S>
+void common_values(const S& s, Datum name, Datum kind, Datum protocol, uint64_t sent,
+                   uint64_t received, const RowConstants& k, Datum* v) {
+  v[0] = name;
+  v[1] = kind;
+  v[2] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
+  v[3] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
+  v[4] = k.status_of(s.status);
+  v[5] = protocol;
+  v[6] = k.interface;
+  v[7] = make_inet(s.family, s.src_addr);
+  v[8] = make_inet(s.family, s.dst_addr);
+  v[9] = Int32GetDatum(s.src_port);
+  v[10] = Int32GetDatum(s.dst_port);
+  v[11] = Int64GetDatum(static_cast<int64>(sent));
+  v[12] = Int64GetDatum(static_cast<int64>(received));
+}
+
 // One tcp row in kTcpColumns order.
 void tcp_row(const Span& s, const RowConstants& k, const kube::PeerIdentity* const* who, Datum* v,
              bool* null) {
   std::memset(null, 0, sizeof(bool) * kTcpColumns.n);
   v[0] = make_hex(s.trace_id, 16);
   v[1] = make_hex(s.span_id, 8);
-  v[2] = k.tcp_name;
-  v[3] = k.client_kind;
-  v[4] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
-  v[5] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
-  v[6] = k.status_of(s.status);
-  v[7] = k.tcp_protocol;
-  v[8] = k.interface;
-  v[9] = make_inet(s.family, s.src_addr);
-  v[10] = make_inet(s.family, s.dst_addr);
-  v[11] = Int32GetDatum(s.src_port);
-  v[12] = Int32GetDatum(s.dst_port);
-  v[13] = Int64GetDatum(static_cast<int64>(s.bytes_sent));
-  v[14] = Int64GetDatum(static_cast<int64>(s.bytes_received));
-  v[15] = Int64GetDatum(static_cast<int64>(s.packets_sent));
-  v[16] = Int64GetDatum(static_cast<int64>(s.packets_received));
+  common_values(s, k.tcp_name, k.client_kind, k.tcp_protocol, s.bytes_sent, s.bytes_received, k,
+                v + 2);
+  Datum* own = v + kTcpColumns.own;
+  own[0] = Int64GetDatum(static_cast<int64>(s.packets_sent));
+  own[1] = Int64GetDatum(static_cast<int64>(s.packets_received));
   JsonbAttributes attributes;
   tcp_attributes(s, attributes);
-  v[17] = attributes.finish();
-  peer_values(who[0], who[1], v + kTcpOwn, null + kTcpOwn);
+  own[2] = attributes.finish();
+  peer_values(who[0], who[1], v + kTcpColumns.peers, null + kTcpColumns.peers);
 }
 
 // One http row in kHttpColumns order.
@@ -255,29 +261,19 @@ void http_row(const HttpSpan& s, const RowConstants& k, const kube::PeerIdentity
   v[1] = make_hex(s.span_id, 8);
   null[2] = !s.has_parent;
   v[2] = s.has_parent ? make_hex(s.parent_span_id, 8) : Datum(0);
-  v[3] = make_text(http_span_name(ex));
-  v[4] = k.server_kind;
-  v[5] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
-  v[6] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
-  v[7] = k.status_of(s.status);
-  v[8] = k.http_protocol;
-  v[9] = k.interface;
-  v[10] = make_inet(s.family, s.src_addr);
-  v[11] = make_inet(s.family, s.dst_addr);
-  v[12] = Int32GetDatum(s.src_port);
-  v[13] = Int32GetDatum(s.dst_port);
-  v[14] = Int64GetDatum(static_cast<int64>(ex.request_body_bytes));
-  v[15] = Int64GetDatum(static_cast<int64>(ex.response_body_bytes));
+  common_values(s, make_text(http_span_name(ex)), k.server_kind, k.http_protocol,
+                ex.request_body_bytes, ex.response_body_bytes, k, v + 3);
+  const int own = kHttpColumns.own;
   JsonbAttributes attributes;
   http_attributes(s, attributes);
-  v[16] = attributes.finish();
+  v[own] = attributes.finish();
   const bool has_request = ex.method != HttpMethod::None;
-  null[17] = null[18] = !has_request;
-  v[17] = has_request ? make_wire_text(ex.method_text, ex.method_len) : Datum(0);
-  v[18] = has_request ? make_wire_text(ex.target, ex.target_len) : Datum(0);
-  null[19] = ex.status == 0;
-  v[19] = Int32GetDatum(ex.status);
-  peer_values(who[0], who[1], v + kHttpOwn, null + kHttpOwn);
+  null[own + 1] = null[own + 2] = !has_request;
+  v[own + 1] = has_request ? make_wire_text(ex.method_text, ex.method_len) : Datum(0);
+  v[own + 2] = has_request ? make_wire_text(ex.target, ex.target_len) : Datum(0);
+  null[own + 3] = ex.status == 0;
+  v[own + 3] = Int32GetDatum(ex.status);
+  peer_values(who[0], who[1], v + kHttpColumns.peers, null + kHttpColumns.peers);
 }
 
 // Rows gathered column by column into array parameters, for the SPI insert.
