@@ -95,6 +95,7 @@ bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, const char
   ncols_ = ncols;
   natts_ = RelationGetDescr(rel)->natts;
   buffered_ = 0;
+  MemoryContextReset(rows_context_);  // what an aborted batch left
   return true;
 }
 
@@ -109,9 +110,12 @@ void DirectInsert::fit_slots(Relation rel) {
            have->attalign == want->attalign && have->attisdropped == want->attisdropped;
   }
   if (fits) return;
-  if (slot_context_ == nullptr)
+  if (slot_context_ == nullptr) {
     slot_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert slots",
                                           ALLOCSET_DEFAULT_SIZES);
+    rows_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert rows",
+                                          ALLOCSET_DEFAULT_SIZES);
+  }
   // A copy of the row type is not reference-counted: the slots may outlive
   // the transaction (and the relcache entry) they were made in.
   MemoryContextReset(slot_context_);
@@ -122,13 +126,12 @@ void DirectInsert::fit_slots(Relation rel) {
 }
 
 void DirectInsert::add(const Datum* values, const bool* nulls) {
-  if (buffered_ == kBuffered) write_buffered();
   if (buffered_ == created_) {
     MemoryContext old = MemoryContextSwitchTo(slot_context_);
     slots_[created_++] = MakeSingleTupleTableSlot(row_type_, &TTSOpsHeapTuple);
     MemoryContextSwitchTo(old);
   }
-  TupleTableSlot* slot = slots_[buffered_++];
+  TupleTableSlot* slot = slots_[buffered_];
   ExecClearTuple(slot);
   // Columns outside the list (and dropped ones) are NULL.
   for (int a = 0; a < natts_; a++) slot->tts_isnull[a] = true;
@@ -137,6 +140,7 @@ void DirectInsert::add(const Datum* values, const bool* nulls) {
     slot->tts_isnull[att_[c]] = nulls[c];
   }
   ExecStoreVirtualTuple(slot);
+  if (++buffered_ == kBuffered) write_buffered();
 }
 
 void DirectInsert::write_buffered() {
@@ -149,6 +153,7 @@ void DirectInsert::write_buffered() {
     ResetPerTupleExprContext(estate_);
   }
   buffered_ = 0;
+  MemoryContextReset(rows_context_);  // the rows are in the table now
 }
 
 void DirectInsert::close() {

@@ -42,8 +42,11 @@ class DirectInsert {
   // `cols`). Returns false, having opened nothing, if the table needs the
   // executor (see above); *why then says what it has, for the log.
   bool open(Oid relid, const ColumnSpec* cols, int ncols, const char** why);
+  // Where to build the datums of the rows to add: it is emptied each time
+  // the buffered rows are written, so a batch's rows reuse the same memory.
+  MemoryContext rows_context() const { return rows_context_; }
   // Adds a row: values[i] and nulls[i] for cols[i]. The datums must live
-  // until close().
+  // until the row is written: made in rows_context(), or longer-lived.
   void add(const Datum* values, const bool* nulls);
   // Writes the rows still buffered, then closes everything open() opened.
   void close();
@@ -65,6 +68,7 @@ class DirectInsert {
   // Kept between transactions: the row type the slots were made for (a
   // copy), their memory context, and the slots made so far.
   MemoryContext slot_context_ = nullptr;
+  MemoryContext rows_context_ = nullptr;
   TupleDesc row_type_ = nullptr;
   int created_ = 0;
   TupleTableSlot* slots_[kBuffered] = {};

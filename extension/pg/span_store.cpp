@@ -463,7 +463,9 @@ void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan
   bool null[kMaxInsertColumns];
   if (OidIsValid(relid) && direct.open(relid, cols.spec, cols.n, why)) {
     for (int i = 0; i < n; i++) {
+      MemoryContext batch = MemoryContextSwitchTo(direct.rows_context());
       row(spans[i], i, v, null);
+      MemoryContextSwitchTo(batch);
       direct.add(v, null);
     }
     direct.close();
