@@ -49,6 +49,7 @@
 #                      "ebpf_capture.ring_buffer_size = '64MB'" (reported) []
 #   BENCH_PERF         1 = sample every CPU with `perf record` during each run
 #                      (see capture_bench.sh) [0]
+#   BENCH_PERF_KEEP    1 = also keep each run's perf.data there [0]
 #   BENCH_SKIP_BUILD   1 = do not run make && make install [0]
 #   BENCH_RESULTS_DIR  where the JSON/Markdown go [bench/results]
 #   EBPFC_NS           namespace prefix [ebpfhb]  (capture_bench uses ebpfcb, tests ebpfct)
