@@ -130,6 +130,16 @@ def test_a_column_added_with_a_default_gets_it(cluster, capture, pods):
     rows = check_rows(cluster, port, conns)
     assert spans_heap_records(cluster, since).get("Heap2 MULTI_INSERT", 0) > 0
     check_indexes_whole(cluster, rows)
+    # and so does a plain nullable column: a new row type, new slots, NULL in it
+    cluster.sql("ALTER TABLE spans ADD COLUMN note text")
+    try:
+        since = wal_position(cluster)
+        port, conns = make_traffic(pods)
+        rows = check_rows(cluster, port, conns)
+        assert {r["note"] for r in rows} == {None}
+        assert spans_heap_records(cluster, since).get("Heap2 MULTI_INSERT", 0) > 0
+    finally:
+        cluster.sql("ALTER TABLE spans DROP COLUMN IF EXISTS note")
 
 
 def test_an_index_a_user_adds_is_kept_whole(cluster, capture, pods):
