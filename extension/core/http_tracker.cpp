@@ -137,17 +137,18 @@ void HttpTracker::update_control(Conn& c) {
 bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8],
                                 const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(key);
-  if (it == conns_.end()) return false;
+  // An entry that already ended belongs to an earlier connection on the same
+  // four-tuple (a port reused within one drain): this one was not followed,
+  // and its span must not take that connection's id.
+  if (it == conns_.end() || it->second.ended) return false;
   Conn& c = it->second;
   std::memcpy(span_id, c.span_id, sizeof(c.span_id));
-  if (!c.ended) {
-    c.ended = true;
-    clock_ = &clock;
-    ids_ = &ids;
-    out_ = &out;
-    finish(c);
-    ended_.push_back(key);
-  }
+  c.ended = true;
+  clock_ = &clock;
+  ids_ = &ids;
+  out_ = &out;
+  finish(c);
+  ended_.push_back(key);
   return true;
 }
 

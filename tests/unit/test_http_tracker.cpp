@@ -147,6 +147,26 @@ TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
   EXPECT_EQ(out.size(), 1u);
 }
 
+// A client port reused at once (the kernel reports a new connection on the
+// four-tuple, e.g. after a reset) while the first connection's entry waits for
+// the end of the drain: the second close is not the first connection's, so it
+// is not followed and does not get that connection's span id.
+TEST_F(HttpTrackerTest, ASecondConnectionOnTheSameFourTupleInOneDrainKeepsItsOwnId) {
+  HttpTrackerOptions o;
+  HttpTracker t(o, control_);
+  HttpSpanList out;
+  bool followed = false;
+  short_exchange(t, 40003, 5000, out, &followed);
+  ASSERT_TRUE(followed);
+  ASSERT_EQ(out.size(), 1u);
+  uint8_t second_id[8] = {};
+  EXPECT_FALSE(t.on_flow_ended(key_for(40003), second_id, clock_, ids_, out));
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(t.counters().connections, 1u);
+  t.end_of_drain(8000, clock_, ids_, out);
+  EXPECT_EQ(t.open_connections(), 0u);
+}
+
 // A body longer than the segment that starts it: the kernel is told to skip to
 // its end, and the connection's l7_control entry is removed once it is over.
 TEST_F(HttpTrackerTest, BodyIsSkippedInTheKernelAndItsEntryRemovedAtTheEnd) {
