@@ -1,8 +1,9 @@
 // Tests of core/http_tracker: payload heads as the kernel sends them, routed
-// to pooled streams, and the spans and kernel instructions that come out.
+// to pooled streams, and the spans and kernel instructions that come out_.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -62,33 +63,40 @@ class HttpTrackerTest : public ::testing::Test {
   HttpTrackerTest() : ids_(7) {}
 
   // One connection's request and response, then its close.
-  void short_exchange(HttpTracker& t, uint16_t port, uint64_t ts, HttpSpanList& out,
-                      bool* followed) {
+  void short_exchange(HttpTracker& t, uint16_t port, uint64_t ts, bool* followed) {
     const ebpfc_flow_key k = key_for(port);
-    t.on_payload(head(k, true, 1, kRequest, ts), clock_, ids_, out);
-    t.on_payload(head(k, false, 1, kResponse, ts + 10), clock_, ids_, out);
+    t.on_payload(head(k, true, 1, kRequest, ts), clock_, ids_, out_);
+    t.on_payload(head(k, false, 1, kResponse, ts + 10), clock_, ids_, out_);
     uint8_t span_id[8];
-    *followed = t.on_flow_ended(k, span_id, clock_, ids_, out);
+    *followed = t.on_flow_ended(k, span_id, clock_, ids_, out_);
+  }
+
+  // A tracker with a pool of max_connections streams, reporting to control_.
+  HttpTracker& tracker(size_t max_connections = HttpTrackerOptions().max_connections) {
+    HttpTrackerOptions o;
+    o.max_connections = max_connections;
+    tracker_ = std::make_unique<HttpTracker>(o, control_);
+    return *tracker_;
   }
 
   WallClock clock_;
   SpanIdGenerator ids_;
   RecordingControl control_;
+  HttpSpanList out_;  // the spans the tracker gave
+  std::unique_ptr<HttpTracker> tracker_;
 };
 
 TEST_F(HttpTrackerTest, ExchangeOfAConnectionComesOutWhenItEnds) {
-  HttpTrackerOptions o;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker();
   bool followed = false;
-  short_exchange(t, 40000, 5000, out, &followed);
+  short_exchange(t, 40000, 5000, &followed);
   EXPECT_TRUE(followed);
-  ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].exchange.status, 200);
-  EXPECT_EQ(out[0].src_port, 40000);
-  EXPECT_EQ(out[0].dst_port, 80);
-  t.end_of_drain(6000, clock_, ids_, out);
-  EXPECT_EQ(out.size(), 1u);
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].exchange.status, 200);
+  EXPECT_EQ(out_[0].src_port, 40000);
+  EXPECT_EQ(out_[0].dst_port, 80);
+  t.end_of_drain(6000, clock_, ids_, out_);
+  EXPECT_EQ(out_.size(), 1u);
   EXPECT_EQ(t.open_connections(), 0u);
 }
 
@@ -97,34 +105,28 @@ TEST_F(HttpTrackerTest, ExchangeOfAConnectionComesOutWhenItEnds) {
 // connection that ended gives its stream back at once, so every one is
 // followed.
 TEST_F(HttpTrackerTest, ConnectionsThatEndedInOneDrainDoNotRunThePoolOut) {
-  HttpTrackerOptions o;
-  o.max_connections = 16;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker(16);
   constexpr int kConnections = 500;
   for (int i = 0; i < kConnections; i++) {
     bool followed = false;
-    short_exchange(t, static_cast<uint16_t>(30000 + i), 1000 + 100 * i, out, &followed);
+    short_exchange(t, static_cast<uint16_t>(30000 + i), 1000 + 100 * i, &followed);
     EXPECT_TRUE(followed) << i;
   }
-  EXPECT_EQ(out.size(), static_cast<size_t>(kConnections));
+  EXPECT_EQ(out_.size(), static_cast<size_t>(kConnections));
   EXPECT_EQ(t.counters().pool_full, 0u);
   EXPECT_EQ(t.counters().connections, static_cast<uint64_t>(kConnections));
   EXPECT_EQ(control_.stops, 0);
-  t.end_of_drain(1'000'000, clock_, ids_, out);
+  t.end_of_drain(1'000'000, clock_, ids_, out_);
   EXPECT_EQ(t.open_connections(), 0u);
 }
 
 // Connections still open are what the bound is for: the 17th open one is not
 // followed, and the kernel is told to stop sending its payload.
 TEST_F(HttpTrackerTest, OpenConnectionsBeyondThePoolAreNotFollowed) {
-  HttpTrackerOptions o;
-  o.max_connections = 16;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker(16);
   for (int i = 0; i < 17; i++)
     t.on_payload(head(key_for(static_cast<uint16_t>(31000 + i)), true, 1, kRequest, 100), clock_,
-                 ids_, out);
+                 ids_, out_);
   EXPECT_EQ(t.counters().pool_full, 1u);
   EXPECT_EQ(control_.stops, 1);
   EXPECT_EQ(t.open_connections(), 17u);
@@ -133,18 +135,16 @@ TEST_F(HttpTrackerTest, OpenConnectionsBeyondThePoolAreNotFollowed) {
 // A payload head that trails its connection's close event in the same drain
 // is ignored: it does not start a connection of its own.
 TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
-  HttpTrackerOptions o;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker();
   bool followed = false;
-  short_exchange(t, 40001, 5000, out, &followed);
+  short_exchange(t, 40001, 5000, &followed);
   t.on_payload(head(key_for(40001), false, 1 + static_cast<uint32_t>(kResponse.size()), "x", 7000),
-               clock_, ids_, out);
+               clock_, ids_, out_);
   EXPECT_EQ(t.open_connections(), 1u);  // the ended one, until the end of the drain
   EXPECT_EQ(t.counters().connections, 1u);
-  t.end_of_drain(8000, clock_, ids_, out);
+  t.end_of_drain(8000, clock_, ids_, out_);
   EXPECT_EQ(t.open_connections(), 0u);
-  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(out_.size(), 1u);
 }
 
 // A client port reused at once (the kernel reports a new connection on the
@@ -152,41 +152,37 @@ TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
 // the end of the drain: the second close is not the first connection's, so it
 // is not followed and does not get that connection's span id.
 TEST_F(HttpTrackerTest, ASecondConnectionOnTheSameFourTupleInOneDrainKeepsItsOwnId) {
-  HttpTrackerOptions o;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker();
   bool followed = false;
-  short_exchange(t, 40003, 5000, out, &followed);
+  short_exchange(t, 40003, 5000, &followed);
   ASSERT_TRUE(followed);
-  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out_.size(), 1u);
   uint8_t second_id[8] = {};
-  EXPECT_FALSE(t.on_flow_ended(key_for(40003), second_id, clock_, ids_, out));
-  EXPECT_EQ(out.size(), 1u);
+  EXPECT_FALSE(t.on_flow_ended(key_for(40003), second_id, clock_, ids_, out_));
+  EXPECT_EQ(out_.size(), 1u);
   EXPECT_EQ(t.counters().connections, 1u);
-  t.end_of_drain(8000, clock_, ids_, out);
+  t.end_of_drain(8000, clock_, ids_, out_);
   EXPECT_EQ(t.open_connections(), 0u);
 }
 
 // A body longer than the segment that starts it: the kernel is told to skip to
 // its end, and the connection's l7_control entry is removed once it is over.
 TEST_F(HttpTrackerTest, BodyIsSkippedInTheKernelAndItsEntryRemovedAtTheEnd) {
-  HttpTrackerOptions o;
-  HttpTracker t(o, control_);
-  HttpSpanList out;
+  HttpTracker& t = tracker();
   const ebpfc_flow_key k = key_for(40002);
   const std::string head_part = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
   const uint32_t body_start = 1 + static_cast<uint32_t>(head_part.size());
-  t.on_payload(head(k, true, 1, kRequest, 100), clock_, ids_, out);
-  t.on_payload(head(k, false, 1, head_part + std::string(1000, 'b'), 200), clock_, ids_, out);
+  t.on_payload(head(k, true, 1, kRequest, 100), clock_, ids_, out_);
+  t.on_payload(head(k, false, 1, head_part + std::string(1000, 'b'), 200), clock_, ids_, out_);
   EXPECT_EQ(control_.entries.count(40002), 1u) << "no skip for the body";
   // the segment that reaches the body's end, sent as a 0-byte head
   ebpfc_payload_event end = head(k, false, body_start + 100000, "", 300);
-  t.on_payload(end, clock_, ids_, out);
+  t.on_payload(end, clock_, ids_, out_);
   uint8_t span_id[8];
-  EXPECT_TRUE(t.on_flow_ended(k, span_id, clock_, ids_, out));
-  ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].exchange.response_body_bytes, 100000u);
-  t.end_of_drain(400, clock_, ids_, out);
+  EXPECT_TRUE(t.on_flow_ended(k, span_id, clock_, ids_, out_));
+  ASSERT_EQ(out_.size(), 1u);
+  EXPECT_EQ(out_[0].exchange.response_body_bytes, 100000u);
+  t.end_of_drain(400, clock_, ids_, out_);
   EXPECT_TRUE(control_.entries.empty()) << "the kernel is left an l7_control entry";
 }
 
