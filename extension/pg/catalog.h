@@ -3,12 +3,16 @@
 
 namespace ebpfc::pg {
 
-// The quoted schema of the ebpf_capture extension, or nullptr if it is not
-// installed in this database. Call inside a transaction with SPI connected;
-// the result is palloc'd in the current memory context.
+// The Oid of the ebpf_capture extension's schema, or InvalidOid (0) if it is
+// not installed in this database. Call inside a transaction with SPI
+// connected.
+unsigned extension_namespace();
+
+// That schema's name, quoted for SQL, or nullptr. Same conditions; the
+// result is palloc'd in the current memory context.
 const char* extension_schema_quoted();
 
-// The Oid of that schema, or InvalidOid (0). Same conditions.
-unsigned extension_namespace();
+// The name of schema nsp, quoted for SQL (an error if there is none).
+const char* schema_quoted(unsigned nsp);
 
 }  // namespace ebpfc::pg

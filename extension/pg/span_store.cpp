@@ -492,9 +492,9 @@ void SpanStore::prepare() {
     StartTransactionCommand();
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
-    const char* schema = extension_schema_quoted();
-    if (schema == nullptr) elog(ERROR, "extension \"ebpf_capture\" is not installed");
     spans_namespace_ = extension_namespace();
+    if (!OidIsValid(spans_namespace_)) elog(ERROR, "extension \"ebpf_capture\" is not installed");
+    const char* schema = schema_quoted(spans_namespace_);
     tcp_plan_ = prepare_array_insert(schema, kTcpColumns);
     http_plan_ = prepare_array_insert(schema, kHttpColumns);
 
@@ -609,9 +609,10 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         PushActiveSnapshot(GetTransactionSnapshot());
         pgstat_report_activity(STATE_RUNNING, "ebpf_capture: inserting spans");
         MemoryContext old = MemoryContextSwitchTo(batch);
-        const Oid spans = g_direct_insert && OidIsValid(spans_namespace_)
-                              ? get_relname_relid("spans", spans_namespace_)
-                              : InvalidOid;
+        const Oid spans =
+            g_direct_insert ? get_relname_relid("spans", spans_namespace_) : InvalidOid;
+        if (g_direct_insert && !OidIsValid(spans))
+          why = "the extension's schema has no spans table";
         const RowConstants k(interface);
         const kube::PeerIdentity* const* who = peers_.data();
         write_spans(
@@ -643,7 +644,8 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         CommitTransactionCommand();
         pgstat_report_stat(false);
         pgstat_report_activity(STATE_IDLE, nullptr);
-        if (why != direct_refused_) {
+        // A batch of pod changes alone says nothing about how spans go in.
+        if (b.ntcp + b.nhttp > 0 && why != direct_refused_) {
           if (why != nullptr)
             elog(LOG, "ebpf_capture: spans are written through INSERT because %s", why);
           else if (direct_refused_ != nullptr)
