@@ -87,13 +87,18 @@ bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, const char
     table_close(rel, NoLock);
     return false;
   }
+  if (slot_context_ == nullptr) {  // the first batch
+    slot_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert slots",
+                                          ALLOCSET_DEFAULT_SIZES);
+    rows_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert rows",
+                                          ALLOCSET_DEFAULT_SIZES);
+  }
   fit_slots(rel);
   rel_ = rel;
   result_rel_ = rri;
   estate_ = CreateExecutorState();
   cid_ = GetCurrentCommandId(true);
   ncols_ = ncols;
-  natts_ = RelationGetDescr(rel)->natts;
   buffered_ = 0;
   MemoryContextReset(rows_context_);  // what an aborted batch left
   return true;
@@ -110,12 +115,6 @@ void DirectInsert::fit_slots(Relation rel) {
            have->attalign == want->attalign && have->attisdropped == want->attisdropped;
   }
   if (fits) return;
-  if (slot_context_ == nullptr) {
-    slot_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert slots",
-                                          ALLOCSET_DEFAULT_SIZES);
-    rows_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert rows",
-                                          ALLOCSET_DEFAULT_SIZES);
-  }
   // A copy of the row type is not reference-counted: the slots may outlive
   // the transaction (and the relcache entry) they were made in.
   MemoryContextReset(slot_context_);
@@ -134,7 +133,7 @@ void DirectInsert::add(const Datum* values, const bool* nulls) {
   TupleTableSlot* slot = slots_[buffered_];
   ExecClearTuple(slot);
   // Columns outside the list (and dropped ones) are NULL.
-  for (int a = 0; a < natts_; a++) slot->tts_isnull[a] = true;
+  for (int a = 0; a < row_type_->natts; a++) slot->tts_isnull[a] = true;
   for (int c = 0; c < ncols_; c++) {
     slot->tts_values[att_[c]] = values[c];
     slot->tts_isnull[att_[c]] = nulls[c];

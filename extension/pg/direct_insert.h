@@ -62,7 +62,6 @@ class DirectInsert {
   EState* estate_ = nullptr;
   CommandId cid_ = 0;
   int ncols_ = 0;
-  int natts_ = 0;
   int att_[kMaxInsertColumns] = {};  // attribute index of each column
   int buffered_ = 0;
   // Kept between transactions: the row type the slots were made for (a
