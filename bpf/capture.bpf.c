@@ -51,12 +51,14 @@ struct {
 } l7_control SEC(".maps");
 
 /*
- * User space is woken only once this many bytes of events are waiting; it
- * also drains the ring buffer on its own every few milliseconds. A wake-up per
- * closed connection would cost the worker a few syscalls per span.
+ * User space is woken only once this many bytes of events are waiting (a
+ * sixteenth of the ring buffer); it drains the ring buffer on its own every
+ * few milliseconds, so at ordinary rates no event forces a wake-up. A wake-up
+ * per closed connection would cost the worker a few syscalls per span, and
+ * every forced one costs this CPU an interrupt (IRQ work).
  * Set by user space before load.
  */
-const volatile __u64 wakeup_bytes = 64 * sizeof(struct ebpfc_event);
+const volatile __u64 wakeup_bytes = 1 << 20;
 
 /* Whether to send payload heads of HTTP connections. Set by user space before load. */
 const volatile __u8 send_payload = 0;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -90,7 +91,8 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   skel_ = capture_bpf__open();
   if (!skel_) fail("cannot open the embedded BPF object", errno);
   skel_->rodata->send_payload = options.http ? 1 : 0;
-  skel_->rodata->wakeup_bytes = static_cast<__u64>(options.wakeup_events) * sizeof(ebpfc_event);
+  skel_->rodata->wakeup_bytes = std::max<__u64>(
+      options.ring_buffer_bytes / std::max(options.wakeup_divisor, 1u), sizeof(ebpfc_event));
   skel_->rodata->bridge_ifindex = watch_ ? ifindex : 0;
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||

@@ -30,9 +30,9 @@ namespace {
 // How often the flows map is walked for idle connections and lost events,
 // and the counters in shared memory are refreshed.
 constexpr uint64_t kSweepIntervalNs = 250ull * 1000 * 1000;
-// The kernel wakes us only when events pile up (see wakeup_bytes in
-// capture.bpf.c); between wake-ups the ring buffer is drained this often
-// while connections are closing, and at every sweep when none are.
+// The kernel wakes us only when a sixteenth of the ring buffer is waiting (see
+// wakeup_bytes in capture.bpf.c); otherwise the ring buffer is drained this
+// often while connections are closing, and at every sweep when none are.
 constexpr uint64_t kDrainIntervalNs = 20ull * 1000 * 1000;
 // A closed flow still in the map after this long lost its ring-buffer event.
 constexpr uint64_t kCloseGraceNs = 1000ull * 1000 * 1000;
