@@ -9,6 +9,8 @@
 //
 // The C++ state lives on the heap behind `g_worker`, so the loop's own frame
 // holds nothing a longjmp or a FATAL exit could skip a destructor of.
+#include <sched.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -474,6 +476,18 @@ void on_worker_exit(int code, Datum arg) {
   SpinLockRelease(&sh->mutex);
 }
 
+// The worker is a batch consumer: the ring buffer holds seconds of events and
+// a span waits for its batch anyway. Under SCHED_BATCH the scheduler still gives
+// it its fair share of CPU but does not let its wake-up preempt the task that
+// is running, which on a busy node is the traffic being observed. No privilege
+// is needed to choose it.
+void schedule_as_batch() {
+  sched_param param{};
+  if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
+    ereport(LOG, (errmsg("ebpf_capture: could not set the worker's scheduling policy to "
+                         "SCHED_BATCH: %m")));
+}
+
 }  // namespace
 }  // namespace ebpfc::pg
 
@@ -486,6 +500,7 @@ void ebpf_capture_worker_main(Datum arg) {
   pqsignal(SIGTERM, die);
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   BackgroundWorkerUnblockSignals();
+  schedule_as_batch();
 
   SharedState* sh = shared();
   if (sh == nullptr || slot < 0 || slot >= sh->nslots)

@@ -1,5 +1,6 @@
 """capture_status(), capture_stop() and starting again."""
 
+import os
 import time
 
 from conftest import (
@@ -22,6 +23,8 @@ def test_status_running_and_counters(cluster, capture, pods):
     assert isinstance(pid, int) and pid > 0 and pid_alive(pid), st
     # the worker is a child of this cluster's postmaster
     assert parent_pid(pid) == cluster.postmaster_pid(), (pid, cluster.postmaster_pid())
+    # a batch consumer: its wake-ups must not preempt the traffic it observes
+    assert os.sched_getscheduler(pid) == os.SCHED_BATCH, os.sched_getscheduler(pid)
     assert st["started_at"] is not None and st["started_at"] <= now_utc(), st
     for col in ("packets", "bytes", "spans_written", "events_dropped", "kernel_drops",
                 "flow_table_full"):
