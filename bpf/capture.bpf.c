@@ -187,7 +187,7 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	}
 
 	ctl = bpf_map_lookup_elem(&l7_control, &p->key);
-	if (ctl) {
+	if (ctl && ctl->first_ns == v->first_ns) { /* not an earlier connection's */
 		if (ctl->not_http)
 			return;
 		if (ctl->skip_valid[from]) {
@@ -212,6 +212,7 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->from_client = from == v->client;
 	__builtin_memcpy(&pe->key, &p->key, sizeof(pe->key));
 	pe->ts_ns = now;
+	pe->flow_first_ns = v->first_ns;
 
 	/*
 	 * With segmentation offload a "segment" here can be 64 KiB: header

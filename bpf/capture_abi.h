@@ -98,13 +98,20 @@ enum ebpfc_l7 {
  * connection wants payload again. Segments that end before skip_to[i] (what
  * endpoint i sends, while skip_valid[i]) are not sent: they are body bytes
  * whose end the parser already knows. not_http stops all payload of the flow.
+ * first_ns names the connection it is for (its flow's first_ns): user space
+ * removes an entry only after it has read the connection's close, so a new
+ * connection on the same four-tuple may meet its predecessor's entry, which
+ * the filter then ignores.
  */
 struct ebpfc_l7_control {
 	__u32 skip_to[2];
 	__u8 skip_valid[2];
 	__u8 not_http;
 	__u8 pad[5];
+	__u64 first_ns;
 };
+
+EBPFC_STATIC_ASSERT(sizeof(struct ebpfc_l7_control) == 24, "no implicit padding");
 
 enum ebpfc_event_type {
 	EBPFC_EVENT_FLOW_CLOSED = 1,
@@ -134,6 +141,8 @@ struct ebpfc_payload_event {
 	__u8 pad[2];
 	struct ebpfc_flow_key key;
 	__u64 ts_ns;
+	__u64 flow_first_ns; /* the connection's first_ns: tells two connections on one
+			      * four-tuple apart */
 	__u32 seq;
 	__u32 segment_len;
 	__u32 data_len;

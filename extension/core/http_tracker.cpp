@@ -64,9 +64,21 @@ HttpStream* HttpTracker::take_stream() {
 void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clock,
                              SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(head.key);
+  bool inherited_control = false;
+  if (it != conns_.end() && it->second.ended && it->second.first_ns != head.flow_first_ns) {
+    // A new connection on the four-tuple of one that ended in this drain (a
+    // client port reused at once). The ended one gave its exchanges when it
+    // ended; the kernel's l7_control entry it may have left is this one's to
+    // remove when it ends (the filter ignores it meanwhile: first_ns differs).
+    inherited_control = it->second.control_set;
+    conns_.erase(it);
+    it = conns_.end();
+  }
   if (it == conns_.end()) {
     Conn c{};
     c.key = head.key;
+    c.first_ns = head.flow_first_ns;
+    c.control_set = inherited_control;
     c.client = head.from_client ? head.sender : head.sender ^ 1;
     ids.span_id(c.span_id);
     c.stream = take_stream();
@@ -75,6 +87,7 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
       counters_.pool_full++;
       ebpfc_l7_control stop{};
       stop.not_http = 1;
+      stop.first_ns = c.first_ns;
       control_.set_l7_control(c.key, stop);
       c.control_set = true;
     } else {
@@ -105,6 +118,7 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
 
 void HttpTracker::update_control(Conn& c) {
   ebpfc_l7_control want{};
+  want.first_ns = c.first_ns;
   if (c.stream->done()) {
     // Nothing more will come out of it: free the stream now, and tell the
     // kernel to stop sending its payload.
@@ -138,8 +152,9 @@ bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8],
                                 const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(key);
   // An entry that already ended belongs to an earlier connection on the same
-  // four-tuple (a port reused within one drain): this one was not followed,
-  // and its span must not take that connection's id.
+  // four-tuple (a port reused within one drain) that this one sent no payload
+  // after: this one was not followed, and its span must not take that
+  // connection's id.
   if (it == conns_.end() || it->second.ended) return false;
   Conn& c = it->second;
   std::memcpy(span_id, c.span_id, sizeof(c.span_id));
@@ -175,7 +190,8 @@ void HttpTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGe
   out_ = &out;
   for (const ebpfc_flow_key& key : ended_) {
     auto it = conns_.find(key);
-    if (it == conns_.end()) continue;
+    // Gone, or a newer connection on the four-tuple that has not ended.
+    if (it == conns_.end() || !it->second.ended) continue;
     release(it->second);  // finished when it ended: clears the kernel's control
     conns_.erase(it);
   }

@@ -64,7 +64,8 @@ class HttpTracker final : private HttpExchangeSink {
   // connections (when the worker was busy inserting), and they must not run
   // the pool out. The connection itself is forgotten at the end of the drain,
   // so that a payload head trailing its close event is ignored rather than
-  // taken for a new connection.
+  // taken for a new connection; a head of a new connection on the same
+  // four-tuple (another flow_first_ns) starts that connection at once.
   bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8], const WallClock& clock,
                      SpanIdGenerator& ids, HttpSpanList& out);
 
@@ -82,6 +83,7 @@ class HttpTracker final : private HttpExchangeSink {
  private:
   struct Conn {
     ebpfc_flow_key key;
+    uint64_t first_ns;  // the kernel flow's: tells connections on one four-tuple apart
     HttpStream* stream;
     uint8_t client;  // endpoint index of the client
     uint8_t span_id[8];

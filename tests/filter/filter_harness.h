@@ -33,7 +33,7 @@ constexpr uint8_t kReplayFin = 0x01, kReplaySyn = 0x02, kReplayRst = 0x04, kRepl
 
 // A TCP/IPv4 frame between 10.77.0.1:cport (the client) and 10.77.0.2:80.
 inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, uint32_t ack,
-                                uint8_t flags, size_t payload) {
+                                uint8_t flags, const Bytes& payload) {
   Ipv4Spec ip;
   TcpSpec t;
   ip.src = from_client ? Ip4{10, 77, 0, 1} : Ip4{10, 77, 0, 2};
@@ -43,7 +43,7 @@ inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, 
   t.seq = seq;
   t.ack = ack;
   t.flags = flags;
-  t.payload = payload_of(payload);
+  t.payload = payload;
   // BPF_PROG_TEST_RUN hands a socket filter the frame after eth_type_trans()
   // has pulled an Ethernet header, as if at the network layer; a packet
   // socket runs it from the MAC header. So a throwaway header goes first.
@@ -54,21 +54,45 @@ inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, 
   return ReplayFrame{std::move(out), from_client ? 0 : 1};
 }
 
+// ... carrying `payload` bytes of filler.
+inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, uint32_t ack,
+                                uint8_t flags, size_t payload) {
+  return replay_frame(from_client, cport, seq, ack, flags, payload_of(payload));
+}
+
 // Byte counts of short_connection().
 constexpr uint64_t kReplayRequest = 61, kReplayResponse = 178;
+
+// An HTTP request and response of exactly those lengths (for a filter that
+// sends HTTP payload heads).
+inline Bytes replay_http_payload(bool request) {
+  std::string text;
+  if (request) {
+    const std::string start = "GET / HTTP/1.1\r\nHost: pod2\r\nX-Pad: ";
+    text = start + std::string(kReplayRequest - start.size() - 4, 'p') + "\r\n\r\n";
+  } else {
+    const std::string start = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Pad: ";
+    text = start + std::string(kReplayResponse - start.size() - 4 - 100, 'p') + "\r\n\r\n" +
+           std::string(100, 'b');
+  }
+  return Bytes(text.begin(), text.end());
+}
 
 // A short HTTP/1.1 exchange with "Connection: close", closed the way nginx
 // closes it (server FIN first): SYN, SYN-ACK, ACK, request, ACK, response,
 // FIN, ACK, FIN, ACK. The last frame closes the flow.
+// With http, the payloads are replay_http_payload()'s.
 inline void short_connection(std::vector<ReplayFrame>& out, uint16_t cport, uint32_t c = 1000,
-                             uint32_t s = 5000) {
+                             uint32_t s = 5000, bool http = false) {
   const uint32_t req = kReplayRequest, resp = kReplayResponse;
   out.push_back(replay_frame(true, cport, c, 0, kReplaySyn, 0));
   out.push_back(replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0));
   out.push_back(replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0));
-  out.push_back(replay_frame(true, cport, c + 1, s + 1, kReplayPsh | kReplayAck, req));
+  out.push_back(replay_frame(true, cport, c + 1, s + 1, kReplayPsh | kReplayAck,
+                             http ? replay_http_payload(true) : payload_of(req)));
   out.push_back(replay_frame(false, cport, s + 1, c + 1 + req, kReplayAck, 0));
-  out.push_back(replay_frame(false, cport, s + 1, c + 1 + req, kReplayPsh | kReplayAck, resp));
+  out.push_back(replay_frame(false, cport, s + 1, c + 1 + req, kReplayPsh | kReplayAck,
+                             http ? replay_http_payload(false) : payload_of(resp)));
   out.push_back(replay_frame(false, cport, s + 1 + resp, c + 1 + req, kReplayFin | kReplayAck, 0));
   out.push_back(replay_frame(true, cport, c + 1 + req, s + 2 + resp, kReplayAck, 0));
   out.push_back(replay_frame(true, cport, c + 1 + req, s + 2 + resp, kReplayFin | kReplayAck, 0));
@@ -82,6 +106,7 @@ class LoadedFilter {
     uint32_t flow_table_size = 1024;
     uint32_t ring_buffer_bytes = 1u << 20;
     bool early_return = false;  // returns at its first test (the harness's own cost)
+    bool http = false;          // send payload heads of HTTP connections
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -90,6 +115,7 @@ class LoadedFilter {
     // BPF_PROG_TEST_RUN runs on the loopback device (ifindex 1) and its
     // frames are not outgoing: as the bridge device, the filter returns at once.
     if (o.early_return) skel_->rodata->bridge_ifindex = 1;
+    skel_->rodata->send_payload = o.http ? 1 : 0;
     bpf_map__set_max_entries(skel_->maps.flows, o.flow_table_size);
     bpf_map__set_max_entries(skel_->maps.events, o.ring_buffer_bytes);
     if (capture_bpf__load(skel_) != 0) {
@@ -120,11 +146,29 @@ class LoadedFilter {
     return opts.duration;
   }
 
-  // The events the ring buffer holds now, oldest first (payload events are skipped).
+  // A payload head's header (its bytes are not kept).
+  struct PayloadHead {
+    bool from_client;
+    uint32_t seq;
+    uint32_t segment_len;
+    uint64_t flow_first_ns;
+  };
+
+  // The events the ring buffer holds now, oldest first; payload heads go to
+  // payloads().
   std::vector<ebpfc_event> events() {
     events_.clear();
     ring_buffer__consume(ring_);
     return events_;
+  }
+
+  // The payload heads read by events() since the last call.
+  std::vector<PayloadHead> payloads() { return std::move(payloads_); }
+
+  // Writes an l7_control entry, as user space does.
+  void set_l7_control(const ebpfc_flow_key& key, const ebpfc_l7_control& control) {
+    if (bpf_map_update_elem(bpf_map__fd(skel_->maps.l7_control), &key, &control, BPF_ANY) != 0)
+      throw std::runtime_error(std::string("l7_control update: ") + std::strerror(errno));
   }
 
   // The flows map's entries now.
@@ -161,6 +205,14 @@ class LoadedFilter {
  private:
   static int on_event(void* ctx, void* data, size_t size) {
     auto* self = static_cast<LoadedFilter*>(ctx);
+    __u32 type = 0;
+    if (size >= sizeof(type)) std::memcpy(&type, data, sizeof(type));
+    if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
+      ebpfc_payload_event p;
+      std::memcpy(&p, data, EBPFC_PAYLOAD_HEADER_LEN);
+      self->payloads_.push_back({p.from_client != 0, p.seq, p.segment_len, p.flow_first_ns});
+      return 0;
+    }
     ebpfc_event e;
     if (size < sizeof(e)) return 0;
     std::memcpy(&e, data, sizeof(e));
@@ -173,6 +225,7 @@ class LoadedFilter {
   int prog_fd_ = -1;
   ring_buffer* ring_ = nullptr;
   std::vector<ebpfc_event> events_;
+  std::vector<PayloadHead> payloads_;
 };
 
 }  // namespace ebpfc_test

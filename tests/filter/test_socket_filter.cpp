@@ -84,6 +84,54 @@ TEST_F(SocketFilter, PortReusedAtOnceAfterFinsIsANewConnection) {
   EXPECT_TRUE(filter_->flows().empty());
 }
 
+class SocketFilterHttp : public SocketFilter {
+ protected:
+  void SetUp() override {
+    options_.http = true;
+    SocketFilter::SetUp();
+  }
+};
+
+// User space removes a connection's l7_control entry only after it has read
+// the close, so a client port reused at once meets its predecessor's entry
+// (here: "stop sending payload"). The filter must not apply it to the new
+// connection, and must still apply an entry that is the connection's own.
+TEST_F(SocketFilterHttp, AnEarlierConnectionsControlIsIgnoredAndItsOwnApplies) {
+  std::vector<ReplayFrame> first;
+  short_connection(first, 40006, 1000, 5000, true);
+  replay(first);
+  const auto closed = filter_->events();
+  ASSERT_EQ(closed.size(), 1u);
+  const auto first_heads = filter_->payloads();
+  ASSERT_EQ(first_heads.size(), 2u) << "the request and the response";
+  const uint64_t first_ns = first_heads[0].flow_first_ns;
+  EXPECT_EQ(first_ns, closed[0].stats.first_ns);
+  EXPECT_EQ(first_heads[1].flow_first_ns, first_ns);
+
+  // The first connection's parser was done with it: "stop", still in the map.
+  ebpfc_l7_control stop{};
+  stop.not_http = 1;
+  stop.first_ns = first_ns;
+  filter_->set_l7_control(closed[0].key, stop);
+
+  // The same four-tuple again, at once: both of its heads are sent.
+  std::vector<ReplayFrame> second;
+  short_connection(second, 40006, 900000, 700000, true);
+  for (size_t i = 0; i < 4; i++) filter_->run(second[i]);  // up to the request
+  filter_->events();
+  const auto request = filter_->payloads();
+  ASSERT_EQ(request.size(), 1u) << "the earlier connection's entry stopped this one";
+  EXPECT_TRUE(request[0].from_client);
+  EXPECT_NE(request[0].flow_first_ns, first_ns);
+
+  // Its own "stop" applies: the response is not sent.
+  stop.first_ns = request[0].flow_first_ns;
+  filter_->set_l7_control(closed[0].key, stop);
+  for (size_t i = 4; i < second.size(); i++) filter_->run(second[i]);
+  ASSERT_EQ(filter_->events().size(), 1u);
+  EXPECT_TRUE(filter_->payloads().empty()) << "the connection's own entry was not applied";
+}
+
 // SYN, SYN-ACK, ACK, the request, then the server resets.
 std::vector<ReplayFrame> reset_connection(uint16_t cport, uint32_t c, uint32_t s) {
   return {replay_frame(true, cport, c, 0, kReplaySyn, 0),

@@ -4,20 +4,25 @@ namespaces (``ip netns exec <ns> /usr/bin/python3 netutil.py SUBCOMMAND``).
 
 Subcommands (every result is printed as one JSON object per line):
 
-serve    --bind ADDR --port P [--close-first]
+serve    --bind ADDR --port P [--close-first] [--http]
          A TCP server speaking the "byte protocol": the client sends a header
          of two big-endian uint32 (UP, DOWN), then UP bytes; the server reads
          exactly UP bytes and answers with exactly DOWN bytes. Repeats until
          the client closes, then closes too. Prints {"ready": true} once it
          listens and one line per finished connection with what it counted.
+         --http: reads one HTTP request head instead, answers it with a
+         "Connection: close" response of DOWN_HTTP bytes of body, and closes
+         first.
 
-batch    --host H --port P --plan JSON [--lport L --wait-eof] [--hold S] [--gap S]
+batch    --host H --port P --plan JSON [--lport L --wait-eof] [--hold S] [--gap S] [--http]
          One connection per plan entry. An entry [UP, DOWN] is one round of
          the byte protocol followed by a normal close; null is a connection
          that sends nothing and closes at once. --lport binds every
          connection to local port L; --wait-eof waits for the server to close
          first (serve --close-first), so L is free again at once. --hold
-         waits S seconds after connecting, before the round.
+         waits S seconds after connecting, before the round. --http: each
+         connection sends "GET /<entry> HTTP/1.1" (for serve --http) and
+         reads the response until the server closes.
 
 ctl      --host H --port P [--lport L]
          One connection (from local port L if given) driven by commands on stdin: "round UP DOWN",
@@ -79,6 +84,26 @@ def family_of(host):
 # --------------------------------------------------------------------- serve
 
 
+HTTP_BODY = b"hello from netutil"
+
+
+def serve_http_conn(conn, peer):
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 65536:
+        data = conn.recv(4096)
+        if not data:
+            break
+        head += data
+    sent = 0
+    if b"\r\n\r\n" in head:
+        response = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                    % len(HTTP_BODY)) + HTTP_BODY
+        conn.sendall(response)
+        sent = len(response)
+    conn.close()
+    emit({"peer": list(peer[:2]), "received": len(head), "sent": sent, "end": "http"})
+
+
 def serve_conn(conn, peer, close_first=False):
     received = 0
     sent = 0
@@ -126,8 +151,11 @@ def cmd_serve(args):
     emit({"ready": True, "port": lsock.getsockname()[1]})
     while True:
         conn, peer = lsock.accept()
-        threading.Thread(target=serve_conn, args=(conn, peer, args.close_first),
-                         daemon=True).start()
+        if args.http:
+            threading.Thread(target=serve_http_conn, args=(conn, peer), daemon=True).start()
+        else:
+            threading.Thread(target=serve_conn, args=(conn, peer, args.close_first),
+                             daemon=True).start()
 
 
 # --------------------------------------------------------------------- clients
@@ -166,11 +194,21 @@ def cmd_batch(args):
         info = describe(sock)
         if args.hold:
             time.sleep(args.hold)
-        if entry is None:
+        if args.http:
+            request = ("GET /%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                       % (entry, args.host)).encode()
+            sock.sendall(request)
+            sent, received = len(request), 0
+            while True:  # the server closes first
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += len(data)
+        elif entry is None:
             sent, received = 0, 0
         else:
             sent, received = do_round(sock, entry[0], entry[1])
-        if args.wait_eof:
+        if args.wait_eof and not args.http:
             # the server closes first (serve --close-first): wait for its FIN,
             # so this side ends without TIME_WAIT and the next connection can
             # take the same local port at once
@@ -504,6 +542,7 @@ def main():
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--close-first", action="store_true")
+    p.add_argument("--http", action="store_true")
 
     p = sub.add_parser("batch")
     p.add_argument("--host", required=True)
@@ -513,6 +552,7 @@ def main():
     p.add_argument("--lport", type=int, default=0)
     p.add_argument("--wait-eof", action="store_true")
     p.add_argument("--hold", type=float, default=0.0)
+    p.add_argument("--http", action="store_true")
 
     p = sub.add_parser("ctl")
     p.add_argument("--host", required=True)

@@ -3,6 +3,7 @@ nginx as a reverse proxy chain, curl, python's http.server, and raw sockets
 (httputil.py) where the test needs exact control of the bytes and of their
 segmentation. tshark on the bridge is the independent reference."""
 
+import json
 import os
 import signal
 import secrets
@@ -12,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import (
-    capture_restarted_with, set_guc,
-    Pods, dump_spans, in_pod, norm_ip, now_utc, pid_alive, pod_ip4, pod_ip6, pod_run, run,
-    wait_for, wait_span_for,
+    NETUTIL, PY, capture_restarted_with, set_guc,
+    Pods, dump_spans, in_pod, netutil_json, norm_ip, now_utc, pid_alive, pod_ip4, pod_ip6,
+    pod_run, run, wait_for, wait_span_for,
 )
 from httpenv import (
     Nginx, Tshark, assert_http_spans_ok, brief, check_http_span, http_rows, raw_client,
@@ -651,6 +652,40 @@ def test_response_ended_by_close_and_python_server_on_9999(cluster, capture, pod
     assert (rc[0]["http_method"], rc[0]["http_target"], rc[0]["http_status"],
             rc[0]["bytes_received"]) == ("GET", "/file.bin?x=1", 200, 5555), brief(rc)
     assert rc[0]["attributes"]["http.incomplete"] is False, brief(rc)
+
+
+def test_client_port_reused_at_once_every_exchange_has_its_span(cluster, capture, pods):
+    """One client port for 30 HTTP exchanges in a row: the server closes each
+    connection, and the client opens the next from the same port at once.
+    Many connections then end and start on one four-tuple within a single
+    drain of the ring buffer, and the kernel may still hold the previous
+    connection's "stop sending its payload" entry. Every exchange must have
+    its span, child of its own connection's span."""
+    port = Pods.new_port()
+    server = pods.popen(2, [PY, NETUTIL, "serve", "--bind", pod_ip4(2), "--port", port, "--http"])
+    assert server.readline().get("ready")
+    lport = 41000 + port % 1000
+    t0 = now_utc()
+    conns = netutil_json(1, "batch", "--host", pod_ip4(2), "--port", port, "--plan",
+                         json.dumps([f"n{i}" for i in range(30)]), "--lport", lport, "--http")
+    assert len(conns) == 30 and all(c["lport"] == lport and c["received"] > 0 for c in conns), \
+        conns
+
+    where, params = conn_where(pod_ip4(1), lport, pod_ip4(2), port)
+    rows = wait_http(cluster, 30, where, params)
+    assert_http_spans_ok(rows, t0, now_utc())
+    targets = sorted(r["http_target"] for r in rows)
+    assert targets == sorted(f"/n{i}" for i in range(30)), brief(rows)
+
+    def all_tcp():
+        t = cluster.spans(f"protocol = 'tcp' AND ({where})", params)
+        return t if len(t) >= 30 else None
+
+    tcp = wait_for(all_tcp, desc="the 30 connections' tcp spans")
+    tcp_ids = {r["span_id"] for r in tcp}
+    assert len(tcp) == 30 and len(tcp_ids) == 30, dump_spans(tcp[:4])
+    parents = [r["attributes"].get("tcp.span_id") for r in rows]
+    assert len(set(parents)) == 30 and set(parents) == tcp_ids, brief(rows)
 
 
 def drop_every_nth(pod, rule_match, nth, table="ebpfc_httploss"):

@@ -38,8 +38,9 @@ ebpfc_flow_key key_for(uint16_t client_port) {
   return k;
 }
 
+// first_ns names the kernel flow (one connection on the four-tuple).
 ebpfc_payload_event head(const ebpfc_flow_key& key, bool from_client, uint32_t seq,
-                         const std::string& data, uint64_t ts) {
+                         const std::string& data, uint64_t ts, uint64_t first_ns = 1) {
   ebpfc_payload_event e;
   std::memset(&e, 0, EBPFC_PAYLOAD_HEADER_LEN);
   e.type = EBPFC_EVENT_PAYLOAD;
@@ -47,6 +48,7 @@ ebpfc_payload_event head(const ebpfc_flow_key& key, bool from_client, uint32_t s
   e.from_client = from_client ? 1 : 0;
   e.key = key;
   e.ts_ns = ts;
+  e.flow_first_ns = first_ns;
   e.seq = seq;
   e.segment_len = static_cast<uint32_t>(data.size());
   e.data_len = static_cast<uint32_t>(data.size());
@@ -62,13 +64,15 @@ class HttpTrackerTest : public ::testing::Test {
  protected:
   HttpTrackerTest() : ids_(7) {}
 
-  // One connection's request and response, then its close.
-  void short_exchange(HttpTracker& t, uint16_t port, uint64_t ts, bool* followed) {
+  // One connection's request and response, then its close; its span id goes
+  // to span_id if given.
+  void short_exchange(HttpTracker& t, uint16_t port, uint64_t ts, bool* followed,
+                      uint64_t first_ns = 1, uint8_t* span_id = nullptr) {
     const ebpfc_flow_key k = key_for(port);
-    t.on_payload(head(k, true, 1, kRequest, ts), clock_, ids_, out_);
-    t.on_payload(head(k, false, 1, kResponse, ts + 10), clock_, ids_, out_);
-    uint8_t span_id[8];
-    *followed = t.on_flow_ended(k, span_id, clock_, ids_, out_);
+    t.on_payload(head(k, true, 1, kRequest, ts, first_ns), clock_, ids_, out_);
+    t.on_payload(head(k, false, 1, kResponse, ts + 10, first_ns), clock_, ids_, out_);
+    uint8_t id[8];
+    *followed = t.on_flow_ended(k, span_id != nullptr ? span_id : id, clock_, ids_, out_);
   }
 
   // A tracker with a pool of max_connections streams, reporting to control_.
@@ -163,6 +167,35 @@ TEST_F(HttpTrackerTest, ASecondConnectionOnTheSameFourTupleInOneDrainKeepsItsOwn
   EXPECT_EQ(t.counters().connections, 1u);
   t.end_of_drain(8000, clock_, ids_, out_);
   EXPECT_EQ(t.open_connections(), 0u);
+}
+
+// The same, but the second connection's exchange is read in that drain too
+// (the kernel names it by another first_ns): it is followed, with its own span
+// id, and the l7_control entry the first one left in the kernel is removed
+// when the second ends.
+TEST_F(HttpTrackerTest, ASecondConnectionOnTheSameFourTupleInOneDrainIsFollowed) {
+  HttpTracker& t = tracker();
+  const ebpfc_flow_key k = key_for(40005);
+  uint8_t first_id[8] = {}, second_id[8] = {};
+  // The first: a response whose body the kernel is told to skip, cut short.
+  t.on_payload(head(k, true, 1, kRequest, 5000, 100), clock_, ids_, out_);
+  t.on_payload(head(k, false, 1, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 5010, 100),
+               clock_, ids_, out_);
+  ASSERT_EQ(control_.entries.count(40005), 1u) << "no skip for the body";
+  ASSERT_TRUE(t.on_flow_ended(k, first_id, clock_, ids_, out_));
+  ASSERT_EQ(out_.size(), 1u);
+  bool followed = false;
+  short_exchange(t, 40005, 6000, &followed, 200, second_id);
+  ASSERT_TRUE(followed);
+  EXPECT_NE(std::memcmp(first_id, second_id, sizeof(first_id)), 0);
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(out_[1].exchange.request_start_ns, 6000u);
+  EXPECT_EQ(std::memcmp(out_[0].connection_span_id, first_id, sizeof(first_id)), 0);
+  EXPECT_EQ(std::memcmp(out_[1].connection_span_id, second_id, sizeof(second_id)), 0);
+  EXPECT_EQ(t.counters().connections, 2u);
+  t.end_of_drain(8000, clock_, ids_, out_);
+  EXPECT_EQ(t.open_connections(), 0u);
+  EXPECT_TRUE(control_.entries.empty()) << "the kernel is left an l7_control entry";
 }
 
 // A body longer than the segment that starts it: the kernel is told to skip to
