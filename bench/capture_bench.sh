@@ -190,6 +190,19 @@ put capture.connections_without_http_span "$(psql_q "SELECT count(*) FROM spans 
 	WHERE t.protocol = 'tcp' AND t.dst_port = $NGINX_PORT AND t.bytes_received > 0
 	  AND NOT EXISTS (SELECT 1 FROM spans h WHERE h.protocol = 'http' AND h.dst_port = $NGINX_PORT
 	                  AND h.attributes->>'tcp.span_id' = t.span_id)")"
+# ... and, if there are any, up to ten of them with every span of the same
+# client port around them (a reused four-tuple shows as neighbours).
+put capture.no_http_sample "$(psql_q "SELECT m.src_port, s.protocol, s.start_time, s.end_time,
+	s.attributes->>'tcp.close_reason', s.bytes_sent, s.bytes_received, s.span_id,
+	s.attributes->>'tcp.span_id'
+	FROM (SELECT t.src_port, t.start_time FROM spans t
+	      WHERE t.protocol = 'tcp' AND t.dst_port = $NGINX_PORT AND t.bytes_received > 0
+	        AND NOT EXISTS (SELECT 1 FROM spans h WHERE h.protocol = 'http' AND h.dst_port = $NGINX_PORT
+	                        AND h.attributes->>'tcp.span_id' = t.span_id)
+	      ORDER BY t.start_time LIMIT 10) m
+	JOIN spans s ON s.src_port = m.src_port AND s.dst_port = $NGINX_PORT
+	 AND s.start_time BETWEEN m.start_time - interval '1 s' AND m.start_time + interval '1 s'
+	ORDER BY m.start_time, s.start_time" | base64 -w0)"
 put capture.status_json "$(psql_q "SELECT row_to_json(s) FROM capture_status() s" | base64 -w0)"
 put capture.spans_by_reason "$(psql_q "SELECT coalesce(string_agg(r || '=' || n, ' ' ORDER BY n DESC), '')
 	FROM (SELECT attributes->>'tcp.close_reason' AS r, count(*) AS n FROM (SELECT * FROM spans WHERE protocol = 'tcp') spans
@@ -305,6 +318,8 @@ result = {
         "http_spans": int(g("capture.http_spans") or 0) if http_on else None,
         "connections_with_response_but_no_http_span":
             int(g("capture.connections_without_http_span") or 0) if http_on else None,
+        "no_http_span_sample": base64.b64decode(g("capture.no_http_sample") or "")
+        .decode("utf-8", "replace").splitlines(),
         "status": json.loads(base64.b64decode(g("capture.status_json") or "") or "null"),
         "recorded_over_requests": ratio(spans, made),
         "recorded_over_tcp_opens": ratio(spans, opens),
