@@ -67,16 +67,6 @@
 #     connection left half-open).
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-	usage
-	exit 0
-fi
-if (($#)); then
-	usage >&2
-	exit 2
-fi
-
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export EBPFC_NS="${EBPFC_NS:-ebpfhb}"
@@ -116,6 +106,7 @@ STATUS_COLS_SQL="state, coalesce(pid, 0), packets, bytes, spans_written, spans_d
 
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$REPO/bench/lib.sh"
+bench_args "$@"
 
 bench_require_root
 bench_check_uint BENCH_DURATION BENCH_CONNECTIONS BENCH_THREADS BENCH_WARMUP BENCH_PAUSE \

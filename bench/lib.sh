@@ -27,6 +27,20 @@
 # Variables set here are read by the sourcing script, and the other way round:
 # shellcheck disable=SC2034,SC2153
 
+# bench_args "$@" (a benchmark's own arguments): -h or --help prints its header
+# comment and exits; any other argument is refused with it.
+bench_args() {
+	if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+		bench_usage
+		exit 0
+	fi
+	if (($#)); then
+		bench_usage >&2
+		exit 2
+	fi
+}
+bench_usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
 	printf '[bench] FATAL: %s\n' "$*" >&2

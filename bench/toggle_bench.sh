@@ -33,16 +33,6 @@
 #   EBPFC_NS, BENCH_PG_PORT, NGINX_PORT as in capture_bench.sh
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-	usage
-	exit 0
-fi
-if (($#)); then
-	usage >&2
-	exit 2
-fi
-
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export EBPFC_NS="${EBPFC_NS:-ebpfcb}"
@@ -70,6 +60,7 @@ URL_PATH=/
 
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$REPO/bench/lib.sh"
+bench_args "$@"
 
 bench_require_root
 bench_check_uint TOGGLE_PAIRS TOGGLE_WINDOW TOGGLE_SETTLE BENCH_CONNECTIONS BENCH_THREADS \
