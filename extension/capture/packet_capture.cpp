@@ -91,8 +91,13 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   skel_ = capture_bpf__open();
   if (!skel_) fail("cannot open the embedded BPF object", errno);
   skel_->rodata->send_payload = options.http ? 1 : 0;
-  skel_->rodata->wakeup_bytes = std::max<__u64>(
-      options.ring_buffer_bytes / std::max(options.wakeup_divisor, 1u), sizeof(ebpfc_event));
+  // The kernel wakes the reader only once a sixteenth of the ring buffer is
+  // waiting; below that, the reader's own periodic drain picks events up. A
+  // forced wake-up costs the CPU that sends the event an interrupt and the
+  // reader a context switch; at the worker's drain period (20 ms) it is only
+  // reached at tens of MB of events a second.
+  skel_->rodata->wakeup_bytes =
+      std::max<__u64>(options.ring_buffer_bytes / 16, sizeof(ebpfc_event));
   skel_->rodata->bridge_ifindex = watch_ ? ifindex : 0;
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||

@@ -38,12 +38,6 @@ struct CaptureOptions {
   bool promiscuous = true;
   uint32_t flow_table_size = 65536;        // entries in the flows map
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
-  // The kernel wakes the reader only once this share of the ring buffer is
-  // waiting (1/wakeup_divisor of it); below that, events are picked up by the
-  // reader's own periodic drain. A forced wake-up costs the CPU that sends the
-  // event an interrupt and the reader a context switch; at the drain period
-  // the worker uses (20 ms) it is only reached at tens of MB of events a second.
-  uint32_t wakeup_divisor = 16;
   // Send the payload heads of HTTP connections (FlowSink::payload).
   bool http = false;
 };

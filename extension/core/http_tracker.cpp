@@ -152,9 +152,9 @@ bool HttpTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8],
                                 const WallClock& clock, SpanIdGenerator& ids, HttpSpanList& out) {
   auto it = conns_.find(key);
   // An entry that already ended belongs to an earlier connection on the same
-  // four-tuple (a port reused within one drain) that this one sent no payload
-  // after: this one was not followed, and its span must not take that
-  // connection's id.
+  // four-tuple (a port reused within one drain); had this one sent payload, its
+  // first head would have replaced that entry. So this one was not followed,
+  // and its span must not take the earlier connection's id.
   if (it == conns_.end() || it->second.ended) return false;
   Conn& c = it->second;
   std::memcpy(span_id, c.span_id, sizeof(c.span_id));

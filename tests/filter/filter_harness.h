@@ -149,8 +149,6 @@ class LoadedFilter {
   // A payload head's header (its bytes are not kept).
   struct PayloadHead {
     bool from_client;
-    uint32_t seq;
-    uint32_t segment_len;
     uint64_t flow_first_ns;
   };
 
@@ -210,7 +208,7 @@ class LoadedFilter {
     if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
       ebpfc_payload_event p;
       std::memcpy(&p, data, EBPFC_PAYLOAD_HEADER_LEN);
-      self->payloads_.push_back({p.from_client != 0, p.seq, p.segment_len, p.flow_first_ns});
+      self->payloads_.push_back({p.from_client != 0, p.flow_first_ns});
       return 0;
     }
     ebpfc_event e;
