@@ -56,9 +56,9 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& st, Close
   const unsigned c = st.client & 1;
   const unsigned s = c ^ 1;
 
-  ids.trace_id(out.trace_id);
-  ids.span_id(out.span_id);
   out.start_unix_us = clock.to_unix_us(st.first_ns);
+  ids.trace_id(out.trace_id, out.start_unix_us);
+  ids.span_id(out.span_id);
   out.end_unix_us = clock.to_unix_us(st.last_ns >= st.first_ns ? st.last_ns : st.first_ns);
   out.family = key.family;
   std::memcpy(out.src_addr, key.addr[c], sizeof(out.src_addr));

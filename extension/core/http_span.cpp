@@ -11,6 +11,10 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
                              SpanIdGenerator& ids, HttpSpan& out) {
   const unsigned c = client & 1;
   const unsigned s = c ^ 1;
+  const uint64_t start = ex.request_start_ns != 0 ? ex.request_start_ns : ex.response_end_ns;
+  const uint64_t end = ex.response_end_ns >= start ? ex.response_end_ns : start;
+  out.start_unix_us = clock.to_unix_us(start);
+  out.end_unix_us = clock.to_unix_us(end);
   // A request that carries a valid traceparent joins its trace: the hop we
   // see is a child of the caller's span.
   if (ex.has_traceparent) {
@@ -18,15 +22,11 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
     std::memcpy(out.parent_span_id, ex.parent_id, sizeof(out.parent_span_id));
     out.has_parent = true;
   } else {
-    ids.trace_id(out.trace_id);
+    ids.trace_id(out.trace_id, out.start_unix_us);
     std::memset(out.parent_span_id, 0, sizeof(out.parent_span_id));
     out.has_parent = false;
   }
   ids.span_id(out.span_id);
-  const uint64_t start = ex.request_start_ns != 0 ? ex.request_start_ns : ex.response_end_ns;
-  const uint64_t end = ex.response_end_ns >= start ? ex.response_end_ns : start;
-  out.start_unix_us = clock.to_unix_us(start);
-  out.end_unix_us = clock.to_unix_us(end);
   out.family = key.family;
   std::memcpy(out.src_addr, key.addr[c], sizeof(out.src_addr));
   std::memcpy(out.dst_addr, key.addr[s], sizeof(out.dst_addr));

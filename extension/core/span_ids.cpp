@@ -55,7 +55,11 @@ void SpanIdGenerator::fill_nonzero(uint8_t* out, size_t n) {
   }
 }
 
-void SpanIdGenerator::trace_id(uint8_t out[16]) { fill_nonzero(out, 16); }
+void SpanIdGenerator::trace_id(uint8_t out[16], int64_t start_unix_us) {
+  const uint64_t ms = start_unix_us > 0 ? static_cast<uint64_t>(start_unix_us) / 1000 : 0;
+  for (int i = 0; i < 6; i++) out[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));
+  fill_nonzero(out + 6, 10);
+}
 void SpanIdGenerator::span_id(uint8_t out[8]) { fill_nonzero(out, 8); }
 
 void to_hex(const uint8_t* bytes, size_t n, char* out) {

@@ -1,4 +1,4 @@
-// span_ids.h - random trace and span ids (W3C trace context: never all zero).
+// span_ids.h - trace and span ids (W3C trace context: never all zero).
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,13 @@ class SpanIdGenerator {
  public:
   SpanIdGenerator();
   explicit SpanIdGenerator(uint64_t seed);
-  void trace_id(uint8_t out[16]);
+  // A trace id that starts with the time, as UUIDv7 does: 6 bytes of Unix
+  // milliseconds (big-endian, so the hex sorts by time; before 1970 counts
+  // as 0), then 10 random bytes. The trace_id b-tree then takes each new span
+  // at its right edge instead of in a random leaf, so its cost per span does
+  // not grow with the table. The random rightmost 7 bytes that W3C trace
+  // context level 2 asks of a random trace id are there.
+  void trace_id(uint8_t out[16], int64_t start_unix_us);
   void span_id(uint8_t out[8]);
 
  private:

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
@@ -509,6 +509,14 @@ def capture(cluster):
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def trace_id_is_timed(span):
+    """A trace id the capture made starts with the span's start in Unix
+    milliseconds, as 12 hex digits (then 20 random ones)."""
+    start_ms = (span["start_time"] - UNIX_EPOCH) // timedelta(milliseconds=1)
+    return span["trace_id"][:12] == f"{start_ms:012x}"
 
 
 def check_span_common(span, t0, t1):
@@ -517,6 +525,7 @@ def check_span_common(span, t0, t1):
     assert span["interface"] == IFACE, span
     assert HEX32.match(span["trace_id"] or ""), span["trace_id"]
     assert span["trace_id"] != "0" * 32, span
+    assert trace_id_is_timed(span), (span["trace_id"], span["start_time"])
     assert HEX16.match(span["span_id"] or ""), span["span_id"]
     assert span["span_id"] != "0" * 16, span
     assert span["parent_span_id"] is None, span

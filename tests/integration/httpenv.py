@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import (
     CLOCK_SLACK_S, HEX16, HEX32, IFACE, PY, node_ns, pod_ip4, pod_ip6, pod_ns, pod_run, run,
-    wait_for,
+    trace_id_is_timed, wait_for,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -300,6 +300,8 @@ def check_http_span(span, t0=None, t1=None):
         p.append("interface")
     if not HEX32.match(span["trace_id"] or "") or span["trace_id"] == "0" * 32:
         p.append(f"trace_id {span['trace_id']!r}")
+    elif span["parent_span_id"] is None and not trace_id_is_timed(span):
+        p.append(f"trace_id {span['trace_id']!r} does not start with {span['start_time']}")
     if not HEX16.match(span["span_id"] or "") or span["span_id"] == "0" * 16:
         p.append(f"span_id {span['span_id']!r}")
     if span["parent_span_id"] is not None and (not HEX16.match(span["parent_span_id"])

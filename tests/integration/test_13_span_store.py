@@ -55,10 +55,11 @@ def log_lines_since(cluster, start, text):
 
 
 def check_indexes_whole(cluster, rows):
-    """The b-tree holds every heap row (amcheck), and the hash index finds
-    every span by its trace id."""
+    """Both b-trees hold every heap row (amcheck), and the trace id index
+    finds every span by its trace id."""
     cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")
     cluster.sql("SELECT bt_index_check('spans_start_time_idx'::regclass, true)")
+    cluster.sql("SELECT bt_index_check('spans_trace_id_idx'::regclass, true)")
     with cluster.connect() as conn, conn.cursor() as cur:
         cur.execute("SET enable_seqscan = off")
         cur.execute("SET enable_bitmapscan = off")

@@ -263,6 +263,11 @@ TEST(FlowSpan, TimesAreConvertedWithTheWallClock) {
                              .count();
   EXPECT_LT(std::llabs(s.start_unix_us - sys_us), 2 * 1000 * 1000);
 
+  // the trace id starts with the start, in milliseconds
+  uint64_t id_ms = 0;
+  for (int i = 0; i < 6; i++) id_ms = id_ms << 8 | s.trace_id[i];
+  EXPECT_EQ(id_ms, static_cast<uint64_t>(s.start_unix_us / 1000));
+
   // a last-seen time before the first (racing CPUs) does not end before the start
   st.last_ns = now - 1 * kMs;
   ebpfc::span_from_flow(make_key(), st, CloseReason::None, clock, ids, s);

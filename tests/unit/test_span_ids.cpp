@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <bitset>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -13,6 +14,9 @@
 namespace {
 
 using ebpfc::SpanIdGenerator;
+
+// 2026-11-26T19:16:03.123456Z
+constexpr int64_t kSomeTimeUs = 1795720563123456;
 
 std::string hex(const uint8_t* bytes, size_t n) {
   // exactly 2n + 1 bytes on the heap: an overrun is an AddressSanitizer report
@@ -50,7 +54,7 @@ TEST(SpanIds, HexOfGeneratedIdsIsLowercaseOfTheRightLength) {
   for (int i = 0; i < 100; i++) {
     uint8_t t[16];
     uint8_t s[8];
-    g.trace_id(t);
+    g.trace_id(t, kSomeTimeUs);
     g.span_id(s);
     const std::string th = hex(t, 16);
     const std::string sh = hex(s, 8);
@@ -70,9 +74,9 @@ TEST(SpanIds, DeterministicWithASeed) {
   int differ_from_c = 0;
   for (int i = 0; i < 1000; i++) {
     uint8_t ta[16], tb[16], tc[16], sa[8], sb[8], sc[8];
-    a.trace_id(ta);
-    b.trace_id(tb);
-    c.trace_id(tc);
+    a.trace_id(ta, kSomeTimeUs);
+    b.trace_id(tb, kSomeTimeUs);
+    c.trace_id(tc, kSomeTimeUs);
     a.span_id(sa);
     b.span_id(sb);
     c.span_id(sc);
@@ -101,7 +105,7 @@ TEST(SpanIds, NeverAllZeroAndDistinct) {
     spans.insert(as_u64(s));
     if (i % 10 == 0) {
       uint8_t t[16];
-      g.trace_id(t);
+      g.trace_id(t, kSomeTimeUs);
       ASSERT_FALSE(all_zero(t, 16));
       traces.insert(std::string(reinterpret_cast<char*>(t), 16));
     }
@@ -126,22 +130,67 @@ TEST(SpanIds, BitsAreBalanced) {
     EXPECT_GT(ones[b], 9500) << "bit " << b;
     EXPECT_LT(ones[b], 10500) << "bit " << b;
   }
-  // the upper half of a trace id is not a copy of the lower half
-  int equal_halves = 0;
-  for (int i = 0; i < 1000; i++) {
+}
+
+TEST(SpanIds, TheRandomTenBytesOfATraceIdAreBalanced) {
+  // at one and the same millisecond, every bit after the time is set about
+  // half the time
+  SpanIdGenerator g(778);
+  constexpr int kDraws = 20000;
+  int ones[80] = {};
+  for (int i = 0; i < kDraws; i++) {
     uint8_t t[16];
-    g.trace_id(t);
-    equal_halves += std::memcmp(t, t + 8, 8) == 0;
+    g.trace_id(t, kSomeTimeUs);
+    for (int b = 0; b < 80; b++) ones[b] += (t[6 + b / 8] >> (b % 8)) & 1;
   }
-  EXPECT_EQ(equal_halves, 0);
+  for (int b = 0; b < 80; b++) {
+    EXPECT_GT(ones[b], 9500) << "bit " << b;
+    EXPECT_LT(ones[b], 10500) << "bit " << b;
+  }
+}
+
+TEST(SpanIds, ATraceIdStartsWithItsStartInUnixMilliseconds) {
+  SpanIdGenerator g(31);
+  uint8_t t[16];
+  g.trace_id(t, kSomeTimeUs);
+  // 1795720563123 ms = 0x01a2194949b3
+  EXPECT_EQ(hex(t, 16).substr(0, 12), "01a2194949b3") << hex(t, 16);
+  g.trace_id(t, 999);  // under a millisecond after the epoch
+  EXPECT_EQ(hex(t, 16).substr(0, 12), "000000000000");
+  EXPECT_FALSE(all_zero(t, 16));
+  g.trace_id(t, -5000000);  // a clock before 1970 counts as the epoch
+  EXPECT_EQ(hex(t, 16).substr(0, 12), "000000000000");
+  EXPECT_FALSE(all_zero(t, 16));
+  g.trace_id(t, INT64_MAX);  // the year 292277: the 48 bits wrap, nothing breaks
+  EXPECT_EQ(hex(t, 16).size(), 32u);
+}
+
+TEST(SpanIds, TraceIdsSortByTimeAndAreDistinctWithinAMillisecond) {
+  // the b-tree's right edge: a later millisecond's id sorts after every
+  // earlier one's, as text too (the column's collation is "C")
+  SpanIdGenerator g(4242);
+  std::string previous;
+  std::set<std::string> same_ms;
+  for (int i = 0; i < 2000; i++) {
+    uint8_t t[16];
+    g.trace_id(t, kSomeTimeUs + int64_t{1000} * i);
+    const std::string h = hex(t, 16);
+    if (!previous.empty()) {
+      EXPECT_LT(previous, h) << i;
+    }
+    previous = h;
+    g.trace_id(t, kSomeTimeUs);
+    same_ms.insert(hex(t, 16));
+  }
+  EXPECT_EQ(same_ms.size(), 2000u);
 }
 
 TEST(SpanIds, UnseededGeneratorsDiffer) {
   SpanIdGenerator a;
   SpanIdGenerator b;
   uint8_t ta[16], tb[16];
-  a.trace_id(ta);
-  b.trace_id(tb);
+  a.trace_id(ta, kSomeTimeUs);
+  b.trace_id(tb, kSomeTimeUs);
   EXPECT_NE(std::memcmp(ta, tb, 16), 0);
   EXPECT_FALSE(all_zero(ta, 16));
 }
