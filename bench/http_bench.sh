@@ -34,6 +34,9 @@
 #   BENCH_CONNECTIONS  wrk connections [32]
 #   BENCH_THREADS      wrk threads [2]
 #   BENCH_PATH         the path wrk requests (the http_target expected) [/bench/keepalive]
+#   BENCH_TRACEPARENT  1 = every request carries a random traceparent of its
+#                      own (bench/traceparent.lua), so every http span keeps
+#                      a caller's random trace id [0]
 #   BENCH_KEEPALIVE_REQUESTS  nginx keepalive_requests [100000]
 #   BENCH_WARMUP       seconds of unmeasured warm-up before run 1, 0 = none [3]
 #   BENCH_PAUSE        seconds between runs [3]
@@ -98,6 +101,12 @@ BODY="ebpf_capture bench: hello from pod2"
 # The traffic: persistent connections, one request at a time on each.
 BENCH_NAME=http_bench
 WRK_ARGS=()
+if [[ "${BENCH_TRACEPARENT:-0}" == 1 ]]; then
+	WRK_ARGS=(-s "$REPO/bench/traceparent.lua")
+elif [[ "${BENCH_TRACEPARENT:-0}" != 0 ]]; then
+	echo "BENCH_TRACEPARENT must be 0 or 1 (got '$BENCH_TRACEPARENT')" >&2
+	exit 2
+fi
 NGINX_KEEPALIVE="keepalive_timeout 65; keepalive_requests $BENCH_KEEPALIVE_REQUESTS;"
 URL_PATH="$BENCH_PATH"
 STATUS_COLS_SQL="state, coalesce(pid, 0), packets, bytes, spans_written, spans_dropped,
@@ -127,6 +136,7 @@ bench_setup
 put meta.http_guc "$(psql_q "SHOW ebpf_capture.http")"
 put meta.keepalive_requests "$BENCH_KEEPALIVE_REQUESTS"
 put meta.path "$BENCH_PATH"
+put meta.traceparent "${BENCH_TRACEPARENT:-0}"
 put meta.pg_conf "$(tr '\n' ';' <<<"$BENCH_PG_CONF" | sed 's/;$//')"
 put meta.ring_buffer_size "$(psql_q "SHOW ebpf_capture.ring_buffer_size")"
 put meta.batch_size "$(psql_q "SHOW ebpf_capture.batch_size")"
@@ -265,6 +275,9 @@ put capture.http_linked "$(psql_q "SELECT coalesce(sum(h.n), 0) FROM
 	(SELECT attributes->>'tcp.span_id' AS sid, count(*) AS n FROM spans
 	 WHERE protocol = 'http' AND $(to_nginx) GROUP BY 1) h
 	WHERE h.sid IN (SELECT span_id FROM spans WHERE protocol = 'tcp')")"
+# With BENCH_TRACEPARENT=1: the spans that joined their request's trace.
+put capture.http_traced "$(psql_q "SELECT count(*) FROM spans
+	WHERE protocol = 'http' AND parent_span_id IS NOT NULL AND $(to_nginx)")"
 # wrk connects once to check the address before its connections: no payload.
 put capture.tcp_empty "$(psql_q "SELECT count(*) FROM spans
 	WHERE protocol = 'tcp' AND bytes_sent = 0 AND bytes_received = 0 AND $(to_nginx)")"
@@ -421,6 +434,7 @@ result = {
         "tcp_spans_without_payload": int(g("capture.tcp_empty")),
         "established_after_wrk": cap["established_after_wrk"],
         "http_spans_linked_to_tcp_span": int(g("capture.http_linked")),
+        "http_spans_with_callers_trace_id": int(g("capture.http_traced")),
         "http_check": check,
         "http_incomplete_reasons": reasons,
         "http_odd_sample": b64lines("capture.http_odd_sample"),
@@ -497,6 +511,8 @@ rows = [
     ("incomplete", lambda n: only_cap(n, f"{check['incomplete_true']:,}"
                                       + (f" ({', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else ""))),
     ("tcp spans / connections", lambda n: only_cap(n, f"{tcp_spans} / {cap['tcp_active_opens_pod1']}")),
+    ("http spans with the request's traceparent ids", lambda n: only_cap(
+        n, f"{c['http_spans_with_callers_trace_id']:,}")),
     ("worker CPU per http span", lambda n: only_cap(n, f"{c['worker_cpu_us_per_http_span']} µs")),
     ("drops: events / payload / kernel / flow table / http bounds / spans", lambda n: only_cap(n, drops)),
 ]
@@ -504,7 +520,9 @@ m = meta
 md = []
 md.append(f"wrk {m['wrk']} `-t{m['threads']} -c{m['connections']} -d{m['duration']}s` (keep-alive) from pod1 "
           f"against nginx {m['nginx']} (1 worker, keepalive_timeout 65, keepalive_requests "
-          f"{m['keepalive_requests']}, {m['body_bytes']}-byte body) in pod2, `GET {m['path']}` across the bridge "
+          f"{m['keepalive_requests']}, {m['body_bytes']}-byte body) in pod2, `GET {m['path']}`"
+          + (" with a random `traceparent` each" if m.get("traceparent") == "1" else "")
+          + " across the bridge "
           f"cni0; PostgreSQL {m['postgres']}, Linux {m['kernel']}, {m['cpus']} CPUs ({m['cpu_model']}); "
           f"ebpf_capture {m['git']}, ebpf_capture.http = {m['http_guc']}, "
           f"ring_buffer_size {m['ring_buffer_size']}" + (f", {m['pg_conf']}" if m.get("pg_conf") else "")
