@@ -20,6 +20,21 @@ struct Endpoint4 {
 
 enum class Who { Client, Server };
 
+// A flow key as the filter stores it: endpoint 0 is 10.0.0.1:port0, endpoint 1
+// 10.0.0.2:port1, both IPv4-mapped.
+inline ebpfc_flow_key ipv4_flow_key(uint16_t port0, uint16_t port1) {
+  ebpfc_flow_key k{};
+  for (int i = 0; i < 2; i++) {
+    k.addr[i][10] = k.addr[i][11] = 0xff;
+    k.addr[i][12] = 10;
+    k.addr[i][15] = static_cast<uint8_t>(i + 1);
+  }
+  k.port[0] = port0;
+  k.port[1] = port1;
+  k.family = 4;
+  return k;
+}
+
 // What ConnSim::send returns when the segment neither found nor started a
 // flow (the filter's `untracked` counter).
 constexpr int kUntracked = -1;

@@ -24,18 +24,7 @@ constexpr uint64_t kMs = 1000 * 1000;
 constexpr uint64_t kSec = 1000 * kMs;
 
 // endpoint 0: 10.0.0.1:5432, endpoint 1: 10.0.0.2:40000
-ebpfc_flow_key make_key() {
-  ebpfc_flow_key k{};
-  for (int i = 0; i < 2; i++) {
-    k.addr[i][10] = k.addr[i][11] = 0xff;
-    k.addr[i][12] = 10;
-    k.addr[i][15] = static_cast<uint8_t>(i + 1);
-  }
-  k.port[0] = 5432;
-  k.port[1] = 40000;
-  k.family = 4;
-  return k;
-}
+ebpfc_flow_key make_key() { return ipv4_flow_key(5432, 40000); }
 
 // A finished connection: client = endpoint `client`, 100 bytes sent, 300
 // received, handshake at 1 s / 1.001 s / 1.0025 s, closed by FINs at 2 s.
