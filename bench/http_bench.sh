@@ -78,6 +78,7 @@ BENCH_DURATION="${BENCH_DURATION:-10}"
 BENCH_CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 BENCH_THREADS="${BENCH_THREADS:-2}"
 BENCH_PATH="${BENCH_PATH:-/bench/keepalive}"
+BENCH_TRACEPARENT="${BENCH_TRACEPARENT:-0}"
 BENCH_KEEPALIVE_REQUESTS="${BENCH_KEEPALIVE_REQUESTS:-100000}"
 BENCH_WARMUP="${BENCH_WARMUP:-3}"
 BENCH_PAUSE="${BENCH_PAUSE:-3}"
@@ -101,12 +102,6 @@ BODY="ebpf_capture bench: hello from pod2"
 # The traffic: persistent connections, one request at a time on each.
 BENCH_NAME=http_bench
 WRK_ARGS=()
-if [[ "${BENCH_TRACEPARENT:-0}" == 1 ]]; then
-	WRK_ARGS=(-s "$REPO/bench/traceparent.lua")
-elif [[ "${BENCH_TRACEPARENT:-0}" != 0 ]]; then
-	echo "BENCH_TRACEPARENT must be 0 or 1 (got '$BENCH_TRACEPARENT')" >&2
-	exit 2
-fi
 NGINX_KEEPALIVE="keepalive_timeout 65; keepalive_requests $BENCH_KEEPALIVE_REQUESTS;"
 URL_PATH="$BENCH_PATH"
 STATUS_COLS_SQL="state, coalesce(pid, 0), packets, bytes, spans_written, spans_dropped,
@@ -123,6 +118,9 @@ bench_check_uint BENCH_DURATION BENCH_CONNECTIONS BENCH_THREADS BENCH_WARMUP BEN
 ((BENCH_DURATION > 0 && BENCH_CONNECTIONS > 0 && BENCH_THREADS > 0)) ||
 	die "BENCH_DURATION, BENCH_CONNECTIONS and BENCH_THREADS must be positive"
 ((BENCH_CONNECTIONS >= BENCH_THREADS)) || die "wrk needs BENCH_CONNECTIONS >= BENCH_THREADS"
+[[ "$BENCH_TRACEPARENT" == 0 || "$BENCH_TRACEPARENT" == 1 ]] ||
+	die "BENCH_TRACEPARENT must be 0 or 1 (got '$BENCH_TRACEPARENT')"
+((BENCH_TRACEPARENT == 0)) || WRK_ARGS=(-s "$REPO/bench/traceparent.lua")
 [[ "$BENCH_PATH" =~ ^/[A-Za-z0-9/._~-]*$ ]] || die "BENCH_PATH must be a plain path (got '$BENCH_PATH')"
 [[ "$BENCH_QUIET_LOAD" =~ ^[0-9]+(\.[0-9]+)?$ && "$BENCH_QUIET_IDLE" =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
 	die "BENCH_QUIET_LOAD and BENCH_QUIET_IDLE must be numbers"
@@ -136,7 +134,7 @@ bench_setup
 put meta.http_guc "$(psql_q "SHOW ebpf_capture.http")"
 put meta.keepalive_requests "$BENCH_KEEPALIVE_REQUESTS"
 put meta.path "$BENCH_PATH"
-put meta.traceparent "${BENCH_TRACEPARENT:-0}"
+put meta.traceparent "$BENCH_TRACEPARENT"
 put meta.pg_conf "$(tr '\n' ';' <<<"$BENCH_PG_CONF" | sed 's/;$//')"
 put meta.ring_buffer_size "$(psql_q "SHOW ebpf_capture.ring_buffer_size")"
 put meta.batch_size "$(psql_q "SHOW ebpf_capture.batch_size")"

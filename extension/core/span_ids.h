@@ -14,9 +14,9 @@ class SpanIdGenerator {
   // A trace id that starts with the time, as UUIDv7 does: 6 bytes of Unix
   // milliseconds (big-endian, so the hex sorts by time; before 1970 counts
   // as 0), then 10 random bytes. The trace_id b-tree then takes each new span
-  // at its right edge instead of in a random leaf, so its cost per span does
-  // not grow with the table. The random rightmost 7 bytes that W3C trace
-  // context level 2 asks of a random trace id are there.
+  // at its right edge instead of in a random leaf, where a span costs about
+  // the same whatever the table's size. The random rightmost 7 bytes that W3C
+  // trace context level 2 asks of a random trace id are there.
   void trace_id(uint8_t out[16], int64_t start_unix_us);
   void span_id(uint8_t out[8]);
 
