@@ -62,6 +62,42 @@ COMMENT ON TABLE @extschema@.spans IS
 CREATE INDEX spans_start_time_idx ON @extschema@.spans (start_time);
 CREATE INDEX spans_trace_id_idx ON @extschema@.spans (trace_id);
 
+-- The connections each capture sees open, as they stood at its last report
+-- (every ebpf_capture.open_connections_interval, 10 s by default; reported_at
+-- says when): what is talking to what right now, with the bytes and packets
+-- so far. A connection's row in spans is written when it closes; until then
+-- it is only here, so a pooled connection that lives for hours shows here
+-- long before it has a span. Each worker replaces its interface's rows in
+-- one transaction, and removes them when its capture stops; the table is
+-- unlogged (after a crash it starts empty and the worker fills it again).
+-- Columns mean what they mean in spans; last_seen is the newest packet.
+CREATE UNLOGGED TABLE @extschema@.open_connections (
+    interface         text NOT NULL,
+    start_time        timestamptz NOT NULL,
+    last_seen         timestamptz NOT NULL,
+    reported_at       timestamptz NOT NULL DEFAULT now(),
+    src_addr          inet NOT NULL,
+    dst_addr          inet NOT NULL,
+    src_port          int NOT NULL,
+    dst_port          int NOT NULL,
+    bytes_sent        bigint NOT NULL,
+    bytes_received    bigint NOT NULL,
+    packets_sent      bigint NOT NULL,
+    packets_received  bigint NOT NULL,
+    attributes        jsonb NOT NULL,
+    src_pod           text,
+    src_namespace     text,
+    src_workload      text,
+    src_workload_kind text,
+    src_node          text,
+    dst_pod           text,
+    dst_namespace     text,
+    dst_workload      text,
+    dst_workload_kind text,
+    dst_node          text
+);
+CREATE INDEX open_connections_interface_idx ON @extschema@.open_connections (interface);
+
 -- The pods the capture knows of, mirrored from its Kubernetes cache: join
 -- spans to pod history by address and time, e.g.
 --   SELECT ... FROM spans s JOIN pods p ON p.ips @> ARRAY[s.dst_addr]

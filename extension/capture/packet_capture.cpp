@@ -337,6 +337,9 @@ size_t PacketCapture::sweep(const SweepPolicy& policy, FlowSink& sink) {
   for (size_t i = 0; i < seen; i++) {
     const ebpfc_flow_stats& st = sweep_values_[i];
     switch (sweep_action(st, now, policy)) {
+      case SweepAction::Open:
+        if (policy.report_open) sink.flow_open(sweep_keys_[i], st);
+        continue;
       case SweepAction::Keep:
         continue;
       case SweepAction::ReportClosed:

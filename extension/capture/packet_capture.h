@@ -64,6 +64,8 @@ class FlowSink {
   virtual void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
                           CloseReason reason) = 0;
   virtual void payload(const ebpfc_payload_event& head) = 0;
+  // A connection that is still open, as it stands (sweeps that report them).
+  virtual void flow_open(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats) = 0;
 };
 
 class BridgeWatch;
@@ -98,8 +100,9 @@ class PacketCapture final : public PayloadControl, private PortListener {
   size_t drain(FlowSink& sink);
 
   // Walks the flows map: reports and removes idle flows and closed flows whose
-  // event was lost (or, on the final sweep, everything). Returns the number
-  // of flows reported.
+  // event was lost (or, on the final sweep, everything), and hands the open
+  // ones to sink.flow_open if policy.report_open. Returns the number of flows
+  // reported ended.
   size_t sweep(const SweepPolicy& policy, FlowSink& sink);
 
   // Tells the filter where the parser of connection `key` wants payload again

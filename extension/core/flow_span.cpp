@@ -98,7 +98,7 @@ SweepAction sweep_action(const ebpfc_flow_stats& st, uint64_t now_ns, const Swee
   }
   if (policy.final_sweep) return SweepAction::ReportStopped;
   if (age >= policy.idle_timeout_ns) return SweepAction::ReportIdle;
-  return SweepAction::Keep;
+  return SweepAction::Open;
 }
 
 }  // namespace ebpfc

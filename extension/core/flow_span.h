@@ -17,7 +17,8 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats, Cl
 
 // What a sweep of the flows map does with one entry.
 enum class SweepAction : uint8_t {
-  Keep,           // still open and active
+  Open,           // still open and active: kept, and listed when open connections are reported
+  Keep,           // closed in the kernel; its ring-buffer event is still due: kept
   ReportClosed,   // closed in the kernel, and its ring-buffer event was lost
   ReportIdle,     // open but silent for the idle timeout
   ReportStopped,  // the capture is ending: report it as it stands
@@ -29,6 +30,9 @@ struct SweepPolicy {
   // path removes closed entries within one loop iteration.
   uint64_t close_grace_ns;
   bool final_sweep;  // the capture is stopping
+  // Hand every Open flow to the sink (FlowSink::flow_open): a report of the
+  // connections open now is due.
+  bool report_open = false;
 };
 
 SweepAction sweep_action(const ebpfc_flow_stats& stats, uint64_t now_ns, const SweepPolicy& policy);

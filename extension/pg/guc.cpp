@@ -8,6 +8,7 @@ char* g_database = nullptr;
 int g_max_captures = 4;
 int g_idle_timeout_ms = 60000;
 int g_flush_interval_ms = 200;
+int g_open_connections_interval_ms = 10000;
 int g_batch_size = 2000;
 int g_max_pending_spans = 200000;
 bool g_direct_insert = true;
@@ -53,6 +54,11 @@ static void define_reloadable_gucs() {
                           "Longest time a finished span waits before it is inserted.", nullptr,
                           &g_flush_interval_ms, 200, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
                           nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.open_connections_interval",
+      "How often the open_connections table is rewritten with the connections open now.",
+      "0 turns the report off (and empties the capture's rows).", &g_open_connections_interval_ms,
+      10000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
   DefineCustomIntVariable("ebpf_capture.batch_size", "Spans inserted per transaction.", nullptr,
                           &g_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(

@@ -3,12 +3,13 @@
 
 namespace ebpfc::pg {
 
-extern char* g_database;            // postmaster: the database holding the tables
-extern int g_max_captures;          // postmaster: capture slots in shared memory
-extern int g_idle_timeout_ms;       // sighup: an open connection silent this long ends
-extern int g_flush_interval_ms;     // sighup: oldest span waits at most this long
-extern int g_batch_size;            // sighup: spans per insert transaction
-extern int g_max_pending_spans;     // sighup: backlog bound while inserts fail
+extern char* g_database;                    // postmaster: the database holding the tables
+extern int g_max_captures;                  // postmaster: capture slots in shared memory
+extern int g_idle_timeout_ms;               // sighup: an open connection silent this long ends
+extern int g_flush_interval_ms;             // sighup: oldest span waits at most this long
+extern int g_open_connections_interval_ms;  // sighup: open_connections rewritten this often; 0 off
+extern int g_batch_size;                    // sighup: spans per insert transaction
+extern int g_max_pending_spans;             // sighup: backlog bound while inserts fail
 extern bool g_direct_insert;        // sighup: write spans through the table AM when possible
 extern bool g_bridge_ports;         // sighup (next start): on a bridge, capture at its ports
 extern bool g_promiscuous;          // sighup (next start): join the interface promiscuously

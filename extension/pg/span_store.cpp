@@ -107,10 +107,10 @@ SPIPlanPtr prepare_plan(const char* sql, int nargs, Oid* types) {
   return plan;
 }
 
-void execute(SPIPlanPtr plan, Datum* values) {
+void execute(SPIPlanPtr plan, Datum* values, int expected = SPI_OK_INSERT) {
   int rc = SPI_execute_plan(plan, values, nullptr, false, 0);
-  if (rc != SPI_OK_INSERT)
-    elog(ERROR, "ebpf_capture: span insert failed: %s", SPI_result_code_string(rc));
+  if (rc != expected)
+    elog(ERROR, "ebpf_capture: writing to the table failed: %s", SPI_result_code_string(rc));
 }
 
 constexpr int kPeerColumns = 10;
@@ -181,6 +181,34 @@ const SpanColumns kTcpColumns(kTcpIds, count(kTcpIds), kTcpOwn, count(kTcpOwn));
 const SpanColumns kHttpColumns(kHttpIds, count(kHttpIds), kHttpOwn, count(kHttpOwn));
 static_assert(3 + kCommonColumns + 4 + kPeerColumns <= kMaxInsertColumns, "too many span columns");
 
+// A row of open_connections: the connection as it stands, then who is at
+// each end.
+constexpr int kOpenOwnColumns = 12;
+constexpr int kOpenColumns = kOpenOwnColumns + kPeerColumns;
+const ColumnSpec kOpenSpecs[kOpenColumns] = {{"interface", TEXTOID, false},
+                                             {"start_time", TIMESTAMPTZOID, false},
+                                             {"last_seen", TIMESTAMPTZOID, false},
+                                             {"src_addr", INETOID, false},
+                                             {"dst_addr", INETOID, false},
+                                             {"src_port", INT4OID, false},
+                                             {"dst_port", INT4OID, false},
+                                             {"bytes_sent", INT8OID, false},
+                                             {"bytes_received", INT8OID, false},
+                                             {"packets_sent", INT8OID, false},
+                                             {"packets_received", INT8OID, false},
+                                             {"attributes", JSONBOID, false},
+                                             kPeerSpecs[0],
+                                             kPeerSpecs[1],
+                                             kPeerSpecs[2],
+                                             kPeerSpecs[3],
+                                             kPeerSpecs[4],
+                                             kPeerSpecs[5],
+                                             kPeerSpecs[6],
+                                             kPeerSpecs[7],
+                                             kPeerSpecs[8],
+                                             kPeerSpecs[9]};
+static_assert(kOpenColumns <= kMaxInsertColumns, "too many open_connections columns");
+
 // Fills the 10 peer values of one row (or of one rollup entry).
 void peer_values(const kube::PeerIdentity* src, const kube::PeerIdentity* dst, Datum* v,
                  bool* null) {
@@ -250,6 +278,27 @@ void tcp_row(const Span& s, const RowConstants& k, const kube::PeerIdentity* con
   tcp_attributes(s, attributes);
   own[2] = attributes.finish();
   peer_values(who[0], who[1], v + kTcpColumns.peers, null + kTcpColumns.peers);
+}
+
+// One open_connections row in kOpenSpecs order.
+void open_row(const Span& s, const RowConstants& k, const kube::PeerIdentity* const* who, Datum* v,
+              bool* null) {
+  std::memset(null, 0, sizeof(bool) * kOpenColumns);
+  v[0] = k.interface;
+  v[1] = TimestampTzGetDatum(to_timestamptz(s.start_unix_us));
+  v[2] = TimestampTzGetDatum(to_timestamptz(s.end_unix_us));
+  v[3] = make_inet(s.family, s.src_addr);
+  v[4] = make_inet(s.family, s.dst_addr);
+  v[5] = Int32GetDatum(s.src_port);
+  v[6] = Int32GetDatum(s.dst_port);
+  v[7] = Int64GetDatum(static_cast<int64>(s.bytes_sent));
+  v[8] = Int64GetDatum(static_cast<int64>(s.bytes_received));
+  v[9] = Int64GetDatum(static_cast<int64>(s.packets_sent));
+  v[10] = Int64GetDatum(static_cast<int64>(s.packets_received));
+  JsonbAttributes attributes;
+  tcp_attributes(s, attributes);
+  v[11] = attributes.finish();
+  peer_values(who[0], who[1], v + kOpenOwnColumns, null + kOpenOwnColumns);
 }
 
 // One http row in kHttpColumns order.
@@ -435,21 +484,23 @@ char* params(int from, int n) {
   return out.data;
 }
 
-// The fallback insert of one span kind: INSERT INTO spans (columns) SELECT
-// unnest($1), ..., one array parameter per column.
-SPIPlanPtr prepare_array_insert(const char* schema, const SpanColumns& cols) {
+// INSERT INTO schema.table (columns) SELECT unnest($1), ..., one array
+// parameter per column: the fallback insert of one span kind, and the insert
+// of open connections.
+SPIPlanPtr prepare_array_insert(const char* schema, const char* table, const ColumnSpec* cols,
+                                int n) {
   StringInfoData sql;
   initStringInfo(&sql);
-  appendStringInfo(&sql, "INSERT INTO %s.spans (", schema);
-  for (int c = 0; c < cols.n; c++)
-    appendStringInfo(&sql, "%s%s", c > 0 ? ", " : "", quote_identifier(cols.spec[c].name));
+  appendStringInfo(&sql, "INSERT INTO %s.%s (", schema, table);
+  for (int c = 0; c < n; c++)
+    appendStringInfo(&sql, "%s%s", c > 0 ? ", " : "", quote_identifier(cols[c].name));
   appendStringInfoString(&sql, ") SELECT ");
   Oid types[kMaxInsertColumns];
-  for (int c = 0; c < cols.n; c++) {
+  for (int c = 0; c < n; c++) {
     appendStringInfo(&sql, "%sunnest($%d)", c > 0 ? ", " : "", c + 1);
-    types[c] = get_array_type(cols.spec[c].type);
+    types[c] = get_array_type(cols[c].type);
   }
-  return prepare_plan(sql.data, cols.n, types);
+  return prepare_plan(sql.data, n, types);
 }
 
 // Writes n spans of one kind: straight into the table when it allows
@@ -495,8 +546,12 @@ void SpanStore::prepare() {
     spans_namespace_ = extension_namespace();
     if (!OidIsValid(spans_namespace_)) elog(ERROR, "extension \"ebpf_capture\" is not installed");
     const char* schema = schema_quoted(spans_namespace_);
-    tcp_plan_ = prepare_array_insert(schema, kTcpColumns);
-    http_plan_ = prepare_array_insert(schema, kHttpColumns);
+    tcp_plan_ = prepare_array_insert(schema, "spans", kTcpColumns.spec, kTcpColumns.n);
+    http_plan_ = prepare_array_insert(schema, "spans", kHttpColumns.spec, kHttpColumns.n);
+    open_insert_plan_ = prepare_array_insert(schema, "open_connections", kOpenSpecs, kOpenColumns);
+    Oid text_type[1] = {TEXTOID};
+    open_delete_plan_ = prepare_plan(
+        psprintf("DELETE FROM %s.open_connections WHERE interface = $1", schema), 1, text_type);
 
     // The pods table mirrors the cache's change feed; a pod may appear more
     // than once in a batch: the last record of a uid wins.
@@ -652,6 +707,65 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
             elog(LOG, "ebpf_capture: spans are written directly again");
           direct_refused_ = why;
         }
+      },
+      error, error_size);
+  if (!ok) {
+    char abort_error[256];
+    pg_call_noexcept(
+        [&] {
+          AbortCurrentTransaction();
+          pgstat_report_activity(STATE_IDLE, nullptr);
+        },
+        abort_error, sizeof(abort_error));
+  }
+  MemoryContextReset(batch);
+  return ok;
+}
+
+bool SpanStore::replace_open(const Span* open, size_t n, const kube::PodCache* peers,
+                             const char* interface, char* error, size_t error_size) {
+  try {
+    peers_.clear();
+    for (size_t i = 0; i < n; i++) {
+      peers_.push_back(peers ? peers->lookup(open[i].src_addr, open[i].start_unix_us) : nullptr);
+      peers_.push_back(peers ? peers->lookup(open[i].dst_addr, open[i].start_unix_us) : nullptr);
+    }
+  } catch (const std::bad_alloc&) {
+    strlcpy(error, "out of memory naming the open connections", error_size);
+    return false;
+  }
+  MemoryContext batch = static_cast<MemoryContext>(batch_context_);
+  SPIPlanPtr delete_plan = static_cast<SPIPlanPtr>(open_delete_plan_);
+  SPIPlanPtr insert_plan = static_cast<SPIPlanPtr>(open_insert_plan_);
+  bool ok = pg_call_noexcept(
+      [&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        pgstat_report_activity(STATE_RUNNING, "ebpf_capture: reporting open connections");
+        MemoryContext old = MemoryContextSwitchTo(batch);
+        const RowConstants k(interface);
+        Datum iface[1] = {k.interface};
+        execute(delete_plan, iface, SPI_OK_DELETE);
+        if (n > 0) {
+          ArrayRows rows(kOpenSpecs, kOpenColumns, static_cast<int>(n));
+          Datum v[kOpenColumns];
+          bool null[kOpenColumns];
+          for (size_t i = 0; i < n; i++) {
+            open_row(open[i], k, peers_.data() + 2 * i, v, null);
+            rows.add(v, null);
+          }
+          Datum args[kOpenColumns];
+          rows.arrays(args);
+          execute(insert_plan, args);
+        }
+        MemoryContextSwitchTo(old);
+        SPI_finish();
+        PopActiveSnapshot();
+        CommitTransactionCommand();
+        pgstat_report_stat(false);
+        pgstat_report_activity(STATE_IDLE, nullptr);
       },
       error, error_size);
   if (!ok) {

@@ -3,7 +3,8 @@
 // its access method (DirectInsert, the way COPY does) while the table allows
 // it, else through one saved SPI plan per span kind (INSERT ... SELECT
 // unnest(arrays)). The batch's pod changes and its share of the service map
-// rollup are one SPI upsert each.
+// rollup are one SPI upsert each. The report of open connections replaces the
+// interface's rows of open_connections (a saved DELETE and INSERT).
 #pragma once
 
 #include <cstddef>
@@ -39,6 +40,13 @@ class SpanStore {
   // in `error`) if the transaction failed; nothing is half-written.
   bool insert(const Batch& batch, const char* interface, char* error, size_t error_size);
 
+  // Replaces this interface's rows of open_connections with `open`, the
+  // connections open now (none: empties them), named by `peers` (may be
+  // null), in one transaction. Returns false with the error text in `error`
+  // if it failed; the table then keeps its previous rows.
+  bool replace_open(const Span* open, size_t n, const kube::PodCache* peers, const char* interface,
+                    char* error, size_t error_size);
+
  private:
   // Looks up who is at both ends of every span, once, into peers_, and
   // folds the batch into rollup_ (C++ only, before the transaction).
@@ -48,13 +56,15 @@ class SpanStore {
   // Per span of the batch, tcp then http: source and destination identity
   // (null: unknown), read by the row builders and the rollup alike.
   std::vector<const kube::PeerIdentity*> peers_;
-  void* rollup_plan_ = nullptr;     // SPIPlanPtr
-  void* tcp_plan_ = nullptr;        // SPIPlanPtr
-  void* http_plan_ = nullptr;       // SPIPlanPtr
-  void* pod_plan_ = nullptr;        // SPIPlanPtr
-  void* batch_context_ = nullptr;   // MemoryContext, reset after every batch
-  unsigned spans_namespace_ = 0;    // Oid of the extension's schema
-  DirectInsert* direct_ = nullptr;  // in TopMemoryContext, for the worker's life
+  void* rollup_plan_ = nullptr;       // SPIPlanPtr
+  void* tcp_plan_ = nullptr;          // SPIPlanPtr
+  void* http_plan_ = nullptr;         // SPIPlanPtr
+  void* pod_plan_ = nullptr;          // SPIPlanPtr
+  void* open_delete_plan_ = nullptr;  // SPIPlanPtr
+  void* open_insert_plan_ = nullptr;  // SPIPlanPtr
+  void* batch_context_ = nullptr;     // MemoryContext, reset after every batch
+  unsigned spans_namespace_ = 0;      // Oid of the extension's schema
+  DirectInsert* direct_ = nullptr;    // in TopMemoryContext, for the worker's life
   // Why the last batch could not be written directly (nullptr: it was);
   // a change is logged.
   const char* direct_refused_ = nullptr;

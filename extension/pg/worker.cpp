@@ -4,8 +4,10 @@
 // ring buffer's epoll fd. Each wake-up drains the ring buffer (closed
 // connections), sweeps the flows map when due (idle connections, lost
 // events), and inserts the finished spans in a batch when the batch is big
-// or old enough. SIGTERM is PostgreSQL's `die`, SIGHUP reloads the
-// configuration, and CHECK_FOR_INTERRUPTS runs on every iteration.
+// or old enough; every open_connections_interval one sweep also lists the
+// open connections, which then replace the capture's rows of open_connections.
+// SIGTERM is PostgreSQL's `die`, SIGHUP reloads the configuration, and
+// CHECK_FOR_INTERRUPTS runs on every iteration.
 //
 // The C++ state lives on the heap behind `g_worker`, so the loop's own frame
 // holds nothing a longjmp or a FATAL exit could skip a destructor of.
@@ -70,6 +72,12 @@ class SpanBatch final : public FlowSink {
     after_http(before);
   }
 
+  // A sweep that reports open connections lists them here.
+  void flow_open(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats) override {
+    open_spans.emplace_back();
+    span_from_flow(key, stats, CloseReason::None, clock, ids, open_spans.back());
+  }
+
   // After a drain: connections that ended give their last exchanges.
   void end_of_drain(uint64_t now_ns) {
     if (http == nullptr) return;
@@ -106,7 +114,8 @@ class SpanBatch final : public FlowSink {
   HttpSpanList http_spans;
   std::vector<Span> flushing_spans;  // being written by the flush in progress
   HttpSpanList flushing_http;
-  HttpTracker* http = nullptr;  // null when HTTP is off
+  std::vector<Span> open_spans;  // the connections open at the last report's sweep
+  HttpTracker* http = nullptr;   // null when HTTP is off
   uint64_t oldest_ns = 0;
   uint64_t dropped = 0;
   WallClock clock;
@@ -141,8 +150,11 @@ struct Worker {
   uint64_t spans_written = 0;
   uint64_t port_resyncs = 0;  // last count logged
   uint64_t next_sweep_ns = 0;
-  size_t last_drained = 0;  // flows the last drain reported
-  bool swept = false;       // a sweep ran since the counters were published
+  uint64_t next_open_report_ns = 0;
+  bool open_report_due = false;  // a sweep listed the open connections: write them
+  bool open_rows = false;        // open_connections may hold rows of this capture
+  size_t last_drained = 0;       // flows the last drain reported
+  bool swept = false;            // a sweep ran since the counters were published
 };
 
 Worker* g_worker = nullptr;
@@ -295,7 +307,15 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
     if (final_sweep || now >= g_worker->next_sweep_ns) {
       SweepPolicy policy{static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull, kCloseGraceNs,
                          final_sweep};
+      policy.report_open = !final_sweep && g_open_connections_interval_ms > 0 &&
+                           now >= g_worker->next_open_report_ns;
+      if (policy.report_open) g_worker->batch.open_spans.clear();
       g_worker->capture->sweep(policy, g_worker->batch);
+      if (policy.report_open) {
+        g_worker->open_report_due = true;
+        g_worker->next_open_report_ns =
+            now + static_cast<uint64_t>(g_open_connections_interval_ms) * 1000000ull;
+      }
       g_worker->batch.end_of_drain(now);
       if (final_sweep) g_worker->batch.close_all();
       g_worker->next_sweep_ns = now + kSweepIntervalNs;
@@ -308,14 +328,35 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
   }
 }
 
+// Replaces the capture's rows of open_connections with the connections the
+// last sweep listed, or with none. A failure is logged and leaves the rows
+// as they were; the next report tries again.
+void write_open_connections(bool none) {
+  std::vector<Span>& open = g_worker->batch.open_spans;
+  if (none) open.clear();
+  char error[kErrorLen];
+  if (g_worker->store.replace_open(open.data(), open.size(), g_worker->pods, g_worker->interface,
+                                   error, sizeof(error))) {
+    g_worker->open_rows = !open.empty();
+  } else {
+    set_slot_error(g_worker->slot, error);
+    ereport(WARNING, (errmsg("ebpf_capture: could not write the open connections of \"%s\": %s",
+                             g_worker->interface, error)));
+  }
+  open.clear();
+  g_worker->open_report_due = false;
+}
+
 // The capture is ending (capture_stop or shutdown): report every flow still
 // in the kernel, insert everything, with interrupts held so the final insert
-// is not cut short by the pending SIGTERM.
+// is not cut short by the pending SIGTERM. Its open connections are spans
+// now: its rows of open_connections go.
 void finish() {
   char error[kErrorLen];
   HOLD_INTERRUPTS();
   if (!collect(true, error, sizeof(error))) set_slot_error(g_worker->slot, error);
   flush(true);
+  write_open_connections(true);
   publish_counters();
   RESUME_INTERRUPTS();
 }
@@ -410,6 +451,9 @@ void run() {
   }
   if (!opened) fail_and_exit(error);
 
+  // Rows a worker before this one left (it crashed, or the server did).
+  write_open_connections(true);
+
   WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 4);
   AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
   AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
@@ -459,6 +503,10 @@ void run() {
 
     if (!collect(false, error, sizeof(error))) fail_and_exit(error);
     if (flush_due(WallClock::monotonic_ns())) flush();
+    if (g_worker->open_report_due)
+      write_open_connections(false);
+    else if (g_worker->open_rows && g_open_connections_interval_ms == 0)
+      write_open_connections(true);  // the report was turned off
     if (g_worker->swept) {
       publish_counters();
       g_worker->swept = false;

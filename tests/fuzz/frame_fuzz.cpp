@@ -360,8 +360,11 @@ void sweep(Capture& cap, bool final_sweep) {
     if (e.st.state == EBPFC_FLOW_CLOSED)
       CHECK(a == SweepAction::Keep || a == SweepAction::ReportClosed);
     else
-      CHECK(a != SweepAction::ReportClosed);
+      CHECK(a != SweepAction::ReportClosed && a != SweepAction::Keep);
     switch (a) {
+      case SweepAction::Open:
+        CHECK(cap.now < e.st.last_ns || cap.now - e.st.last_ns < kIdleNs);
+        break;
       case SweepAction::Keep:
         break;
       case SweepAction::ReportClosed:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (
-    NETUTIL, REPO, node_ns, norm_ip, pod_ip4, wait_for, wait_spans_for_port,
+    NETUTIL, REPO, node_ns, norm_ip, pod_ip4, set_guc, wait_for, wait_spans_for_port,
 )
 
 FAKE = str(REPO / "tests" / "kube" / "fake_kube_api.py")
@@ -127,6 +127,31 @@ def test_spans_name_both_ends(cluster, capture, pods, metadata):
         ("shop", "web", "Deployment"), web
     assert [norm_ip(a) for a in web["ips"]] == [pod_ip4(2)], web
     assert web["deleted_at"] is None, web
+
+
+def test_open_connections_name_both_ends(cluster, capture, pods, metadata):
+    api = metadata
+    api.call("add_pod", name="db-0", namespace="data", ip=pod_ip4(2), node="node-b",
+             owner=["StatefulSet", "db"])
+    api.call("add_pod", name="app", namespace="shop", ip=pod_ip4(1), node="node-a")
+    wait_synced(cluster, 2)
+    set_guc(cluster, "ebpf_capture.open_connections_interval", "500ms")
+    try:
+        _, addr, port = pods.byte_server(2)
+        client, info = pods.ctl_client(1, addr, port)
+        client.command("round 1 1")
+        row = wait_for(lambda: cluster.sql(
+            "SELECT * FROM open_connections WHERE src_port = %s AND dst_port = %s",
+            (info["lport"], port)), 10, desc="the open connection's row")[0]
+        assert (row["src_pod"], row["src_namespace"], row["src_workload"],
+                row["src_workload_kind"], row["src_node"]) == \
+            ("app", "shop", "app", "Pod", "node-a"), row
+        assert (row["dst_pod"], row["dst_namespace"], row["dst_workload"],
+                row["dst_workload_kind"], row["dst_node"]) == \
+            ("db-0", "data", "db", "StatefulSet", "node-b"), row
+        client.command("close")
+    finally:
+        set_guc(cluster, "ebpf_capture.open_connections_interval", None)
 
 
 def test_capture_started_with_the_api_configured_syncs(cluster, capture, metadata):

@@ -358,14 +358,14 @@ ebpfc_flow_stats flow_at(uint64_t last_ns, bool closed) {
 TEST(SweepAction, OpenFlows) {
   const SweepPolicy p{60 * kSec, 1 * kSec, false};
   const uint64_t last = 1000 * kSec;
-  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last, p), SweepAction::Keep);
-  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last + 60 * kSec - 1, p), SweepAction::Keep);
+  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last, p), SweepAction::Open);
+  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last + 60 * kSec - 1, p), SweepAction::Open);
   EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last + 60 * kSec, p),
             SweepAction::ReportIdle);
   EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last + 3600 * kSec, p),
             SweepAction::ReportIdle);
   // a packet stamped after `now` was read (another CPU): not idle
-  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last - 1, p), SweepAction::Keep);
+  EXPECT_EQ(ebpfc::sweep_action(flow_at(last, false), last - 1, p), SweepAction::Open);
 }
 
 TEST(SweepAction, ClosedFlows) {

@@ -9,6 +9,12 @@ SELECT ordinal_position, column_name, data_type
 FROM information_schema.columns
 WHERE table_schema = 'public' AND table_name = 'spans'
 ORDER BY ordinal_position;
+-- open_connections: a connection so far, in the column names of spans; unlogged
+SELECT ordinal_position, column_name, data_type, is_nullable
+FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = 'open_connections'
+ORDER BY ordinal_position;
+SELECT relpersistence FROM pg_class WHERE oid = 'open_connections'::regclass;
 -- the functions users call
 SELECT p.oid::regprocedure AS function, pg_get_function_result(p.oid) AS result
 FROM pg_proc p
@@ -36,11 +42,12 @@ DROP ROLE regress_ebpfc_nobody;
 SELECT name, setting, unit, context
 FROM pg_settings
 WHERE name IN ('ebpf_capture.database', 'ebpf_capture.idle_timeout',
-               'ebpf_capture.flush_interval')
+               'ebpf_capture.flush_interval', 'ebpf_capture.open_connections_interval')
 ORDER BY name;
 -- nothing has been captured in this database
 SELECT count(*) AS captures FROM capture_status();
 SELECT count(*) AS spans FROM spans;
+SELECT count(*) AS open_connections FROM open_connections;
 DROP EXTENSION ebpf_capture;
 -- in ebpf_capture.database no capture runs yet either
 \c postgres
