@@ -15,7 +15,8 @@
 #   URL_PATH           the path wrk requests [/]
 #   STATUS_COLS_SQL    capture_status() columns status_row prints, state and
 #                      pid first, flows_tracked tenth, last_error last
-#   BENCH_BG_PID       a helper the script runs in the background (cleanup ends it)
+#   BENCH_BG_PID       helpers the script runs in the background, their pids
+#                      separated by spaces (cleanup ends them)
 #   BENCH_PG_CONF      extra postgresql.conf lines for the cluster (newline-
 #                      separated), e.g. "ebpf_capture.ring_buffer_size = '64MB'"
 #
@@ -122,10 +123,13 @@ bench_cleanup() {
 		kill -INT "$PERF_PID" 2>/dev/null
 		wait "$PERF_PID" 2>/dev/null
 	fi
-	if [[ -n "${BENCH_BG_PID:-}" ]] && kill -0 "$BENCH_BG_PID" 2>/dev/null; then
-		kill "$BENCH_BG_PID" 2>/dev/null
-		wait "$BENCH_BG_PID" 2>/dev/null
-	fi
+	local pid
+	for pid in ${BENCH_BG_PID:-}; do
+		if kill -0 "$pid" 2>/dev/null; then
+			kill "$pid" 2>/dev/null
+			wait "$pid" 2>/dev/null
+		fi
+	done
 	if [[ -n "$WRK_PID" ]] && kill -0 "$WRK_PID" 2>/dev/null; then
 		kill "$WRK_PID" 2>/dev/null
 		wait "$WRK_PID" 2>/dev/null
