@@ -2,7 +2,8 @@
 -- superuser in the database that holds the extension; psql -v
 -- password=... to set its password). The service map functions are plain SQL
 -- run with the caller's rights, so the role needs SELECT on spans and on
--- the rollup they read, and EXECUTE on them and on their helpers.
+-- the rollup they read, and EXECUTE on them and on their helpers; and SELECT
+-- on open_connections for the panel of connections open now.
 \set ON_ERROR_STOP 1
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
 \if :create_role
@@ -11,7 +12,7 @@ CREATE ROLE grafana_reader LOGIN;
 \if :{?password}
 ALTER ROLE grafana_reader PASSWORD :'password';
 \endif
-GRANT SELECT ON spans, service_map_minutes TO grafana_reader;
+GRANT SELECT ON spans, service_map_minutes, open_connections TO grafana_reader;
 GRANT EXECUTE ON FUNCTION
     _service_map_node_id(text, text, text, text, inet),
     _service_map_node_title(text, text, text, inet),

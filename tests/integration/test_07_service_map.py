@@ -324,9 +324,21 @@ def mix(smdb):
                (now - timedelta(minutes=25), now + timedelta(minutes=1))]
     for window in refresh:
         smdb.sql("SELECT service_map_refresh(%s, %s)", window)
+    # Two connections open now, as a capture's report on an interface of the
+    # mix's own (no worker writes or removes those) lists them.
+    open_iface = "sm" + marker[:10]
+    for port in (5432, 6379):
+        smdb.sql("INSERT INTO open_connections (interface, start_time, last_seen, src_addr, "
+                 "dst_addr, src_port, dst_port, bytes_sent, bytes_received, packets_sent, "
+                 "packets_received, attributes, src_namespace, src_workload, src_pod, dst_namespace, "
+                 "dst_workload, dst_pod) VALUES (%s, now() - interval '2 hours', now(), %s, %s, "
+                 "40000, %s, 1000, 2000, 10, 12, '{}', %s, %s, %s, %s, %s, %s)",
+                 (open_iface, a.addr, b.addr, port, now_ns, a.workload, a.pod, now_ns, b.workload,
+                  b.pod))
     try:
         yield dict(ends=ends, rows=rows, ns=ns, now_ns=now_ns, recent=recent, a=a, b=b)
     finally:
+        smdb.sql("DELETE FROM open_connections WHERE interface = %s", (open_iface,))
         smdb.sql("DELETE FROM spans WHERE attributes->>'test07.marker' = %s", (marker,))
         for window in refresh:
             smdb.sql("SELECT service_map_refresh(%s, %s)", window)
