@@ -45,7 +45,8 @@ struct ebpfc_flow_dir {
 	__u32 retransmits; /* segments that carried no new sequence space */
 	__u32 flags;	   /* OR of the TCP flags this endpoint sent */
 	__u32 isn;	   /* initial sequence number of this endpoint's first SYN */
-	__u32 pad;
+	__u32 zero_windows; /* segments that advertised a receive window of zero: this
+			     * endpoint could not take more (SYN and RST segments aside) */
 };
 
 #define EBPFC_SEQ_VALID (1ULL << 32)

@@ -200,6 +200,10 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	}
 
 	ebpfc_account_payload(d, data_seq, p->payload_len);
+	/* A zero window (whatever the scale): this endpoint's receive buffer is full.
+	 * Resets carry a zero window too; they say nothing about the buffer. */
+	if (p->window == 0 && !(flags & (EBPFC_TCP_SYN | EBPFC_TCP_RST)))
+		__sync_fetch_and_add(&d->zero_windows, 1);
 
 	if (flags & EBPFC_TCP_RST)
 		return ebpfc_close(s, EBPFC_CLOSE_RST, from) ? EBPFC_CLOSED_NOW : EBPFC_ACCOUNTED;

@@ -65,7 +65,8 @@ struct ebpfc_packet {
 	__u32 payload_len;
 	__u8 sender; /* endpoint index (in key) of the sender */
 	__u8 flags;  /* TCP flags byte */
-	__u8 pad[6]; /* to the key's 8-byte alignment */
+	__u16 window; /* the receive window field, unscaled */
+	__u8 pad[4];  /* to the key's 8-byte alignment */
 };
 
 EBPFC_STATIC_ASSERT(sizeof(struct ebpfc_packet) == 64, "no implicit padding");
@@ -263,6 +264,7 @@ static __always_inline int ebpfc_parse_frame(void *ctx, __u32 frame_len, const _
 	p->seq = ((__u32)hdr[4] << 24) | ((__u32)hdr[5] << 16) | ((__u32)hdr[6] << 8) | hdr[7];
 	p->ack = ((__u32)hdr[8] << 24) | ((__u32)hdr[9] << 16) | ((__u32)hdr[10] << 8) | hdr[11];
 	p->flags = hdr[13];
+	p->window = ((__u16)hdr[14] << 8) | hdr[15];
 	p->payload_off = l4_off + doff;
 	p->payload_len = l4_end - (l4_off + doff);
 	__builtin_memset(p->pad, 0, sizeof(p->pad));

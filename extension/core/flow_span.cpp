@@ -71,6 +71,8 @@ void span_from_flow(const ebpfc_flow_key& key, const ebpfc_flow_stats& st, Close
   out.packets_received = st.dir[s].packets;
   out.retransmits_sent = st.dir[c].retransmits;
   out.retransmits_received = st.dir[s].retransmits;
+  out.zero_windows_sent = st.dir[c].zero_windows;
+  out.zero_windows_received = st.dir[s].zero_windows;
   out.mid_stream = st.mid_stream != 0;
   out.handshake_completed = st.syn_ns != 0 && st.established_ns >= st.syn_ns;
   out.handshake_rtt_us =

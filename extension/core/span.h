@@ -31,7 +31,9 @@ struct Span {
   uint64_t packets_received;
   uint32_t retransmits_sent;
   uint32_t retransmits_received;
-  int64_t handshake_rtt_us;  // -1 when the handshake was not seen
+  uint32_t zero_windows_sent;      // segments in which the client advertised a zero window
+  uint32_t zero_windows_received;  // ... the server did
+  int64_t handshake_rtt_us;        // -1 when the handshake was not seen
   SpanStatus status;
   CloseReason close_reason;
   Side reset_by;    // who sent the first RST

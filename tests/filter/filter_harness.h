@@ -33,7 +33,7 @@ constexpr uint8_t kReplayFin = 0x01, kReplaySyn = 0x02, kReplayRst = 0x04, kRepl
 
 // A TCP/IPv4 frame between 10.77.0.1:cport (the client) and 10.77.0.2:80.
 inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, uint32_t ack,
-                                uint8_t flags, const Bytes& payload) {
+                                uint8_t flags, const Bytes& payload, uint16_t window = 65535) {
   Ipv4Spec ip;
   TcpSpec t;
   ip.src = from_client ? Ip4{10, 77, 0, 1} : Ip4{10, 77, 0, 2};
@@ -43,6 +43,7 @@ inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, 
   t.seq = seq;
   t.ack = ack;
   t.flags = flags;
+  t.window = window;
   t.payload = payload;
   // BPF_PROG_TEST_RUN hands a socket filter the frame after eth_type_trans()
   // has pulled an Ethernet header, as if at the network layer; a packet
@@ -56,8 +57,8 @@ inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, 
 
 // ... carrying `payload` bytes of filler.
 inline ReplayFrame replay_frame(bool from_client, uint16_t cport, uint32_t seq, uint32_t ack,
-                                uint8_t flags, size_t payload) {
-  return replay_frame(from_client, cport, seq, ack, flags, payload_of(payload));
+                                uint8_t flags, size_t payload, uint16_t window = 65535) {
+  return replay_frame(from_client, cport, seq, ack, flags, payload_of(payload), window);
 }
 
 // Byte counts of short_connection().

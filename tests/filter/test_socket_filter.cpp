@@ -174,6 +174,29 @@ TEST_F(SocketFilter, PortReusedBeforeUserSpaceRemovedAResetEntrySaysSo) {
   EXPECT_TRUE(filter_->flows().empty());
 }
 
+TEST_F(SocketFilter, ZeroWindowsAreCountedForTheEndpointThatAdvertisedThem) {
+  const uint16_t cport = 40006;
+  const uint32_t c = 1000, s = 5000;
+  replay({replay_frame(true, cport, c, 0, kReplaySyn, 0),
+          replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayPsh | kReplayAck, 1000),
+          // the server's buffer is full; the client probes; still full; room again
+          replay_frame(false, cport, s + 1, c + 1001, kReplayAck, 0, 0),
+          replay_frame(true, cport, c + 1000, s + 1, kReplayAck, 0),
+          replay_frame(false, cport, s + 1, c + 1001, kReplayAck, 0, 0),
+          replay_frame(false, cport, s + 1, c + 1001, kReplayAck, 0, 512),
+          // a reset carries a zero window and says nothing of the buffer
+          replay_frame(true, cport, c + 1001, 0, kReplayRst, 0, 0)});
+
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].stats.close_reason, EBPFC_CLOSE_RST);
+  EXPECT_EQ(server_dir(events[0].stats).zero_windows, 2u);
+  EXPECT_EQ(client_dir(events[0].stats).zero_windows, 0u);
+  EXPECT_EQ(client_dir(events[0].stats).bytes, 1000u);
+}
+
 class SocketFilterSmallRing : public SocketFilter {
  protected:
   void SetUp() override {

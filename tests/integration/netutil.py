@@ -32,6 +32,15 @@ refused  --host H --port P
          Connects to a port nobody listens on (the peer answers the SYN with
          a RST) from a known local port.
 
+sink     --bind ADDR --port P
+         Accepts connections (receive buffer 4 KiB) and never reads from
+         them, so their receive windows close. Prints {"ready": true}.
+
+fill     --host H --port P [--hold S]
+         Connects and sends until the peer's window is closed (no progress for
+         0.3 s), waits S seconds (default 1) while the kernel probes the zero
+         window, then resets the connection. Prints what it sent.
+
 hostile  --iface eth0 --dst-mac MAC --src-ip4 A --dst-ip4 B --src-ip6 A6
          --dst-ip6 B6 --count N
          Sends N malformed Ethernet frames through an AF_PACKET raw socket.
@@ -266,6 +275,39 @@ def cmd_refused(args):
         emit({"lport": lport, "refused": True})
     finally:
         sock.close()
+
+
+def cmd_sink(args):
+    fam = family_of(args.bind)
+    lsock = socket.socket(fam, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # set before listen(): accepted sockets inherit it, and the window with it
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lsock.bind((args.bind, args.port))
+    lsock.listen(16)
+    emit({"ready": True})
+    held = []
+    while True:
+        conn, _ = lsock.accept()
+        held.append(conn)  # never read
+
+
+def cmd_fill(args):
+    sock = connect(args.host, args.port)
+    info = describe(sock)
+    sock.settimeout(0.3)
+    chunk = b"z" * 65536
+    sent = 0
+    try:
+        while True:
+            sent += sock.send(chunk)
+    except socket.timeout:
+        pass
+    time.sleep(args.hold)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    info.update({"sent": sent})
+    emit(info)
 
 
 # --------------------------------------------------------------------- hostile frames
@@ -563,6 +605,15 @@ def main():
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
 
+    p = sub.add_parser("sink")
+    p.add_argument("--bind", required=True)
+    p.add_argument("--port", type=int, required=True)
+
+    p = sub.add_parser("fill")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--hold", type=float, default=1.0)
+
     p = sub.add_parser("hostile")
     p.add_argument("--iface", default="eth0")
     p.add_argument("--dst-mac", required=True)
@@ -576,7 +627,7 @@ def main():
 
     args = parser.parse_args()
     {"serve": cmd_serve, "batch": cmd_batch, "ctl": cmd_ctl, "refused": cmd_refused,
-     "hostile": cmd_hostile}[args.cmd](args)
+     "sink": cmd_sink, "fill": cmd_fill, "hostile": cmd_hostile}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -317,6 +317,33 @@ def test_retransmissions_counted_once(cluster, capture, pods):
     assert down.get("tcp.retransmits_received", 0) > 0, down
 
 
+def test_zero_windows_of_a_receiver_that_does_not_read(cluster, capture, pods):
+    """A server that never reads: its receive window closes, and the kernel's
+    answers to the client's window probes advertise a zero window. They are
+    counted for the server (the client's tcp.zero_windows_received); the
+    client's reset carries a zero window too and is not counted."""
+    port = pods.new_port()
+    sink = pods.popen(2, [PY, NETUTIL, "sink", "--bind", pod_ip4(2), "--port", port])
+    assert sink.readline().get("ready")
+    t0 = now_utc()
+    res = netutil_json(1, "fill", "--host", pod_ip4(2), "--port", port, "--hold", "1.5")[0]
+    assert res["sent"] > 0, res
+    span = wait_span_for(cluster, res["laddr"], res["lport"], pod_ip4(2), port)[0]
+    check_span_common(span, t0, now_utc())
+    attrs = span["attributes"]
+    assert attrs["tcp.close_reason"] == "rst" and attrs["tcp.reset_by"] == "client", attrs
+    assert attrs["tcp.zero_windows_received"] >= 2, attrs  # the close, and the probes' answers
+    assert attrs["tcp.zero_windows_sent"] == 0, attrs
+    assert 0 < span["bytes_sent"] <= res["sent"], (span, res)
+    # a few kilobytes each way never fill a window: none (a 200 KB transfer to
+    # this Python server can: its buffer fills for a moment, and that is a
+    # zero window too)
+    _, addr, bport = pods.byte_server(2)
+    conn = pods.batch(1, addr, bport, [[3000, 3000]])[0]
+    normal = wait_span_for(cluster, conn["laddr"], conn["lport"], addr, bport)[0]["attributes"]
+    assert (normal["tcp.zero_windows_sent"], normal["tcp.zero_windows_received"]) == (0, 0), normal
+
+
 def test_four_tuple_reused_at_once(cluster, capture, pods):
     """The same client port, to the same server, again and again, each new
     connection opened within a millisecond or two of the previous one's close

@@ -43,7 +43,8 @@ class ConnSim {
  public:
   ConnSim(Endpoint4 client, Endpoint4 server) : client_(client), server_(server) {}
 
-  ebpfc_packet packet(Who from, uint8_t flags, uint32_t seq, uint32_t ack, size_t len) const {
+  ebpfc_packet packet(Who from, uint8_t flags, uint32_t seq, uint32_t ack, size_t len,
+                      uint16_t window = 65535) const {
     const Endpoint4& src = from == Who::Client ? client_ : server_;
     const Endpoint4& dst = from == Who::Client ? server_ : client_;
     Ipv4Spec ip;
@@ -55,18 +56,21 @@ class ConnSim {
     t.seq = seq;
     t.ack = ack;
     t.flags = flags;
+    t.window = window;
     t.payload = payload_of(len);
     ebpfc_packet p{};
     const Bytes frame = tcp4_frame(ip, t, {}, 60);
     EXPECT_EQ(parse(frame, &p), EBPFC_PARSE_TCP);
     EXPECT_EQ(p.payload_len, len);
+    EXPECT_EQ(p.window, window);
     return p;
   }
 
   // The socket filter's path for one segment: returns an
   // enum ebpfc_account_result, or kUntracked.
-  int send(Who from, uint8_t flags, uint32_t seq, uint32_t ack, size_t len, uint64_t now) {
-    const ebpfc_packet p = packet(from, flags, seq, ack, len);
+  int send(Who from, uint8_t flags, uint32_t seq, uint32_t ack, size_t len, uint64_t now,
+           uint16_t window = 65535) {
+    const ebpfc_packet p = packet(from, flags, seq, ack, len, window);
     if (!tracked) {
       if (!ebpfc_starts_flow(&p)) return kUntracked;
       key = p.key;

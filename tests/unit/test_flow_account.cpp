@@ -156,6 +156,35 @@ TEST(FlowAccount, RefusedConnection) {
   EXPECT_EQ(c.st.rst_from, c.idx(Who::Server));
 }
 
+// A receiver whose buffer is full advertises a zero window; each such segment
+// counts for its sender. Resets carry a zero window too and do not count.
+TEST(FlowAccount, ZeroWindowsCountedForTheirSender) {
+  ConnSim c(kClientHigh, kServerLow);
+  handshake(c);
+  EXPECT_EQ(c.dir(Who::Client).zero_windows, 0u);
+  EXPECT_EQ(c.dir(Who::Server).zero_windows, 0u);
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Client, kPsh | kAck, 1001, 5001, 1000, 4000));
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Server, kAck, 5001, 2001, 0, 5000, 0));
+  // the client's window probe, and the server's answers: still full, then room
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Client, kAck, 2000, 5001, 0, 6000));
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Server, kAck, 5001, 2001, 0, 7000, 0));
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Server, kAck, 5001, 2001, 0, 8000, 1));
+  EXPECT_EQ(c.dir(Who::Server).zero_windows, 2u);
+  EXPECT_EQ(c.dir(Who::Client).zero_windows, 0u);
+  EXPECT_RESULT(CLOSED_NOW, c.send(Who::Client, kRst, 2001, 0, 0, 9000, 0));
+  EXPECT_EQ(c.dir(Who::Client).zero_windows, 0u);
+}
+
+// A SYN with a zero window (never sent by Linux; a hostile or odd stack) is not
+// a full buffer either.
+TEST(FlowAccount, SynWithZeroWindowIsNotCounted) {
+  ConnSim c(kClientLow, kServerHigh);
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Client, kSyn, kIsnC, 0, 0, 1000, 0));
+  EXPECT_RESULT(ACCOUNTED, c.send(Who::Server, kSyn | kAck, kIsnS, kIsnC + 1, 0, 2000, 0));
+  EXPECT_EQ(c.dir(Who::Client).zero_windows, 0u);
+  EXPECT_EQ(c.dir(Who::Server).zero_windows, 0u);
+}
+
 TEST(FlowAccount, RetransmittedSegmentCountedOnce) {
   ConnSim c(kClientHigh, kServerLow);
   handshake(c);

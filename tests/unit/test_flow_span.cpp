@@ -39,9 +39,11 @@ ebpfc_flow_stats make_stats(uint8_t client) {
   st.dir[client].bytes = 100;
   st.dir[client].packets = 6;
   st.dir[client].retransmits = 2;
+  st.dir[client].zero_windows = 7;
   st.dir[server].bytes = 300;
   st.dir[server].packets = 4;
   st.dir[server].retransmits = 3;
+  st.dir[server].zero_windows = 1;
   st.state = EBPFC_FLOW_CLOSED;
   st.client = client;
   st.close_reason = EBPFC_CLOSE_FIN;
@@ -98,6 +100,8 @@ TEST(FlowSpan, ClientAtEndpointZero) {
   EXPECT_EQ(s.packets_received, 4u);
   EXPECT_EQ(s.retransmits_sent, 2u);
   EXPECT_EQ(s.retransmits_received, 3u);
+  EXPECT_EQ(s.zero_windows_sent, 7u);
+  EXPECT_EQ(s.zero_windows_received, 1u);
 }
 
 TEST(FlowSpan, Ipv6FamilyAndMidStream) {

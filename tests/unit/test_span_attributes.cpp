@@ -61,12 +61,15 @@ TEST(SpanAttributes, CleanCloseWithHandshake) {
   s.handshake_rtt_us = 2500;
   s.retransmits_sent = 2;
   s.retransmits_received = 3;
+  s.zero_windows_sent = 4;
+  s.zero_windows_received = 5;
   const std::string text = format(s);
   const json j = parse_json(text);
   ASSERT_TRUE(j.is_object()) << text;
   EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.mid_stream",
                                             "tcp.handshake_completed", "tcp.handshake_rtt_us",
-                                            "tcp.retransmits_sent", "tcp.retransmits_received"}));
+                                            "tcp.retransmits_sent", "tcp.retransmits_received",
+                                            "tcp.zero_windows_sent", "tcp.zero_windows_received"}));
   EXPECT_EQ(j["tcp.close_reason"], "fin");
   EXPECT_EQ(j["tcp.reset"], false);
   EXPECT_EQ(j["tcp.mid_stream"], false);
@@ -75,6 +78,8 @@ TEST(SpanAttributes, CleanCloseWithHandshake) {
   EXPECT_EQ(j["tcp.handshake_rtt_us"], 2500);
   EXPECT_EQ(j["tcp.retransmits_sent"], 2);
   EXPECT_EQ(j["tcp.retransmits_received"], 3);
+  EXPECT_EQ(j["tcp.zero_windows_sent"], 4);
+  EXPECT_EQ(j["tcp.zero_windows_received"], 5);
 }
 
 TEST(SpanAttributes, ResetMidStream) {
@@ -86,7 +91,8 @@ TEST(SpanAttributes, ResetMidStream) {
   const json j = parse_json(format(s));
   EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.reset_by",
                                             "tcp.mid_stream", "tcp.handshake_completed",
-                                            "tcp.retransmits_sent", "tcp.retransmits_received"}));
+                                            "tcp.retransmits_sent", "tcp.retransmits_received",
+                                            "tcp.zero_windows_sent", "tcp.zero_windows_received"}));
   EXPECT_EQ(j["tcp.close_reason"], "rst");
   EXPECT_EQ(j["tcp.reset"], true);
   EXPECT_EQ(j["tcp.reset_by"], "server");
@@ -132,6 +138,8 @@ Span worst_case() {
   s.handshake_rtt_us = std::numeric_limits<int64_t>::max();
   s.retransmits_sent = std::numeric_limits<uint32_t>::max();
   s.retransmits_received = std::numeric_limits<uint32_t>::max();
+  s.zero_windows_sent = std::numeric_limits<uint32_t>::max();
+  s.zero_windows_received = std::numeric_limits<uint32_t>::max();
   return s;
 }
 
@@ -141,6 +149,8 @@ TEST(SpanAttributes, LargestOutputFitsTheMaximum) {
   EXPECT_EQ(j["tcp.handshake_rtt_us"].get<int64_t>(), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(j["tcp.retransmits_sent"].get<uint64_t>(), 4294967295u);
   EXPECT_EQ(j["tcp.retransmits_received"].get<uint64_t>(), 4294967295u);
+  EXPECT_EQ(j["tcp.zero_windows_sent"].get<uint64_t>(), 4294967295u);
+  EXPECT_EQ(j["tcp.zero_windows_received"].get<uint64_t>(), 4294967295u);
   EXPECT_EQ(j["tcp.close_reason"], "capture_stopped");
 }
 
