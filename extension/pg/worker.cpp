@@ -451,7 +451,9 @@ void run() {
   }
   if (!opened) fail_and_exit(error);
 
-  // Rows a worker before this one left (it crashed, or the server did).
+  // Rows a worker of this interface left behind when it ended without its
+  // final report (it failed, or was killed; a crash of the server empties
+  // the unlogged table anyway).
   write_open_connections(true);
 
   WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 4);
