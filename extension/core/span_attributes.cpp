@@ -28,8 +28,9 @@ void tcp_attributes(const Span& s, AttributeSink& out) {
     out.number("tcp.handshake_rtt_us", static_cast<uint64_t>(s.handshake_rtt_us));
   out.number("tcp.retransmits_sent", s.retransmits_sent);
   out.number("tcp.retransmits_received", s.retransmits_received);
-  out.number("tcp.zero_windows_sent", s.zero_windows_sent);
-  out.number("tcp.zero_windows_received", s.zero_windows_received);
+  // Rare, and every attribute costs every row its bytes: only when there were any.
+  if (s.zero_windows_sent > 0) out.number("tcp.zero_windows_sent", s.zero_windows_sent);
+  if (s.zero_windows_received > 0) out.number("tcp.zero_windows_received", s.zero_windows_received);
 }
 
 size_t format_tcp_attributes(const Span& s, char* buf, size_t size) {

@@ -333,7 +333,7 @@ def test_zero_windows_of_a_receiver_that_does_not_read(cluster, capture, pods):
     attrs = span["attributes"]
     assert attrs["tcp.close_reason"] == "rst" and attrs["tcp.reset_by"] == "client", attrs
     assert attrs["tcp.zero_windows_received"] >= 2, attrs  # the close, and the probes' answers
-    assert attrs["tcp.zero_windows_sent"] == 0, attrs
+    assert "tcp.zero_windows_sent" not in attrs, attrs  # none: not written
     assert 0 < span["bytes_sent"] <= res["sent"], (span, res)
     # a few kilobytes each way never fill a window: none (a 200 KB transfer to
     # this Python server can: its buffer fills for a moment, and that is a
@@ -341,7 +341,8 @@ def test_zero_windows_of_a_receiver_that_does_not_read(cluster, capture, pods):
     _, addr, bport = pods.byte_server(2)
     conn = pods.batch(1, addr, bport, [[3000, 3000]])[0]
     normal = wait_span_for(cluster, conn["laddr"], conn["lport"], addr, bport)[0]["attributes"]
-    assert (normal["tcp.zero_windows_sent"], normal["tcp.zero_windows_received"]) == (0, 0), normal
+    assert "tcp.zero_windows_sent" not in normal, normal
+    assert "tcp.zero_windows_received" not in normal, normal
 
 
 def test_four_tuple_reused_at_once(cluster, capture, pods):
