@@ -532,6 +532,45 @@ void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan
   execute(plan, args);
 }
 
+// One transaction of the worker: body() runs with SPI connected, a snapshot
+// and `activity` in pg_stat_activity, in the memory context `rows`; then the
+// commit, the statistics report, and after_commit(). If anything raises an
+// error the transaction is aborted and the error is in `error`. `rows` is
+// reset either way.
+template <class Body, class AfterCommit>
+bool in_transaction(MemoryContext rows, const char* activity, Body body, AfterCommit after_commit,
+                    char* error, size_t error_size) {
+  bool ok = pg_call_noexcept(
+      [&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        pgstat_report_activity(STATE_RUNNING, activity);
+        MemoryContext old = MemoryContextSwitchTo(rows);
+        body();
+        MemoryContextSwitchTo(old);
+        SPI_finish();
+        PopActiveSnapshot();
+        CommitTransactionCommand();
+        pgstat_report_stat(false);
+        pgstat_report_activity(STATE_IDLE, nullptr);
+        after_commit();
+      },
+      error, error_size);
+  if (!ok) {
+    char abort_error[256];
+    pg_call_noexcept(
+        [&] {
+          AbortCurrentTransaction();
+          pgstat_report_activity(STATE_IDLE, nullptr);
+        },
+        abort_error, sizeof(abort_error));
+  }
+  MemoryContextReset(rows);
+  return ok;
+}
+
 }  // namespace
 
 void SpanStore::prepare() {
@@ -656,14 +695,9 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
   if (!resolve_and_fold(b, error, error_size)) return false;
 
   const char* why = g_direct_insert ? nullptr : "ebpf_capture.direct_insert is off";
-  bool ok = pg_call_noexcept(
+  return in_transaction(
+      batch, "ebpf_capture: inserting spans",
       [&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, "ebpf_capture: inserting spans");
-        MemoryContext old = MemoryContextSwitchTo(batch);
         const Oid spans =
             g_direct_insert ? get_relname_relid("spans", spans_namespace_) : InvalidOid;
         if (g_direct_insert && !OidIsValid(spans))
@@ -693,12 +727,8 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
           rollup_values(rollup_, rollup_args);
           execute(rollup_plan, rollup_args);
         }
-        MemoryContextSwitchTo(old);
-        SPI_finish();
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_stat(false);
-        pgstat_report_activity(STATE_IDLE, nullptr);
+      },
+      [&] {
         // A batch of pod changes alone says nothing about how spans go in.
         if (b.ntcp + b.nhttp > 0 && why != direct_refused_) {
           if (why != nullptr)
@@ -709,17 +739,6 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
         }
       },
       error, error_size);
-  if (!ok) {
-    char abort_error[256];
-    pg_call_noexcept(
-        [&] {
-          AbortCurrentTransaction();
-          pgstat_report_activity(STATE_IDLE, nullptr);
-        },
-        abort_error, sizeof(abort_error));
-  }
-  MemoryContextReset(batch);
-  return ok;
 }
 
 bool SpanStore::replace_open(const Span* open, size_t n, const kube::PodCache* peers,
@@ -734,51 +753,27 @@ bool SpanStore::replace_open(const Span* open, size_t n, const kube::PodCache* p
     strlcpy(error, "out of memory naming the open connections", error_size);
     return false;
   }
-  MemoryContext batch = static_cast<MemoryContext>(batch_context_);
   SPIPlanPtr delete_plan = static_cast<SPIPlanPtr>(open_delete_plan_);
   SPIPlanPtr insert_plan = static_cast<SPIPlanPtr>(open_insert_plan_);
-  bool ok = pg_call_noexcept(
+  return in_transaction(
+      static_cast<MemoryContext>(batch_context_), "ebpf_capture: reporting open connections",
       [&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, "ebpf_capture: reporting open connections");
-        MemoryContext old = MemoryContextSwitchTo(batch);
         const RowConstants k(interface);
         Datum iface[1] = {k.interface};
         execute(delete_plan, iface, SPI_OK_DELETE);
-        if (n > 0) {
-          ArrayRows rows(kOpenSpecs, kOpenColumns, static_cast<int>(n));
-          Datum v[kOpenColumns];
-          bool null[kOpenColumns];
-          for (size_t i = 0; i < n; i++) {
-            open_row(open[i], k, peers_.data() + 2 * i, v, null);
-            rows.add(v, null);
-          }
-          Datum args[kOpenColumns];
-          rows.arrays(args);
-          execute(insert_plan, args);
+        if (n == 0) return;
+        ArrayRows rows(kOpenSpecs, kOpenColumns, static_cast<int>(n));
+        Datum v[kOpenColumns];
+        bool null[kOpenColumns];
+        for (size_t i = 0; i < n; i++) {
+          open_row(open[i], k, peers_.data() + 2 * i, v, null);
+          rows.add(v, null);
         }
-        MemoryContextSwitchTo(old);
-        SPI_finish();
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_stat(false);
-        pgstat_report_activity(STATE_IDLE, nullptr);
+        Datum args[kOpenColumns];
+        rows.arrays(args);
+        execute(insert_plan, args);
       },
-      error, error_size);
-  if (!ok) {
-    char abort_error[256];
-    pg_call_noexcept(
-        [&] {
-          AbortCurrentTransaction();
-          pgstat_report_activity(STATE_IDLE, nullptr);
-        },
-        abort_error, sizeof(abort_error));
-  }
-  MemoryContextReset(batch);
-  return ok;
+      [] {}, error, error_size);
 }
 
 }  // namespace ebpfc::pg
