@@ -27,7 +27,10 @@ def raise_fd_limit(n):
 
 
 def serve(args):
-    raise_fd_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 256)
+    # as many connections as the hard limit allows
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sel = selectors.DefaultSelector()
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
