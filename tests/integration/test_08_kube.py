@@ -15,6 +15,7 @@ import pytest
 from conftest import (
     NETUTIL, REPO, node_ns, norm_ip, pod_ip4, set_guc, wait_for, wait_spans_for_port,
 )
+from test_13_span_store import log_lines_since, spans_trigger
 
 FAKE = str(REPO / "tests" / "kube" / "fake_kube_api.py")
 
@@ -152,6 +153,36 @@ def test_open_connections_name_both_ends(cluster, capture, pods, metadata):
         client.command("close")
     finally:
         set_guc(cluster, "ebpf_capture.open_connections_interval", None)
+
+
+def test_a_batch_of_pod_changes_alone_says_nothing_of_the_insert_path(cluster, capture, pods,
+                                                                      metadata):
+    """The worker logs when spans change path (straight into the table, or
+    through INSERT because of a trigger). A batch that holds only pod changes
+    writes no span and must not log that spans are written directly again."""
+    api = metadata
+    api.call("add_pod", name="first", namespace="batch", ip=pod_ip4(3), node="node-a")
+    wait_synced(cluster, 1)
+    _, addr, port = pods.byte_server(2)
+    log_start = cluster.log_size()
+    with spans_trigger(cluster):
+        pods.batch(1, addr, port, [[1, 1]])
+        wait_spans_for_port(cluster, port, 1)
+        wait_for(lambda: log_lines_since(cluster, log_start, "because it has triggers"), 10,
+                 desc="the log saying why spans go through INSERT")
+    after_drop = cluster.log_size()
+    spans_before = cluster.span_count()
+    api.call("add_pod", name="second", namespace="batch", ip=pod_ip4(4), node="node-a")
+    wait_for(lambda: cluster.sql("SELECT 1 FROM pods WHERE name = 'second'"), 10,
+             desc="the pods-only batch")
+    assert cluster.span_count() == spans_before, "a span was written: not a pods-only batch"
+    assert not log_lines_since(cluster, after_drop, "spans are written directly again"), \
+        cluster.log_text(after_drop)
+    # the next spans go straight in again, and say so
+    pods.batch(1, addr, port, [[2, 2]])
+    wait_spans_for_port(cluster, port, 2)
+    wait_for(lambda: log_lines_since(cluster, after_drop, "spans are written directly again"), 10,
+             desc="the log saying spans are written directly again")
 
 
 def test_capture_started_with_the_api_configured_syncs(cluster, capture, metadata):
