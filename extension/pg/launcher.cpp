@@ -14,6 +14,7 @@
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
+#include "pg/transaction.h"
 
 namespace ebpfc::pg {
 namespace {
@@ -38,38 +39,26 @@ SlotControl g_control[kMaxSlots];
 int read_enabled(char names[][IFNAMSIZ], int max) {
   volatile int n = 0;
   char error[512];
-  bool ok = pg_call_noexcept(
+  const bool ok = in_transaction(
+      "ebpf_capture: reading captures",
       [&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, "ebpf_capture: reading captures");
         const char* schema = extension_schema_quoted();
-        if (schema != nullptr) {
-          const char* sql = psprintf(
-              "SELECT interface FROM %s.captures WHERE enabled ORDER BY interface", schema);
-          if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
-            elog(ERROR, "ebpf_capture: cannot read the captures table");
-          for (uint64 i = 0; i < SPI_processed && n < max; i++) {
-            bool isnull = false;
-            Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-            if (isnull) continue;
-            char* name = TextDatumGetCString(d);
-            strlcpy(names[n], name, IFNAMSIZ);
-            n = n + 1;
-          }
+        if (schema == nullptr) return;
+        const char* sql =
+            psprintf("SELECT interface FROM %s.captures WHERE enabled ORDER BY interface", schema);
+        if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+          elog(ERROR, "ebpf_capture: cannot read the captures table");
+        for (uint64 i = 0; i < SPI_processed && n < max; i++) {
+          bool isnull = false;
+          Datum d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+          if (isnull) continue;
+          char* name = TextDatumGetCString(d);
+          strlcpy(names[n], name, IFNAMSIZ);
+          n = n + 1;
         }
-        SPI_finish();
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_stat(false);
-        pgstat_report_activity(STATE_IDLE, nullptr);
       },
       error, sizeof(error));
   if (!ok) {
-    char ignored[64];
-    pg_call_noexcept([&] { AbortCurrentTransaction(); }, ignored, sizeof(ignored));
     ereport(LOG, (errmsg("ebpf_capture launcher: %s", error)));
     return -1;
   }

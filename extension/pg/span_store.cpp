@@ -13,6 +13,7 @@
 #include "pg/guc.h"
 #include "pg/jsonb_attributes.h"
 #include "pg/pg_guard.h"
+#include "pg/transaction.h"
 
 namespace ebpfc::pg {
 
@@ -532,41 +533,19 @@ void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan
   execute(plan, args);
 }
 
-// One transaction of the worker: body() runs with SPI connected, a snapshot
-// and `activity` in pg_stat_activity, in the memory context `rows`; then the
-// commit, the statistics report, and after_commit(). If anything raises an
-// error the transaction is aborted and the error is in `error`. `rows` is
-// reset either way.
+// A transaction whose rows are built in the batch context `rows`, which is
+// reset after it either way.
 template <class Body, class AfterCommit>
-bool in_transaction(MemoryContext rows, const char* activity, Body body, AfterCommit after_commit,
-                    char* error, size_t error_size) {
-  bool ok = pg_call_noexcept(
+bool batch_transaction(MemoryContext rows, const char* activity, Body body,
+                       AfterCommit after_commit, char* error, size_t error_size) {
+  const bool ok = in_transaction(
+      activity,
       [&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
-        pgstat_report_activity(STATE_RUNNING, activity);
         MemoryContext old = MemoryContextSwitchTo(rows);
         body();
         MemoryContextSwitchTo(old);
-        SPI_finish();
-        PopActiveSnapshot();
-        CommitTransactionCommand();
-        pgstat_report_stat(false);
-        pgstat_report_activity(STATE_IDLE, nullptr);
-        after_commit();
       },
-      error, error_size);
-  if (!ok) {
-    char abort_error[256];
-    pg_call_noexcept(
-        [&] {
-          AbortCurrentTransaction();
-          pgstat_report_activity(STATE_IDLE, nullptr);
-        },
-        abort_error, sizeof(abort_error));
-  }
+      after_commit, error, error_size);
   MemoryContextReset(rows);
   return ok;
 }
@@ -578,78 +557,82 @@ void SpanStore::prepare() {
     batch_context_ =
         AllocSetContextCreate(TopMemoryContext, "ebpf_capture span batch", ALLOCSET_DEFAULT_SIZES);
     direct_ = new (MemoryContextAlloc(TopMemoryContext, sizeof(DirectInsert))) DirectInsert();
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    SPI_connect();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    spans_namespace_ = extension_namespace();
-    if (!OidIsValid(spans_namespace_)) elog(ERROR, "extension \"ebpf_capture\" is not installed");
-    const char* schema = schema_quoted(spans_namespace_);
-    tcp_plan_ = prepare_array_insert(schema, "spans", kTcpColumns.spec, kTcpColumns.n);
-    http_plan_ = prepare_array_insert(schema, "spans", kHttpColumns.spec, kHttpColumns.n);
-    open_insert_plan_ = prepare_array_insert(schema, "open_connections", kOpenSpecs, kOpenColumns);
-    Oid text_type[1] = {TEXTOID};
-    open_delete_plan_ = prepare_plan(
-        psprintf("DELETE FROM %s.open_connections WHERE interface = $1", schema), 1, text_type);
-
-    // The pods table mirrors the cache's change feed; a pod may appear more
-    // than once in a batch: the last record of a uid wins.
-    Oid pod_types[kPodArgs] = {TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
-                               TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
-                               TEXTARRAYOID,        TEXTARRAYOID,        BOOLARRAYOID,
-                               TEXTARRAYOID,        TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-                               TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-    pod_plan_ = prepare_plan(
-        psprintf("INSERT INTO %s.pods AS p (uid, namespace, name, ips, node, workload, "
-                 "workload_kind, phase, host_network, labels, created_at, first_seen, "
-                 "last_seen, deleted_at) "
-                 "SELECT DISTINCT ON (u) u, ns, n, string_to_array(ips, ',')::inet[], node, w, "
-                 "wk, ph, hn, l::jsonb, ca, coalesce(fs, now()), coalesce(ls, now()), da "
-                 "FROM unnest(%s) WITH ORDINALITY "
-                 "AS x(u, ns, n, ips, node, w, wk, ph, hn, l, ca, fs, ls, da, ord) "
-                 "ORDER BY u, ord DESC "
-                 "ON CONFLICT (uid) DO UPDATE SET namespace = EXCLUDED.namespace, "
-                 "name = EXCLUDED.name, ips = EXCLUDED.ips, node = EXCLUDED.node, "
-                 "workload = EXCLUDED.workload, workload_kind = EXCLUDED.workload_kind, "
-                 "phase = EXCLUDED.phase, host_network = EXCLUDED.host_network, "
-                 "labels = EXCLUDED.labels, created_at = EXCLUDED.created_at, "
-                 "first_seen = least(p.first_seen, EXCLUDED.first_seen), "
-                 "last_seen = greatest(p.last_seen, EXCLUDED.last_seen), "
-                 "deleted_at = EXCLUDED.deleted_at",
-                 schema, params(1, kPodArgs)),
-        kPodArgs, pod_types);
-
-    // The batch's share of the per-minute service map rollup. Node ids,
-    // titles and subtitles come from the same SQL functions the map reads
-    // raw spans with; rows are upserted in key order so that two workers
-    // never wait on each other's rows in opposite orders.
-    Oid rollup_types[kRollupArgs] = {
-        TIMESTAMPTZARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-        TEXTARRAYOID,        INETARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-        TEXTARRAYOID,        INETARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-    rollup_plan_ = prepare_plan(
-        psprintf("INSERT INTO %1$s.service_map_minutes AS m (minute, src_id, dst_id, bucket, "
-                 "src_title, src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, "
-                 "bytes_received) "
-                 "SELECT mi, %1$s._service_map_node_id(sns, sw, sp, sn, sa), "
-                 "%1$s._service_map_node_id(dns, dw, dp, dn, da), b, "
-                 "min(%1$s._service_map_node_title(sw, sp, sn, sa)), "
-                 "min(%1$s._service_map_node_subtitle(sns, sw, swk, sp, sn)), "
-                 "min(%1$s._service_map_node_title(dw, dp, dn, da)), "
-                 "min(%1$s._service_map_node_subtitle(dns, dw, dwk, dp, dn)), "
-                 "sum(n), sum(e), sum(bs), sum(br) "
-                 "FROM (SELECT %2$s) AS u "
-                 "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
-                 "ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE "
-                 "SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors, "
-                 "bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent, "
-                 "bytes_received = m.bytes_received + EXCLUDED.bytes_received",
-                 schema, unnest_list(1, "mi b sp sns sw swk sn sa dp dns dw dwk dn da n e bs br")),
-        kRollupArgs, rollup_types);
-    SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
   });
+  char error[1024];
+  const bool ok = in_transaction(
+      "ebpf_capture: preparing the inserts",
+      [&] {
+        spans_namespace_ = extension_namespace();
+        if (!OidIsValid(spans_namespace_))
+          elog(ERROR, "extension \"ebpf_capture\" is not installed");
+        const char* schema = schema_quoted(spans_namespace_);
+        tcp_plan_ = prepare_array_insert(schema, "spans", kTcpColumns.spec, kTcpColumns.n);
+        http_plan_ = prepare_array_insert(schema, "spans", kHttpColumns.spec, kHttpColumns.n);
+        open_insert_plan_ =
+            prepare_array_insert(schema, "open_connections", kOpenSpecs, kOpenColumns);
+        Oid text_type[1] = {TEXTOID};
+        open_delete_plan_ = prepare_plan(
+            psprintf("DELETE FROM %s.open_connections WHERE interface = $1", schema), 1, text_type);
+
+        // The pods table mirrors the cache's change feed; a pod may appear more
+        // than once in a batch: the last record of a uid wins.
+        Oid pod_types[kPodArgs] = {TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
+                                   TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
+                                   TEXTARRAYOID,        TEXTARRAYOID,        BOOLARRAYOID,
+                                   TEXTARRAYOID,        TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+                                   TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
+        pod_plan_ = prepare_plan(
+            psprintf("INSERT INTO %s.pods AS p (uid, namespace, name, ips, node, workload, "
+                     "workload_kind, phase, host_network, labels, created_at, first_seen, "
+                     "last_seen, deleted_at) "
+                     "SELECT DISTINCT ON (u) u, ns, n, string_to_array(ips, ',')::inet[], node, w, "
+                     "wk, ph, hn, l::jsonb, ca, coalesce(fs, now()), coalesce(ls, now()), da "
+                     "FROM unnest(%s) WITH ORDINALITY "
+                     "AS x(u, ns, n, ips, node, w, wk, ph, hn, l, ca, fs, ls, da, ord) "
+                     "ORDER BY u, ord DESC "
+                     "ON CONFLICT (uid) DO UPDATE SET namespace = EXCLUDED.namespace, "
+                     "name = EXCLUDED.name, ips = EXCLUDED.ips, node = EXCLUDED.node, "
+                     "workload = EXCLUDED.workload, workload_kind = EXCLUDED.workload_kind, "
+                     "phase = EXCLUDED.phase, host_network = EXCLUDED.host_network, "
+                     "labels = EXCLUDED.labels, created_at = EXCLUDED.created_at, "
+                     "first_seen = least(p.first_seen, EXCLUDED.first_seen), "
+                     "last_seen = greatest(p.last_seen, EXCLUDED.last_seen), "
+                     "deleted_at = EXCLUDED.deleted_at",
+                     schema, params(1, kPodArgs)),
+            kPodArgs, pod_types);
+
+        // The batch's share of the per-minute service map rollup. Node ids,
+        // titles and subtitles come from the same SQL functions the map reads
+        // raw spans with; rows are upserted in key order so that two workers
+        // never wait on each other's rows in opposite orders.
+        Oid rollup_types[kRollupArgs] = {
+            TIMESTAMPTZARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+            TEXTARRAYOID,        TEXTARRAYOID, INETARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+            TEXTARRAYOID,        TEXTARRAYOID, TEXTARRAYOID, INETARRAYOID, INT8ARRAYOID,
+            INT8ARRAYOID,        INT8ARRAYOID, INT8ARRAYOID};
+        rollup_plan_ = prepare_plan(
+            psprintf("INSERT INTO %1$s.service_map_minutes AS m (minute, src_id, dst_id, bucket, "
+                     "src_title, src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, "
+                     "bytes_received) "
+                     "SELECT mi, %1$s._service_map_node_id(sns, sw, sp, sn, sa), "
+                     "%1$s._service_map_node_id(dns, dw, dp, dn, da), b, "
+                     "min(%1$s._service_map_node_title(sw, sp, sn, sa)), "
+                     "min(%1$s._service_map_node_subtitle(sns, sw, swk, sp, sn)), "
+                     "min(%1$s._service_map_node_title(dw, dp, dn, da)), "
+                     "min(%1$s._service_map_node_subtitle(dns, dw, dwk, dp, dn)), "
+                     "sum(n), sum(e), sum(bs), sum(br) "
+                     "FROM (SELECT %2$s) AS u "
+                     "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+                     "ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE "
+                     "SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors, "
+                     "bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent, "
+                     "bytes_received = m.bytes_received + EXCLUDED.bytes_received",
+                     schema,
+                     unnest_list(1, "mi b sp sns sw swk sn sa dp dns dw dwk dn da n e bs br")),
+            kRollupArgs, rollup_types);
+      },
+      error, sizeof(error));
+  if (!ok) throw PgError(error);
 }
 
 bool SpanStore::resolve_and_fold(const Batch& b, char* error, size_t error_size) noexcept {
@@ -695,7 +678,7 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
   if (!resolve_and_fold(b, error, error_size)) return false;
 
   const char* why = g_direct_insert ? nullptr : "ebpf_capture.direct_insert is off";
-  return in_transaction(
+  return batch_transaction(
       batch, "ebpf_capture: inserting spans",
       [&] {
         const Oid spans =
@@ -755,7 +738,7 @@ bool SpanStore::replace_open(const Span* open, size_t n, const kube::PodCache* p
   }
   SPIPlanPtr delete_plan = static_cast<SPIPlanPtr>(open_delete_plan_);
   SPIPlanPtr insert_plan = static_cast<SPIPlanPtr>(open_insert_plan_);
-  return in_transaction(
+  return batch_transaction(
       static_cast<MemoryContext>(batch_context_), "ebpf_capture: reporting open connections",
       [&] {
         const RowConstants k(interface);
