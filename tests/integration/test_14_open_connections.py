@@ -68,11 +68,12 @@ def test_listed_with_its_bytes_until_it_closes(cluster, capture, pods):
         assert cluster.spans("src_port = %s AND dst_port = %s", (info["lport"], port)) == []
 
         # The next reports carry the bytes sent since.
-        first_report = row["reported_at"]
+        first = row
         client.command("round 1000 10")
         row = wait_open_bytes(cluster, info, port, 108 + 1008, 2010)
-        assert row["reported_at"] > first_report, row
-        assert row["start_time"] == wait_open_bytes(cluster, info, port, 1116, 2010)["start_time"]
+        assert row["reported_at"] > first["reported_at"], (first, row)
+        assert row["start_time"] == first["start_time"], (first, row)
+        assert row["last_seen"] > first["last_seen"], (first, row)
 
         client.command("close")
         spans = wait_span_for(cluster, info["laddr"], info["lport"], addr, port)
