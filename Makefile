@@ -9,7 +9,7 @@
 
 EXTENSION = ebpf_capture
 MODULE_big = ebpf_capture
-DATA = sql/ebpf_capture--0.1.sql
+DATA = sql/ebpf_capture--0.1.sql sql/ebpf_capture--0.1--0.2.sql
 
 CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o extension/core/attribute_sink.o \
 	extension/core/flow_span.o extension/core/span_attributes.o \
