@@ -16,7 +16,9 @@ CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o extension/core
 	extension/core/text_sanitize.o extension/core/http_span.o \
 	extension/core/http_exchange.o extension/core/http_message.o \
 	extension/core/http_reorder.o extension/core/http_stream.o \
-	extension/core/http_traceparent.o extension/core/http_tracker.o extension/core/edge_rollup.o
+	extension/core/http_traceparent.o extension/core/http_tracker.o extension/core/edge_rollup.o \
+	extension/core/disk_guard.o extension/core/fault.o extension/core/span_batch.o \
+	extension/core/chunk_resolve.o
 CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o \
 	extension/capture/bridge_watch.o extension/capture/link_messages.o
 KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube_objects \
@@ -25,7 +27,8 @@ KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube
 PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
 	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
 	extension/pg/sql_api.o extension/pg/catalog.o extension/pg/jsonb_attributes.o \
-	extension/pg/direct_insert.o
+	extension/pg/direct_insert.o extension/pg/storage_maintenance.o \
+	extension/pg/supervisor.o
 OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
 
 BUILD = build
@@ -43,7 +46,7 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 SHLIB_LINK = -lbpf -lelf -lz -lcurl -lstdc++
 EXTRA_CLEAN = $(BUILD) results regression.diffs regression.out
 
-REGRESS = api errors
+REGRESS = api errors storage writes
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=$(BUILD)/regress
 
 # Debian's PostgreSQL builds JIT bitcode with clang in C++14 mode; we are C++17

@@ -4,3 +4,792 @@
 -- ebpf_capture--0.1.sql, then this. A fresh install and an upgraded one
 -- therefore have the same objects, built by the same statements.
 \echo Use "ALTER EXTENSION ebpf_capture UPDATE" to load this file. \quit
+
+-- Everything below names its schema: nothing a user created in a schema on
+-- the caller's search_path can stand in for a built-in function, operator
+-- or type while this script runs. (CREATE EXTENSION restores the caller's
+-- search_path afterwards.)
+SET LOCAL search_path TO pg_catalog, pg_temp;
+
+-- ============================================================================
+-- Storage: time partitions, retention, a disk guard
+-- ============================================================================
+--
+-- spans and service_map_minutes are partitioned by range of time (start_time,
+-- minute). The launcher (a background process of the extension) keeps the
+-- partitions: it creates them ahead of time, drops whole partitions older
+-- than the retention or beyond the size cap, and drops the oldest first when
+-- the data directory's file system runs short of space. No DELETE, no bloat,
+-- no cron.
+--
+-- Each table also has a DEFAULT partition, *_late: rows whose time has no
+-- partition. The worker writes there a span that starts before the oldest
+-- time partition kept (a connection open longer than the retention, ending
+-- now): it is kept until its end_time is older than the retention. Rows that
+-- land there for a time that does have a place (written before the launcher
+-- made the partition) are moved into the partition when it is made.
+
+-- The partitions of a table of ours and their time ranges: [range_start,
+-- range_end), -infinity/infinity for MINVALUE/MAXVALUE; the default partition
+-- has both NULL. Read from the catalogs, so a partition a user attached or
+-- dropped by hand is seen too.
+CREATE FUNCTION @extschema@._storage_partitions_of(parent regclass)
+RETURNS TABLE (partition regclass, range_start timestamptz, range_end timestamptz,
+               is_default boolean)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET "DateStyle" = 'ISO, YMD'
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    r record;
+    bound text;
+    lo text;
+    hi text;
+BEGIN
+    FOR r IN
+        SELECT i.inhrelid::regclass AS rel, pg_get_expr(c.relpartbound, c.oid) AS expr
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = parent
+    LOOP
+        partition := r.rel;
+        bound := r.expr;
+        IF bound = 'DEFAULT' THEN
+            range_start := NULL;
+            range_end := NULL;
+            is_default := true;
+        ELSE
+            -- FOR VALUES FROM ('2026-12-03 08:00:00+00') TO (MAXVALUE)
+            lo := substring(bound FROM '^FOR VALUES FROM \((.*)\) TO \(');
+            hi := substring(bound FROM '\) TO \((.*)\)$');
+            range_start := CASE WHEN lo = 'MINVALUE' THEN '-infinity'::timestamptz
+                                WHEN lo = 'MAXVALUE' THEN 'infinity'::timestamptz
+                                ELSE btrim(lo, '''')::timestamptz END;
+            range_end := CASE WHEN hi = 'MINVALUE' THEN '-infinity'::timestamptz
+                              WHEN hi = 'MAXVALUE' THEN 'infinity'::timestamptz
+                              ELSE btrim(hi, '''')::timestamptz END;
+            is_default := false;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- The time column a table of ours is partitioned by (its partition key).
+CREATE FUNCTION @extschema@._storage_time_column(parent regclass) RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT a.attname::text
+    FROM pg_catalog.pg_partitioned_table pt
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+    WHERE pt.partrelid = parent;
+END;
+
+-- Makes the partition of `parent` that holds time t, if there is none:
+-- [date_bin(step, t), + step), clipped to the neighbouring partitions so
+-- that a change of step never makes ranges overlap. Rows the default
+-- partition holds for that range are moved into it first. The new table is
+-- attached, not created as a partition: ATTACH takes only a SHARE UPDATE
+-- EXCLUSIVE lock on the parent, which inserts do not wait for. Returns the
+-- new partition, or NULL if t had one already.
+CREATE FUNCTION @extschema@._storage_make_partition(parent regclass, t timestamptz, step interval)
+RETURNS regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET "DateStyle" = 'ISO, YMD'
+SET "TimeZone" = 'UTC'
+AS $$
+DECLARE
+    col text := @extschema@._storage_time_column(parent);
+    lo timestamptz;
+    hi timestamptz;
+    nsp text;
+    base text;
+    name text;
+    late regclass;
+    part regclass;
+BEGIN
+    IF step IS NULL OR step <= interval '0' THEN
+        RAISE EXCEPTION 'partition interval must be positive, not % seconds',
+            extract(epoch FROM step)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT isfinite(t) THEN
+        RETURN NULL;
+    END IF;
+    lo := date_bin(step, t, '2000-01-01 00:00:00+00');
+    hi := lo + step;
+    IF EXISTS (SELECT 1 FROM @extschema@._storage_partitions_of(parent) p
+               WHERE NOT p.is_default AND t >= p.range_start AND t < p.range_end) THEN
+        RETURN NULL;
+    END IF;
+    SELECT greatest(lo, max(p.range_end)) INTO lo
+    FROM @extschema@._storage_partitions_of(parent) p
+    WHERE NOT p.is_default AND p.range_end <= t;
+    SELECT least(hi, min(p.range_start)) INTO hi
+    FROM @extschema@._storage_partitions_of(parent) p
+    WHERE NOT p.is_default AND p.range_start > t;
+    SELECT n.nspname, c.relname INTO nsp, base
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = parent;
+    name := base || '_p' || to_char(lo, 'YYYYMMDD_HH24MISS');
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+                   'INCLUDING STORAGE INCLUDING COMMENTS)', nsp, name, nsp, base);
+    part := format('%I.%I', nsp, name)::regclass;
+    -- The partition constraint, stated: ATTACH then needs no scan to prove it.
+    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I >= %L AND %I < %L)',
+                   part, name || '_range', col, lo, col, hi);
+    SELECT p.partition INTO late FROM @extschema@._storage_partitions_of(parent) p
+    WHERE p.is_default;
+    IF late IS NOT NULL THEN
+        EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= %L AND %I < %L RETURNING *) '
+                       'INSERT INTO %s SELECT * FROM moved', late, col, lo, col, hi, part);
+    END IF;
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                   parent, part, lo, hi);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', part, name || '_range');
+    RETURN part;
+END
+$$;
+
+-- Makes the partitions of `parent` for [now, now + ahead), and for the rows
+-- its default partition holds that are not older than the oldest time
+-- partition (written before their partition was made; older ones are the
+-- late rows that stay there). Returns the partitions made.
+CREATE FUNCTION @extschema@._storage_premake(parent regclass, step interval, ahead interval,
+                                             at timestamptz DEFAULT now())
+RETURNS SETOF regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col text := @extschema@._storage_time_column(parent);
+    t timestamptz := at;
+    oldest timestamptz;
+    late regclass;
+    part regclass;
+    bin timestamptz;
+BEGIN
+    SELECT min(p.range_start) INTO oldest FROM @extschema@._storage_partitions_of(parent) p
+    WHERE NOT p.is_default;
+    SELECT p.partition INTO late FROM @extschema@._storage_partitions_of(parent) p
+    WHERE p.is_default;
+    IF late IS NOT NULL THEN
+        FOR bin IN EXECUTE format(
+            'SELECT DISTINCT date_bin($1, %I, ''2000-01-01 00:00:00+00'') FROM %s '
+            'WHERE %I >= $2 ORDER BY 1', col, late, col)
+            USING step, coalesce(oldest, '-infinity')
+        LOOP
+            part := @extschema@._storage_make_partition(parent, bin, step);
+            IF part IS NOT NULL THEN
+                RETURN NEXT part;
+            END IF;
+        END LOOP;
+    END IF;
+    WHILE t < at + ahead LOOP
+        part := @extschema@._storage_make_partition(parent, t, step);
+        IF part IS NOT NULL THEN
+            RETURN NEXT part;
+        END IF;
+        SELECT p.range_end INTO t FROM @extschema@._storage_partitions_of(parent) p
+        WHERE NOT p.is_default AND t >= p.range_start AND t < p.range_end;
+    END LOOP;
+END
+$$;
+
+-- Drops the oldest time partition of `parent` if it ends at or before
+-- `cutoff` (retention), or, with cutoff NULL, if it ends at or before `at`
+-- (the size cap and the disk guard: never the partition being written now,
+-- nor one ahead). Returns what it dropped and its size, or no row. The
+-- caller sets a short lock_timeout: the drop needs an ACCESS EXCLUSIVE lock
+-- on the parent, and must not make the capture's inserts queue behind it.
+CREATE FUNCTION @extschema@._storage_drop_oldest(parent regclass, cutoff timestamptz,
+                                                 at timestamptz DEFAULT now())
+RETURNS TABLE (dropped text, range_start timestamptz, range_end timestamptz, bytes bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    victim regclass;
+BEGIN
+    SELECT p.partition, p.range_start, p.range_end INTO victim, range_start, range_end
+    FROM @extschema@._storage_partitions_of(parent) p
+    WHERE NOT p.is_default AND p.range_end <= coalesce(cutoff, at)
+    ORDER BY p.range_end
+    LIMIT 1;
+    IF victim IS NULL THEN
+        RETURN;
+    END IF;
+    dropped := victim::text;
+    bytes := pg_total_relation_size(victim);
+    EXECUTE format('DROP TABLE %s', victim);
+    RETURN NEXT;
+END
+$$;
+
+-- Deletes, a bounded number at a time, the rows of the default partition
+-- of `parent` that are past the retention: spans by end_time (a late span is
+-- kept for the retention after it ended), rollup rows by minute. Returns
+-- the number deleted.
+CREATE FUNCTION @extschema@._storage_trim_late(parent regclass, cutoff timestamptz,
+                                               max_rows int DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    late regclass;
+    col text := CASE WHEN @extschema@._storage_time_column(parent) = 'minute' THEN 'minute'
+                     ELSE 'end_time' END;
+    n bigint;
+BEGIN
+    SELECT p.partition INTO late FROM @extschema@._storage_partitions_of(parent) p
+    WHERE p.is_default;
+    IF late IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %I < $1 '
+                   'LIMIT $2))', late, late, col)
+        USING cutoff, max_rows;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Removes the history of pods deleted before the oldest span kept.
+CREATE FUNCTION @extschema@._storage_prune_pods() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    oldest timestamptz;
+    n bigint;
+BEGIN
+    SELECT min(s.start_time) INTO oldest FROM @extschema@.spans s;
+    IF oldest IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM @extschema@.pods p WHERE p.deleted_at < oldest;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- ---- spans becomes partitioned -------------------------------------------
+-- The 0.1 table is kept, with every row, as the partition of all times up to
+-- just after its newest span (or dropped if it is empty). It is no longer a member of the extension: an ordinary
+-- partition that retention drops like any other once it is old enough.
+ALTER TABLE @extschema@.spans RENAME TO spans_0_1;
+ALTER INDEX @extschema@.spans_start_time_idx RENAME TO spans_0_1_start_time_idx;
+ALTER INDEX @extschema@.spans_trace_id_idx RENAME TO spans_0_1_trace_id_idx;
+ALTER EXTENSION ebpf_capture DROP TABLE @extschema@.spans_0_1;
+
+CREATE TABLE @extschema@.spans (
+    trace_id         text COLLATE "C" NOT NULL,
+    span_id          text COLLATE "C" NOT NULL,
+    parent_span_id   text COLLATE "C",
+    name             text NOT NULL,
+    kind             text NOT NULL,
+    start_time       timestamptz NOT NULL,
+    end_time         timestamptz NOT NULL,
+    status           text NOT NULL,
+    protocol         text NOT NULL,
+    interface        text NOT NULL,
+    src_addr         inet NOT NULL,
+    dst_addr         inet NOT NULL,
+    src_port         int NOT NULL,
+    dst_port         int NOT NULL,
+    bytes_sent       bigint NOT NULL,
+    bytes_received   bigint NOT NULL,
+    packets_sent     bigint,
+    packets_received bigint,
+    attributes       jsonb NOT NULL DEFAULT '{}',
+    http_method      text,
+    http_target      text,
+    http_status      int,
+    src_pod           text,
+    src_namespace     text,
+    src_workload      text,
+    src_workload_kind text,
+    src_node          text,
+    dst_pod           text,
+    dst_namespace     text,
+    dst_workload      text,
+    dst_workload_kind text,
+    dst_node          text
+) PARTITION BY RANGE (start_time);
+COMMENT ON TABLE @extschema@.spans IS
+  'Observed network spans, partitioned by start_time (see storage_status()). tcp: one per connection, client = the side that sent the SYN, bytes_* are TCP payload bytes counted once each. http: one per request/response exchange, bytes_* are body bytes.';
+CREATE INDEX spans_start_time_idx ON @extschema@.spans (start_time);
+CREATE INDEX spans_trace_id_idx ON @extschema@.spans (trace_id);
+CREATE TABLE @extschema@.spans_late PARTITION OF @extschema@.spans DEFAULT;
+COMMENT ON TABLE @extschema@.spans_late IS
+  'Spans that started before the oldest time partition kept (connections open longer than ebpf_capture.retention); kept until their end_time is older than the retention.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.spans_late', '');
+
+-- ---- service_map_minutes becomes partitioned -----------------------------
+ALTER TABLE @extschema@.service_map_minutes RENAME TO service_map_minutes_0_1;
+ALTER INDEX @extschema@.service_map_minutes_pkey RENAME TO service_map_minutes_0_1_pkey;
+ALTER EXTENSION ebpf_capture DROP TABLE @extschema@.service_map_minutes_0_1;
+
+CREATE TABLE @extschema@.service_map_minutes (
+    minute            timestamptz NOT NULL,
+    src_id            text NOT NULL,
+    dst_id            text NOT NULL,
+    -- named as in 0.1: ATTACH matches a partition's CHECK constraints by name
+    bucket            smallint NOT NULL
+                      CONSTRAINT service_map_minutes_bucket_check CHECK (bucket BETWEEN 0 AND 112),
+    src_title         text NOT NULL,
+    src_subtitle      text NOT NULL,
+    dst_title         text NOT NULL,
+    dst_subtitle      text NOT NULL,
+    spans             bigint NOT NULL,
+    errors            bigint NOT NULL,
+    bytes_sent        bigint NOT NULL,
+    bytes_received    bigint NOT NULL,
+    PRIMARY KEY (minute, src_id, dst_id, bucket)
+) PARTITION BY RANGE (minute);
+COMMENT ON TABLE @extschema@.service_map_minutes IS
+  'The per-minute service map rollup, partitioned by minute; kept for ebpf_capture.rollup_retention.';
+CREATE TABLE @extschema@.service_map_minutes_late
+    PARTITION OF @extschema@.service_map_minutes DEFAULT;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.service_map_minutes_late', '');
+
+-- Attaches what 0.1 kept (or drops the empty tables), then makes the
+-- partitions of the coming hours, so that the first spans after the update
+-- have their place.
+DO $$
+DECLARE
+    step interval := coalesce(
+        nullif(current_setting('ebpf_capture.partition_interval', true), '')::interval,
+        interval '1 hour');
+    rollup_step interval := coalesce(
+        nullif(current_setting('ebpf_capture.rollup_partition_interval', true), '')::interval,
+        interval '1 day');
+    newest timestamptz;
+    part regclass;
+BEGIN
+    SELECT max(s.start_time) INTO newest FROM @extschema@.spans_0_1 s;
+    IF newest IS NULL THEN
+        DROP TABLE @extschema@.spans_0_1;
+    ELSE
+        -- up to just after its newest span: the first partition made after
+        -- it starts there (partitions are clipped to their neighbours)
+        EXECUTE format('ALTER TABLE @extschema@.spans ATTACH PARTITION @extschema@.spans_0_1 '
+                       'FOR VALUES FROM (MINVALUE) TO (%L)', newest + interval '1 microsecond');
+    END IF;
+    SELECT max(m.minute) INTO newest FROM @extschema@.service_map_minutes_0_1 m;
+    IF newest IS NULL THEN
+        DROP TABLE @extschema@.service_map_minutes_0_1;
+    ELSE
+        EXECUTE format('ALTER TABLE @extschema@.service_map_minutes '
+                       'ATTACH PARTITION @extschema@.service_map_minutes_0_1 '
+                       'FOR VALUES FROM (MINVALUE) TO (%L)', newest + interval '1 microsecond');
+    END IF;
+    -- Tables made while this script runs would be members of the extension,
+    -- which retention could then not drop: they are let go at once, as the
+    -- launcher's partitions are never members.
+    FOR part IN
+        SELECT p FROM @extschema@._storage_premake('@extschema@.spans', step, 3 * step) p
+        UNION ALL
+        SELECT p FROM @extschema@._storage_premake('@extschema@.service_map_minutes',
+                                                  rollup_step, 2 * rollup_step) p
+    LOOP
+        EXECUTE format('ALTER EXTENSION ebpf_capture DROP TABLE %s', part);
+    END LOOP;
+END
+$$;
+
+-- ---- the state of the store ----------------------------------------------
+-- Every partition of spans and of the rollup, with its range and size.
+CREATE VIEW @extschema@.storage_partitions AS
+    SELECT 'spans'::text AS "table", p.partition, p.range_start, p.range_end, p.is_default,
+           pg_total_relation_size(p.partition) AS bytes
+    FROM @extschema@._storage_partitions_of('@extschema@.spans') p
+    UNION ALL
+    SELECT 'service_map_minutes', p.partition, p.range_start, p.range_end, p.is_default,
+           pg_total_relation_size(p.partition)
+    FROM @extschema@._storage_partitions_of('@extschema@.service_map_minutes') p;
+REVOKE ALL ON @extschema@.storage_partitions FROM PUBLIC;
+
+-- What the launcher's storage maintenance last did (shared memory).
+CREATE FUNCTION @extschema@._storage_state(
+    OUT last_run timestamptz, OUT last_error text, OUT last_error_at timestamptz,
+    OUT partitions_made bigint, OUT partitions_dropped bigint, OUT bytes_dropped bigint,
+    OUT late_rows_deleted bigint, OUT last_dropped text,
+    OUT disk_free_bytes bigint, OUT disk_total_bytes bigint, OUT min_free_disk_bytes bigint,
+    OUT disk_low boolean, OUT writes_paused boolean)
+RETURNS record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_storage_state';
+REVOKE ALL ON FUNCTION @extschema@._storage_state() FROM PUBLIC;
+
+-- One row: what the store holds and what keeps it bounded.
+CREATE FUNCTION @extschema@.storage_status(
+    OUT oldest_span timestamptz, OUT newest_span timestamptz,
+    OUT spans_partitions int, OUT spans_bytes bigint, OUT late_spans_bytes bigint,
+    OUT rollup_partitions int, OUT rollup_bytes bigint,
+    OUT retention interval, OUT max_spans_size bigint, OUT rollup_retention interval,
+    OUT last_run timestamptz, OUT partitions_made bigint, OUT partitions_dropped bigint,
+    OUT bytes_dropped bigint, OUT late_rows_deleted bigint, OUT last_dropped text,
+    OUT disk_free_bytes bigint, OUT disk_total_bytes bigint, OUT min_free_disk_bytes bigint,
+    OUT disk_low boolean, OUT writes_paused boolean,
+    OUT last_error text, OUT last_error_at timestamptz)
+RETURNS record LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT (SELECT min(s.start_time) FROM @extschema@.spans s),
+           (SELECT max(s.start_time) FROM @extschema@.spans s),
+           (SELECT count(*) FILTER (WHERE NOT p.is_default)::int
+            FROM @extschema@.storage_partitions p WHERE p."table" = 'spans'),
+           (SELECT coalesce(sum(p.bytes), 0)::bigint
+            FROM @extschema@.storage_partitions p WHERE p."table" = 'spans'),
+           (SELECT coalesce(sum(p.bytes) FILTER (WHERE p.is_default), 0)::bigint
+            FROM @extschema@.storage_partitions p WHERE p."table" = 'spans'),
+           (SELECT count(*) FILTER (WHERE NOT p.is_default)::int
+            FROM @extschema@.storage_partitions p WHERE p."table" = 'service_map_minutes'),
+           (SELECT coalesce(sum(p.bytes), 0)::bigint
+            FROM @extschema@.storage_partitions p WHERE p."table" = 'service_map_minutes'),
+           nullif(current_setting('ebpf_capture.retention', true), '0')::interval,
+           nullif(pg_size_bytes(nullif(current_setting('ebpf_capture.max_spans_size', true),
+                                       '')), 0),
+           nullif(current_setting('ebpf_capture.rollup_retention', true), '0')::interval,
+           st.last_run, st.partitions_made, st.partitions_dropped, st.bytes_dropped,
+           st.late_rows_deleted, st.last_dropped, st.disk_free_bytes, st.disk_total_bytes,
+           st.min_free_disk_bytes, st.disk_low, st.writes_paused, st.last_error,
+           st.last_error_at
+    FROM @extschema@._storage_state() st;
+END;
+REVOKE ALL ON FUNCTION @extschema@.storage_status() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION @extschema@._storage_partitions_of(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_time_column(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_make_partition(regclass, timestamptz, interval)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_premake(regclass, interval, interval, timestamptz)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_drop_oldest(regclass, timestamptz, timestamptz)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_trim_late(regclass, timestamptz, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._storage_prune_pods() FROM PUBLIC;
+
+-- ---- captures: not carried by a dump ------------------------------------
+-- A dump restored onto another server must not start captures there by
+-- itself: the table is a member of the extension but its rows are no longer
+-- dumped (capture_start on the new server says what to capture).
+ALTER EXTENSION ebpf_capture DROP TABLE @extschema@.captures;
+ALTER EXTENSION ebpf_capture ADD TABLE @extschema@.captures;
+
+-- ============================================================================
+-- The worker's writes of pods and of the rollup, as functions: the worker
+-- prepares one call of each, and pg_regress tests them on their own.
+-- ============================================================================
+
+-- The pods table mirrors the Kubernetes cache's change feed, one array per
+-- column (addresses as 'a,b'). A pod may appear more than once in a batch:
+-- its last record wins. Returns the rows written.
+CREATE FUNCTION @extschema@._pods_upsert(
+    a_uid text[], a_namespace text[], a_name text[], a_ips text[], a_node text[],
+    a_workload text[], a_workload_kind text[], a_phase text[], a_host_network boolean[],
+    a_labels text[], a_created_at timestamptz[], a_first_seen timestamptz[],
+    a_last_seen timestamptz[], a_deleted_at timestamptz[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO @extschema@.pods AS p (uid, namespace, name, ips, node, workload, workload_kind,
+                                      phase, host_network, labels, created_at, first_seen,
+                                      last_seen, deleted_at)
+    SELECT DISTINCT ON (x.u) x.u, x.ns, x.n, string_to_array(x.ips, ',')::inet[], x.node, x.w,
+           x.wk, x.ph, coalesce(x.hn, false), coalesce(x.l, '{}')::jsonb, x.ca,
+           coalesce(x.fs, now()), coalesce(x.ls, now()), x.da
+    FROM unnest(a_uid, a_namespace, a_name, a_ips, a_node, a_workload, a_workload_kind, a_phase,
+                a_host_network, a_labels, a_created_at, a_first_seen, a_last_seen, a_deleted_at)
+         WITH ORDINALITY AS x(u, ns, n, ips, node, w, wk, ph, hn, l, ca, fs, ls, da, ord)
+    WHERE x.u IS NOT NULL
+    ORDER BY x.u, x.ord DESC
+    ON CONFLICT (uid) DO UPDATE SET namespace = EXCLUDED.namespace, name = EXCLUDED.name,
+        ips = EXCLUDED.ips, node = EXCLUDED.node, workload = EXCLUDED.workload,
+        workload_kind = EXCLUDED.workload_kind, phase = EXCLUDED.phase,
+        host_network = EXCLUDED.host_network, labels = EXCLUDED.labels,
+        created_at = EXCLUDED.created_at,
+        first_seen = least(p.first_seen, EXCLUDED.first_seen),
+        last_seen = greatest(p.last_seen, EXCLUDED.last_seen),
+        deleted_at = EXCLUDED.deleted_at;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- A batch's share of the rollup as rollup rows: one input row per (minute,
+-- bucket, caller, callee) with who is at each end (pod, namespace, workload,
+-- workload kind, node; the address when no identity names the end) and the
+-- totals. Node ids, titles and subtitles come from the same functions the
+-- map reads raw spans with.
+CREATE FUNCTION @extschema@._rollup_rows(
+    a_minute timestamptz[], a_bucket smallint[],
+    a_src_pod text[], a_src_namespace text[], a_src_workload text[], a_src_workload_kind text[],
+    a_src_node text[], a_src_addr inet[],
+    a_dst_pod text[], a_dst_namespace text[], a_dst_workload text[], a_dst_workload_kind text[],
+    a_dst_node text[], a_dst_addr inet[],
+    a_spans bigint[], a_errors bigint[], a_bytes_sent bigint[], a_bytes_received bigint[])
+RETURNS TABLE (minute timestamptz, src_id text, dst_id text, bucket smallint,
+               src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+               spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT u.mi,
+           @extschema@._service_map_node_id(u.sns, u.sw, u.sp, u.sn, u.sa),
+           @extschema@._service_map_node_id(u.dns, u.dw, u.dp, u.dn, u.da),
+           u.b,
+           pg_catalog.min(@extschema@._service_map_node_title(u.sw, u.sp, u.sn, u.sa)),
+           pg_catalog.min(@extschema@._service_map_node_subtitle(u.sns, u.sw, u.swk, u.sp, u.sn)),
+           pg_catalog.min(@extschema@._service_map_node_title(u.dw, u.dp, u.dn, u.da)),
+           pg_catalog.min(@extschema@._service_map_node_subtitle(u.dns, u.dw, u.dwk, u.dp, u.dn)),
+           pg_catalog.sum(u.n)::bigint, pg_catalog.sum(u.e)::bigint,
+           pg_catalog.sum(u.bs)::bigint, pg_catalog.sum(u.br)::bigint
+    -- (unnest of several arrays is syntax only when unqualified; this body is
+    -- bound when the script runs, with pg_catalog alone on the search_path)
+    FROM unnest(a_minute, a_bucket, a_src_pod, a_src_namespace, a_src_workload,
+                           a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod,
+                           a_dst_namespace, a_dst_workload, a_dst_workload_kind, a_dst_node,
+                           a_dst_addr, a_spans, a_errors, a_bytes_sent, a_bytes_received)
+         AS u(mi, b, sp, sns, sw, swk, sn, sa, dp, dns, dw, dwk, dn, da, n, e, bs, br)
+    GROUP BY 1, 2, 3, 4;
+END;
+
+-- Rollup rows staged while service_map_minutes could not be written (a lock
+-- held too long): written in the same transaction as their spans, so
+-- nothing is lost or counted twice, and merged in as soon as the table is
+-- free (_rollup_merge_staged). Until then the map lacks them.
+CREATE TABLE @extschema@._service_map_staged (
+    minute            timestamptz NOT NULL,
+    src_id            text NOT NULL,
+    dst_id            text NOT NULL,
+    bucket            smallint NOT NULL,
+    src_title         text NOT NULL,
+    src_subtitle      text NOT NULL,
+    dst_title         text NOT NULL,
+    dst_subtitle      text NOT NULL,
+    spans             bigint NOT NULL,
+    errors            bigint NOT NULL,
+    bytes_sent        bigint NOT NULL,
+    bytes_received    bigint NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@._service_map_staged', '');
+
+-- Adds a batch's rollup rows to service_map_minutes, in key order (two
+-- workers never wait on each other's rows in opposite orders). Returns the
+-- rows written.
+CREATE FUNCTION @extschema@._rollup_add(
+    a_minute timestamptz[], a_bucket smallint[],
+    a_src_pod text[], a_src_namespace text[], a_src_workload text[], a_src_workload_kind text[],
+    a_src_node text[], a_src_addr inet[],
+    a_dst_pod text[], a_dst_namespace text[], a_dst_workload text[], a_dst_workload_kind text[],
+    a_dst_node text[], a_dst_addr inet[],
+    a_spans bigint[], a_errors bigint[], a_bytes_sent bigint[], a_bytes_received bigint[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO @extschema@.service_map_minutes AS m
+    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+        a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
+        a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
+        a_bytes_sent, a_bytes_received) r
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
+        bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
+        bytes_received = m.bytes_received + EXCLUDED.bytes_received;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Stages a batch's rollup rows instead (see _service_map_staged).
+CREATE FUNCTION @extschema@._rollup_stage(
+    a_minute timestamptz[], a_bucket smallint[],
+    a_src_pod text[], a_src_namespace text[], a_src_workload text[], a_src_workload_kind text[],
+    a_src_node text[], a_src_addr inet[],
+    a_dst_pod text[], a_dst_namespace text[], a_dst_workload text[], a_dst_workload_kind text[],
+    a_dst_node text[], a_dst_addr inet[],
+    a_spans bigint[], a_errors bigint[], a_bytes_sent bigint[], a_bytes_received bigint[])
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    INSERT INTO @extschema@._service_map_staged
+    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+        a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
+        a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
+        a_bytes_sent, a_bytes_received);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Moves the staged rollup rows into service_map_minutes. Returns how many
+-- staged rows it merged.
+CREATE FUNCTION @extschema@._rollup_merge_staged() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM @extschema@._service_map_staged;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH moved AS (DELETE FROM @extschema@._service_map_staged RETURNING *)
+    INSERT INTO @extschema@.service_map_minutes AS m
+    SELECT s.minute, s.src_id, s.dst_id, s.bucket, min(s.src_title), min(s.src_subtitle),
+           min(s.dst_title), min(s.dst_subtitle), sum(s.spans)::bigint, sum(s.errors)::bigint,
+           sum(s.bytes_sent)::bigint, sum(s.bytes_received)::bigint
+    FROM moved s
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
+        bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
+        bytes_received = m.bytes_received + EXCLUDED.bytes_received;
+    RETURN n;
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._pods_upsert(text[], text[], text[], text[], text[], text[],
+    text[], text[], boolean[], text[], timestamptz[], timestamptz[], timestamptz[],
+    timestamptz[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._rollup_rows(timestamptz[], smallint[], text[], text[],
+    text[], text[], text[], inet[], text[], text[], text[], text[], text[], inet[], bigint[],
+    bigint[], bigint[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._rollup_add(timestamptz[], smallint[], text[], text[],
+    text[], text[], text[], inet[], text[], text[], text[], text[], text[], inet[], bigint[],
+    bigint[], bigint[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._rollup_stage(timestamptz[], smallint[], text[], text[],
+    text[], text[], text[], inet[], text[], text[], text[], text[], text[], inet[], bigint[],
+    bigint[], bigint[], bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._rollup_merge_staged() FROM PUBLIC;
+
+-- Recomputes the rollup of the whole minutes that [window_start,
+-- window_end) touches from the spans table; staged rows of those minutes are
+-- dropped with the old rollup rows (their spans are counted from the table).
+CREATE OR REPLACE FUNCTION @extschema@.service_map_refresh(window_start timestamptz,
+                                                           window_end timestamptz)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    first_minute timestamptz;
+    end_minute timestamptz;
+    written bigint;
+BEGIN
+    IF window_start IS NULL OR window_end IS NULL OR window_end < window_start
+       OR NOT isfinite(window_start) OR NOT isfinite(window_end) THEN
+        RAISE EXCEPTION 'service_map_refresh needs a finite window with window_start <= window_end'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    first_minute := @extschema@._service_map_minute(window_start);
+    end_minute := @extschema@._service_map_minute(window_end);
+    IF end_minute < window_end THEN
+        end_minute := end_minute + interval '1 minute';
+    END IF;
+    LOCK TABLE @extschema@.service_map_minutes IN SHARE ROW EXCLUSIVE MODE;
+    LOCK TABLE @extschema@._service_map_staged IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM @extschema@.service_map_minutes m
+        WHERE m.minute >= first_minute AND m.minute < end_minute;
+    DELETE FROM @extschema@._service_map_staged m
+        WHERE m.minute >= first_minute AND m.minute < end_minute;
+    INSERT INTO @extschema@.service_map_minutes
+        SELECT * FROM @extschema@._service_map_rollup_of_spans(first_minute, end_minute);
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+
+-- ============================================================================
+-- No function of the extension runs code found on its caller's search_path
+-- ============================================================================
+--
+-- A function or operator that a database owner creates in a schema on the
+-- search_path of a superuser (or of the capture worker) must never stand in
+-- for a built-in one in the extension's SQL: it would run as that superuser.
+-- The small functions the planner inlines into every row of the service map
+-- get SQL-standard bodies, bound when this script runs (with pg_catalog alone
+-- on the search_path) and still inlined; every other function gets its own
+-- search_path.
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_node_id(
+    namespace text, workload text, pod text, node text, addr inet)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN workload IS NOT NULL THEN coalesce(namespace, '') || '/' || workload
+    WHEN pod IS NOT NULL THEN coalesce(namespace, '') || '/' || pod
+    WHEN node IS NOT NULL THEN 'node:' || node
+    ELSE host(addr)
+END;
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_node_title(
+    workload text, pod text, node text, addr inet)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce(workload, pod, node, host(addr));
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_node_subtitle(
+    namespace text, workload text, workload_kind text, pod text, node text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN workload IS NOT NULL
+        THEN coalesce(namespace, '') || ' · ' || coalesce(workload_kind, 'workload')
+    WHEN pod IS NOT NULL THEN coalesce(namespace, '') || ' · Pod'
+    WHEN node IS NOT NULL THEN 'Node'
+    ELSE 'address'
+END;
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_num(x double precision)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN x IS NULL OR x = 'NaN'::float8 THEN NULL
+    WHEN x = 0 THEN '0'
+    ELSE trim_scale(round(x::numeric, greatest(0, 2 - floor(log(abs(x)::numeric))::int)))::text
+END;
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_minute(t timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN date_bin('1 minute', t, '2000-01-01 00:00:00+00'::timestamptz);
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_bucket(latency interval)
+RETURNS smallint LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN least(112::float8, greatest(1::float8, 1::float8 + floor(
+           4::float8 * ln(greatest((extract(epoch FROM latency) * 1000000)::float8, 1::float8))
+           / 0.6931471805599453::float8)))::smallint;
+
+CREATE OR REPLACE FUNCTION @extschema@._service_map_dot_quote(s text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN '"' || regexp_replace(
+           replace(replace(replace(s, E'\\', E'\\\\'), '"', E'\\"'), E'\n', E'\\n'),
+           E'[\\r\\x01-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]', ' ', 'g') || '"';
+
+ALTER FUNCTION @extschema@.capture_start(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.capture_stop(text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.capture_status() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@._service_map_window(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@._service_map_quantile(double precision, smallint[], bigint[])
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_edges(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_edges(interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_nodes(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_nodes(interval) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_dot(timestamptz, timestamptz)
+    SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION @extschema@.service_map_dot(interval) SET search_path = pg_catalog, pg_temp;

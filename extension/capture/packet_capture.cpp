@@ -19,32 +19,34 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 
 #include "capture.skel.h"
+#include "core/fault.h"
 
 namespace ebpfc {
 
 namespace {
 
 // libbpf reports verifier logs and load errors through a print callback; keep
-// the last few lines so a failed load can say why.
-std::mutex g_log_mutex;
+// the last few lines so a failed load can say why. libbpf calls it on the
+// thread that loads: the worker's only one.
 std::string g_libbpf_log;
 
+// A fault here cannot be reported: the line is lost, and the load goes on.
 __attribute__((format(printf, 2, 0))) int libbpf_print(enum libbpf_print_level level,
                                                        const char* fmt, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
   char line[512];
   vsnprintf(line, sizeof(line), fmt, args);
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  g_libbpf_log += line;
-  if (g_libbpf_log.size() > 4096) g_libbpf_log.erase(0, g_libbpf_log.size() - 4096);
-  return 0;
+  return c_callback(0, nullptr, [&] {
+    fault::at("libbpf_print");
+    if (level == LIBBPF_DEBUG) return 0;
+    g_libbpf_log += line;
+    if (g_libbpf_log.size() > 4096) g_libbpf_log.erase(0, g_libbpf_log.size() - 4096);
+    return 0;
+  });
 }
 
 std::string take_libbpf_log() {
-  std::lock_guard<std::mutex> lock(g_log_mutex);
   std::string out;
   out.swap(g_libbpf_log);
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
@@ -236,6 +238,14 @@ void PacketCapture::port_removed(int ifindex) {
 
 int PacketCapture::on_event(void* ctx, void* data, size_t size) {
   auto* self = static_cast<PacketCapture*>(ctx);
+  // libbpf's frames are C: a C++ exception must stop here. A negative return
+  // ends ring_buffer__consume, and drain() reports what was caught.
+  return c_callback(-1, &self->callback_error_, [&] { return self->take_event(data, size); });
+}
+
+int PacketCapture::take_event(void* data, size_t size) {
+  fault::at("ring_buffer_callback");
+  PacketCapture* self = this;
   uint32_t type = 0;
   if (size < sizeof(type)) return 0;
   std::memcpy(&type, data, sizeof(type));
@@ -305,8 +315,11 @@ size_t PacketCapture::drain(FlowSink& sink) {
   if (watch_) watch_->poll(*this);
   sink_ = &sink;
   drained_ = 0;
+  callback_error_.clear();
   int rc = ring_buffer__consume(ring_);
   sink_ = nullptr;
+  if (callback_error_.caught)
+    throw CaptureError(std::string("while reading the ring buffer: ") + callback_error_.message);
   if (rc < 0) fail("cannot read the BPF ring buffer", -rc);
   if (!closed_keys_.empty()) delete_batch(flows_fd_, closed_keys_);
   apply_l7_control();

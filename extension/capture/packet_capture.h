@@ -15,6 +15,8 @@
 
 #include "capture/link_messages.h"
 #include "capture_abi.h"
+#include "core/c_boundary.h"
+#include "core/flow_sink.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
 
@@ -51,21 +53,6 @@ struct CaptureCounters {
   uint32_t ports = 0;          // bridge ports captured at (bridge_ports mode)
   uint64_t port_failures = 0;  // ports whose socket could not be opened
   uint64_t port_resyncs = 0;   // times link notifications were lost and the links listed again
-};
-
-// Receives connections that ended, in the order user space learns of them.
-// Receives what the kernel reports, in the order user space learns of it:
-// connections that ended, and the payload heads of (possibly) HTTP
-// connections. The payload's data points into the ring buffer and is valid
-// only during the call.
-class FlowSink {
- public:
-  virtual ~FlowSink() = default;
-  virtual void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
-                          CloseReason reason) = 0;
-  virtual void payload(const ebpfc_payload_event& head) = 0;
-  // A connection that is still open, as it stands (sweeps that report them).
-  virtual void flow_open(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats) = 0;
 };
 
 class BridgeWatch;
@@ -118,6 +105,7 @@ class PacketCapture final : public PayloadControl, private PortListener {
 
  private:
   static int on_event(void* ctx, void* data, size_t size);
+  int take_event(void* data, size_t size);
   void delete_batch(int map_fd, std::vector<ebpfc_flow_key>& keys);
   void apply_l7_control();
   // Opens a packet socket on ifindex with the filter attached.
@@ -139,7 +127,8 @@ class PacketCapture final : public PayloadControl, private PortListener {
   int flows_fd_ = -1;
   int counters_fd_ = -1;
   int l7_control_fd_ = -1;
-  FlowSink* sink_ = nullptr;  // set only during drain()
+  FlowSink* sink_ = nullptr;      // set only during drain()
+  CallbackError callback_error_;  // what on_event caught during drain()
   size_t drained_ = 0;
   size_t flows_tracked_ = 0;
   uint64_t socket_packets_ = 0;

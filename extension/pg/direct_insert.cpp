@@ -1,5 +1,7 @@
 #include "pg/direct_insert.h"
 
+#include "pg/lock_now.h"
+
 #include <cstring>
 #include <type_traits>
 
@@ -9,6 +11,9 @@ extern "C" {
 #include "catalog/pg_index.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "utils/partcache.h"
 }
 
 namespace ebpfc::pg {
@@ -19,11 +24,17 @@ static_assert(std::is_trivially_destructible<DirectInsert>::value,
 
 namespace {
 
-// Why the executor is needed for rel, or nullptr if it is not; on nullptr,
-// att[i] is the attribute index of cols[i].
-const char* needs_executor(Relation rel, const ColumnSpec* cols, int ncols, int* att) {
-  if (rel->rd_rel->relkind != RELKIND_RELATION) return "it is not a plain table";
-  if (rel->trigdesc != nullptr) return "it has triggers";
+// Why the executor is needed to write rel, or nullptr if it is not; on
+// nullptr, att[i] is the attribute index of cols[i]. `routed`: rel is a leaf
+// the rows were routed to through its parent (its partition constraint holds
+// by construction, and its parent's statement triggers are the parent's).
+const char* needs_executor(Relation rel, const ColumnSpec* cols, int ncols, int* att, bool routed) {
+  const char kind = rel->rd_rel->relkind;
+  if (kind != RELKIND_RELATION && (routed || kind != RELKIND_PARTITIONED_TABLE))
+    return routed ? "a partition is not a plain table" : "it is not a plain or partitioned table";
+  if (rel->rd_rel->relispartition && !routed)
+    return "it is a partition of another table (its partition constraint must be checked)";
+  if (rel->trigdesc != nullptr) return routed ? "a partition has triggers" : "it has triggers";
   if (rel->rd_rules != nullptr) return "it has rules";
   if (rel->rd_rel->relrowsecurity) return "it has row security";
   TupleDesc desc = RelationGetDescr(rel);
@@ -68,23 +79,28 @@ const char* indexes_need_executor(const ResultRelInfo* rri) {
   return nullptr;
 }
 
+// Why rows cannot be routed by partition key `key` on column att (0-based)
+// of type `type`, or nullptr.
+const char* unroutable(PartitionKey key, int att, Oid type) {
+  if (key->strategy != PARTITION_STRATEGY_RANGE) return "it is not partitioned by range";
+  if (key->partnatts != 1 || key->partattrs[0] != att + 1 || key->parttypid[0] != type)
+    return "it is partitioned by something else than its time column";
+  return nullptr;
+}
+
 }  // namespace
 
-bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, const char** why) {
+bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, int route_col,
+                        const char** why) {
   if (ncols > kMaxInsertColumns) elog(ERROR, "ebpf_capture: too many columns for a direct insert");
-  Relation rel = table_open(relid, RowExclusiveLock);
-  *why = needs_executor(rel, cols, ncols, att_);
+  lock_now(relid, RowExclusiveLock);
+  Relation rel = table_open(relid, NoLock);
+  int att[kMaxInsertColumns];
+  *why = needs_executor(rel, cols, ncols, att, false);
+  if (*why == nullptr && rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+    *why = unroutable(RelationGetPartitionKey(rel), att[route_col], cols[route_col].type);
   if (*why != nullptr) {
     table_close(rel, NoLock);  // the INSERT that follows takes the same lock
-    return false;
-  }
-  ResultRelInfo* rri = makeNode(ResultRelInfo);
-  InitResultRelInfo(rri, rel, 1, nullptr, 0);
-  ExecOpenIndices(rri, false);
-  *why = indexes_need_executor(rri);
-  if (*why != nullptr) {
-    ExecCloseIndices(rri);
-    table_close(rel, NoLock);
     return false;
   }
   if (slot_context_ == nullptr) {  // the first batch
@@ -93,15 +109,89 @@ bool DirectInsert::open(Oid relid, const ColumnSpec* cols, int ncols, const char
     rows_context_ = AllocSetContextCreate(TopMemoryContext, "ebpf_capture direct insert rows",
                                           ALLOCSET_DEFAULT_SIZES);
   }
+  cols_ = cols;
+  ncols_ = ncols;
+  root_ = rel;
+  estate_ = CreateExecutorState();
+  cid_ = GetCurrentCommandId(true);
+  MemoryContextReset(rows_context_);  // what an aborted batch left
+  if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE) {
+    partkey_ = RelationGetPartitionKey(rel);
+    // Detached partitions are left out, as an INSERT leaves them out. The
+    // descriptor stays valid while the parent is open, even if a partition
+    // is attached meanwhile (a row routed to the default partition then
+    // fails that ATTACH's check, which the launcher retries).
+    partdesc_ = RelationGetPartitionDesc(rel, true);
+    return true;
+  }
+  if (!open_target(rel, why)) {
+    close();
+    return false;
+  }
+  return true;
+}
+
+int DirectInsert::leaves() const { return partdesc_ == nullptr ? 0 : partdesc_->nparts; }
+
+int DirectInsert::route(Datum key) const {
+  PartitionBoundInfo bounds = partdesc_->boundinfo;
+  if (bounds == nullptr) return -1;  // no partition at all
+  int part = -1;
+  if (bounds->ndatums > 0) {
+    bool equal = false;
+    const int offset = partition_range_datum_bsearch(partkey_->partsupfunc, partkey_->partcollation,
+                                                     bounds, 1, &key, &equal);
+    // The bound at `offset` is <= key: the one after it is the upper bound
+    // of the partition holding key, if there is one.
+    part = bounds->indexes[offset + 1];
+  }
+  if (part < 0) part = bounds->default_index;
+  if (part < 0 || !partdesc_->is_leaf[part]) return -1;
+  return part;
+}
+
+Oid DirectInsert::leaf_oid(int leaf) const { return partdesc_->oids[leaf]; }
+
+bool DirectInsert::begin_leaf(int leaf, const char** why) {
+  lock_now(partdesc_->oids[leaf], RowExclusiveLock);
+  Relation rel = table_open(partdesc_->oids[leaf], NoLock);
+  if (!open_target(rel, why)) {
+    table_close(rel, NoLock);
+    return false;
+  }
+  return true;
+}
+
+void DirectInsert::end_leaf() {
+  write_buffered();
+  close_target();
+  table_close(rel_, NoLock);
+  rel_ = nullptr;
+}
+
+bool DirectInsert::open_target(Relation rel, const char** why) {
+  const bool routed = rel != root_;
+  *why = needs_executor(rel, cols_, ncols_, att_, routed);
+  if (*why != nullptr) return false;
+  ResultRelInfo* rri = makeNode(ResultRelInfo);
+  InitResultRelInfo(rri, rel, 1, nullptr, 0);
+  ExecOpenIndices(rri, false);
+  *why = indexes_need_executor(rri);
+  if (*why != nullptr) {
+    ExecCloseIndices(rri);
+    return false;
+  }
   fit_slots(rel);
   rel_ = rel;
   result_rel_ = rri;
-  estate_ = CreateExecutorState();
-  cid_ = GetCurrentCommandId(true);
-  ncols_ = ncols;
   buffered_ = 0;
-  MemoryContextReset(rows_context_);  // what an aborted batch left
   return true;
+}
+
+void DirectInsert::close_target() {
+  for (int i = 0; i < created_; i++) ExecClearTuple(slots_[i]);  // frees their tuples
+  ExecCloseIndices(result_rel_);
+  result_rel_ = nullptr;
 }
 
 void DirectInsert::fit_slots(Relation rel) {
@@ -148,7 +238,7 @@ void DirectInsert::write_buffered() {
   for (int i = 0; i < buffered_ && result_rel_->ri_NumIndices > 0; i++) {
     List* recheck =
         ExecInsertIndexTuples(result_rel_, slots_[i], estate_, false, false, nullptr, NIL);
-    list_free(recheck);  // empty: no deferrable index (checked in open)
+    list_free(recheck);  // empty: no deferrable index (checked in open_target)
     ResetPerTupleExprContext(estate_);
   }
   buffered_ = 0;
@@ -156,13 +246,16 @@ void DirectInsert::write_buffered() {
 }
 
 void DirectInsert::close() {
-  write_buffered();
-  for (int i = 0; i < created_; i++) ExecClearTuple(slots_[i]);  // frees their tuples
-  ExecCloseIndices(result_rel_);
+  if (rel_ != nullptr && rel_ == root_) {
+    write_buffered();
+    close_target();
+    rel_ = nullptr;
+  }
   FreeExecutorState(estate_);
-  table_close(rel_, NoLock);
-  rel_ = nullptr;
-  result_rel_ = nullptr;
+  table_close(root_, NoLock);
+  root_ = nullptr;
+  partkey_ = nullptr;
+  partdesc_ = nullptr;
   estate_ = nullptr;
   CommandCounterIncrement();
 }

@@ -3,25 +3,36 @@
 // thousand rows (one WAL record per heap page instead of one per row), then
 // each row's index entries. No parse, plan or executor node per batch or row.
 //
-// Only for a table that needs nothing more of the executor: a plain table
-// with no triggers, rules, row security, CHECK constraints, generated or
-// identity columns, no column outside the given list that has a default or
-// NOT NULL, and no exclusion or deferrable unique index. open() says no
-// otherwise, and the caller writes through its SPI plan instead; so a user
-// who partitions the spans table or puts a trigger on it loses nothing.
+// A table partitioned by range of one timestamptz column (spans, by
+// start_time) is written the same way, leaf by leaf: route() says which leaf
+// a row belongs to, from the parent's partition bounds; the caller groups the
+// rows of each leaf and writes them between begin_leaf() and end_leaf().
 //
-// One object serves every batch: its slots (made for a copy of the table's
-// row type, in a memory context of its own) are kept from one transaction
-// to the next, and made again only when the row type changes. Every method
-// may raise a PostgreSQL error: call them inside pg_call. The object holds no
-// C++ resources (a longjmp may skip it); an aborted transaction releases
-// what open() opened, and the next open() starts afresh.
+// Only for a table (or leaf) that needs nothing more of the executor: a plain
+// table with no triggers, rules, row security, CHECK constraints, generated
+// or identity columns, no column outside the given list that has a default or
+// NOT NULL, no exclusion or deferrable unique index, and that is not itself a
+// partition of a table it was not routed through (its partition constraint
+// would go unchecked). open() or begin_leaf() say no otherwise, and the
+// caller writes those rows through its SPI plan instead; so a user who puts a
+// trigger on the table or on one partition loses nothing.
+//
+// Locks are taken without waiting (lock_now.h): a table someone else holds
+// raises lock_not_available, and the caller writes the batch later.
+//
+// One object serves every batch: its slots (made for a copy of the row type,
+// in a memory context of its own) are kept from one transaction to the next,
+// and made again only when the row type changes. Every method may raise a
+// PostgreSQL error: call them inside pg_call. The object holds no C++
+// resources (a longjmp may skip it); an aborted transaction releases what
+// open() opened, and the next open() starts afresh.
 #pragma once
 
 #include "pg/pg_headers.h"
 
 extern "C" {
 #include "nodes/execnodes.h"
+#include "partitioning/partdefs.h"
 #include "utils/rel.h"
 }
 
@@ -39,9 +50,26 @@ constexpr int kMaxInsertColumns = 32;
 class DirectInsert {
  public:
   // Opens table `relid` for rows of `ncols` columns (values in the order of
-  // `cols`). Returns false, having opened nothing, if the table needs the
-  // executor (see above); *why then says what it has, for the log.
-  bool open(Oid relid, const ColumnSpec* cols, int ncols, const char** why);
+  // `cols`); cols[route_col] is the partition key when the table is
+  // partitioned. Returns false, having opened nothing, if the table cannot
+  // be written directly at all (see above); *why then says why, for the log.
+  bool open(Oid relid, const ColumnSpec* cols, int ncols, int route_col, const char** why);
+
+  // Whether open() found a partitioned table (rows go through route() and
+  // begin_leaf()) or a plain one (rows go straight to add()).
+  bool partitioned() const { return partdesc_ != nullptr; }
+  // The leaf a row whose partition key is `key` belongs to (an index below
+  // leaves()), or -1 if it has none or its partition is not a leaf table.
+  int route(Datum key) const;
+  int leaves() const;
+  Oid leaf_oid(int leaf) const;
+  // Opens leaf `leaf` for add(). Returns false, having opened nothing, if the
+  // leaf needs the executor (*why says why): the caller writes its rows
+  // through INSERT.
+  bool begin_leaf(int leaf, const char** why);
+  // Writes the leaf's buffered rows and closes it.
+  void end_leaf();
+
   // Where to build the datums of the rows to add: it is emptied each time
   // the buffered rows are written, so a batch's rows reuse the same memory.
   MemoryContext rows_context() const { return rows_context_; }
@@ -53,16 +81,23 @@ class DirectInsert {
 
  private:
   static constexpr int kBuffered = 1000;  // rows per table_multi_insert, as COPY
+  // Opens `rel` (locked) as the target of add(), if it needs no executor.
+  bool open_target(Relation rel, const char** why);
+  void close_target();
   void write_buffered();
   // Makes sure the kept slots fit rel's row type.
   void fit_slots(Relation rel);
 
-  Relation rel_ = nullptr;
+  const ColumnSpec* cols_ = nullptr;
+  int ncols_ = 0;
+  Relation root_ = nullptr;           // the table open() opened
+  PartitionKey partkey_ = nullptr;    // its key, when partitioned
+  PartitionDesc partdesc_ = nullptr;  // its partitions, when partitioned
+  Relation rel_ = nullptr;            // the table add() writes: root_ or a leaf
   ResultRelInfo* result_rel_ = nullptr;
   EState* estate_ = nullptr;
   CommandId cid_ = 0;
-  int ncols_ = 0;
-  int att_[kMaxInsertColumns] = {};  // attribute index of each column
+  int att_[kMaxInsertColumns] = {};  // attribute index of each column in rel_
   int buffered_ = 0;
   // Kept between transactions: the row type the slots were made for (a
   // copy), their memory context, and the slots made so far.

@@ -1,5 +1,9 @@
 #include "pg/guc.h"
 
+#include <string>
+
+#include "core/disk_guard.h"
+#include "core/fault.h"
 #include "pg/pg_headers.h"
 
 namespace ebpfc::pg {
@@ -10,7 +14,7 @@ int g_idle_timeout_ms = 60000;
 int g_flush_interval_ms = 200;
 int g_open_connections_interval_ms = 10000;
 int g_batch_size = 2000;
-int g_max_pending_spans = 200000;
+int g_max_pending_memory_kb = 64 * 1024;
 bool g_direct_insert = true;
 bool g_bridge_ports = true;
 bool g_promiscuous = true;
@@ -22,6 +26,45 @@ bool g_http_strip_query = false;
 char* g_kube_api_url = nullptr;
 char* g_kube_token_file = nullptr;
 char* g_kube_ca_file = nullptr;
+int g_partition_interval_min = 60;
+int g_retention_min = 24 * 60;
+int g_max_spans_size_mb = 10 * 1024;
+int g_rollup_partition_interval_min = 24 * 60;
+int g_rollup_retention_min = 30 * 24 * 60;
+char* g_min_free_disk = nullptr;
+bool g_synchronous_commit = false;
+char* g_fault_injection = nullptr;
+
+static void assign_fault_injection(const char* newval, void* extra) {
+  (void)extra;
+  fault::arm(newval);
+}
+
+static bool check_min_free_disk(char** newval, void** extra, GucSource source) {
+  (void)extra;
+  (void)source;
+  MinFreeDisk rule;
+  std::string error;
+  bool ok = false;
+  try {
+    ok = parse_min_free_disk(*newval ? *newval : "", &rule, &error);
+  } catch (const std::exception&) {
+    error = "out of memory";
+  }
+  if (!ok) GUC_check_errdetail("ebpf_capture.min_free_disk: %s.", error.c_str());
+  return ok;
+}
+
+unsigned long long min_free_disk_bytes(unsigned long long total) {
+  MinFreeDisk rule;
+  std::string error;
+  try {
+    if (!parse_min_free_disk(g_min_free_disk ? g_min_free_disk : "", &rule, &error)) return 0;
+  } catch (const std::exception&) {
+    return 0;
+  }
+  return min_free_bytes(rule, total);
+}
 
 static bool check_ring_buffer_kb(int* newval, void** extra, GucSource source) {
   (void)extra;
@@ -45,6 +88,43 @@ static void define_postmaster_gucs() {
                           &g_max_captures, 4, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 }
 
+static void define_storage_gucs() {
+  DefineCustomIntVariable(
+      "ebpf_capture.partition_interval", "Time covered by one partition of the spans table.",
+      "New partitions get the new interval; existing ones keep theirs.", &g_partition_interval_min,
+      60, 1, 7 * 24 * 60, PGC_SIGHUP, GUC_UNIT_MIN, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.retention", "Spans are kept this long after they start; older partitions go.",
+      "0 keeps them until ebpf_capture.max_spans_size or the disk guard removes them.",
+      &g_retention_min, 24 * 60, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MIN, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.max_spans_size",
+      "Largest size of the spans partitions together; the oldest partitions go beyond it.",
+      "0: no cap.", &g_max_spans_size_mb, 10 * 1024, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MB, nullptr,
+      nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.rollup_partition_interval",
+                          "Time covered by one partition of the service map rollup.", nullptr,
+                          &g_rollup_partition_interval_min, 24 * 60, 1, 31 * 24 * 60, PGC_SIGHUP,
+                          GUC_UNIT_MIN, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.rollup_retention",
+                          "The service map rollup is kept this long; older partitions go.",
+                          "0 keeps it.", &g_rollup_retention_min, 30 * 24 * 60, 0, INT_MAX,
+                          PGC_SIGHUP, GUC_UNIT_MIN, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.min_free_disk",
+      "Free space the data directory's file system keeps: below it the oldest spans partitions "
+      "are dropped, then spans are no longer written until space returns.",
+      "A size (2GB), a share of the file system (5%), or both (5%,2GB: the smaller); 0 turns "
+      "the guard off.",
+      &g_min_free_disk, "5%,2GB", PGC_SIGHUP, 0, check_min_free_disk, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.synchronous_commit",
+      "Make the capture worker's commits wait for their WAL to reach the disk.",
+      "Off (the default): an operating system crash may lose the last few hundred milliseconds "
+      "of spans, never corrupt them.",
+      &g_synchronous_commit, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+}
+
 static void define_reloadable_gucs() {
   DefineCustomIntVariable("ebpf_capture.idle_timeout",
                           "An open connection with no packet for this long is written as a span.",
@@ -62,9 +142,10 @@ static void define_reloadable_gucs() {
   DefineCustomIntVariable("ebpf_capture.batch_size", "Spans inserted per transaction.", nullptr,
                           &g_batch_size, 2000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
   DefineCustomIntVariable(
-      "ebpf_capture.max_pending_spans",
-      "Spans kept in memory while inserts fail; beyond this they are dropped and counted.", nullptr,
-      &g_max_pending_spans, 200000, 1000, 10000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+      "ebpf_capture.max_pending_memory",
+      "Memory the spans waiting to be written may take; beyond it they are dropped and counted.",
+      nullptr, &g_max_pending_memory_kb, 64 * 1024, 1024, 4 * 1024 * 1024, PGC_SIGHUP, GUC_UNIT_KB,
+      nullptr, nullptr, nullptr);
   DefineCustomBoolVariable(
       "ebpf_capture.direct_insert",
       "Write spans straight into the spans table, as COPY does, while it has no triggers, rules, "
@@ -112,9 +193,21 @@ static void define_reloadable_gucs() {
                           check_ring_buffer_kb, nullptr, nullptr);
 }
 
+// For the tests only: names a fault point (core/fault.h) that then throws
+// std::bad_alloc whenever it is reached. Hidden from SHOW ALL and the sample
+// configuration.
+static void define_test_gucs() {
+  DefineCustomStringVariable("ebpf_capture.fault_injection",
+                             "Test only: the fault point that throws std::bad_alloc.", nullptr,
+                             &g_fault_injection, "", PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+                             nullptr, assign_fault_injection, nullptr);
+}
+
 void define_gucs(bool preloading) {
   if (preloading) define_postmaster_gucs();
+  define_test_gucs();
   define_reloadable_gucs();
+  define_storage_gucs();
   MarkGUCPrefixReserved("ebpf_capture");
 }
 

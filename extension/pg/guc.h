@@ -9,7 +9,7 @@ extern int g_idle_timeout_ms;               // sighup: an open connection silent
 extern int g_flush_interval_ms;             // sighup: oldest span waits at most this long
 extern int g_open_connections_interval_ms;  // sighup: open_connections rewritten this often; 0 off
 extern int g_batch_size;                    // sighup: spans per insert transaction
-extern int g_max_pending_spans;             // sighup: backlog bound while inserts fail
+extern int g_max_pending_memory_kb;         // sighup: backlog bound (spans waiting), in kB
 extern bool g_direct_insert;        // sighup: write spans through the table AM when possible
 extern bool g_bridge_ports;         // sighup (next start): on a bridge, capture at its ports
 extern bool g_promiscuous;          // sighup (next start): join the interface promiscuously
@@ -19,6 +19,15 @@ extern bool g_http;                 // sighup (next start): parse HTTP/1.x excha
 extern int g_max_http_connections;  // sighup (next start): HTTP connections followed at once
 extern bool g_http_strip_query;     // sighup: store targets without their query string
 
+// Storage (the launcher keeps it; see sql/ebpf_capture--0.1--0.2.sql).
+extern int g_partition_interval_min;         // sighup: time covered by one spans partition
+extern int g_retention_min;                  // sighup: spans older than this are dropped; 0 keep
+extern int g_max_spans_size_mb;              // sighup: spans partitions together at most; 0 no cap
+extern int g_rollup_partition_interval_min;  // sighup: time covered by one rollup partition
+extern int g_rollup_retention_min;           // sighup: rollup older than this is dropped; 0 keep
+extern char* g_min_free_disk;                // sighup: free space the data directory keeps
+extern bool g_synchronous_commit;            // sighup: worker commits wait for the WAL flush
+
 // Defines the ebpf_capture.* parameters; the postmaster-level ones only while
 // shared_preload_libraries is being processed.
 extern char* g_kube_api_url;     // sighup: Kubernetes API URL ("" = in-cluster)
@@ -26,5 +35,9 @@ extern char* g_kube_token_file;  // sighup: bearer token file ("" = in-cluster)
 extern char* g_kube_ca_file;     // sighup: CA bundle ("" = in-cluster)
 
 void define_gucs(bool preloading);
+
+// The free bytes ebpf_capture.min_free_disk asks for on a file system of
+// `total` bytes (0: the guard is off).
+unsigned long long min_free_disk_bytes(unsigned long long total);
 
 }  // namespace ebpfc::pg

@@ -14,6 +14,7 @@
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
+#include "pg/storage_maintenance.h"
 #include "pg/transaction.h"
 
 namespace ebpfc::pg {
@@ -35,15 +36,22 @@ struct SlotControl {
 
 SlotControl g_control[kMaxSlots];
 
-// The enabled interfaces from the captures table; n = -1 on error.
+// Whether the extension is installed in the database (it was, the last
+// time the captures table was read): a drop is logged once.
+bool g_installed = false;
+
+// The enabled interfaces from the captures table; n = -1 on error. Without
+// the extension there are none.
 int read_enabled(char names[][IFNAMSIZ], int max) {
   volatile int n = 0;
+  volatile bool installed = false;
   char error[512];
   const bool ok = in_transaction(
       "ebpf_capture: reading captures",
       [&] {
         const char* schema = extension_schema_quoted();
         if (schema == nullptr) return;
+        installed = true;
         const char* sql =
             psprintf("SELECT interface FROM %s.captures WHERE enabled ORDER BY interface", schema);
         if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
@@ -62,6 +70,11 @@ int read_enabled(char names[][IFNAMSIZ], int max) {
     ereport(LOG, (errmsg("ebpf_capture launcher: %s", error)));
     return -1;
   }
+  if (g_installed && !installed)
+    ereport(LOG, (errmsg("ebpf_capture: the extension was dropped from database \"%s\": its "
+                         "captures stop",
+                         g_database)));
+  g_installed = installed;
   return n;
 }
 
@@ -136,7 +149,8 @@ void reconcile() {
         pfree(ctl.handle);
         ctl.handle = nullptr;
         SpinLockAcquire(&sh->mutex);
-        if (s->state == SlotState::Starting || s->state == SlotState::Running) {
+        if (s->state == SlotState::Starting || s->state == SlotState::Running ||
+            s->state == SlotState::Paused) {
           // It died without saying why (the worker records its own errors).
           if (s->last_error[0] == '\0')
             strlcpy(s->last_error, "capture worker exited unexpectedly", kErrorLen);
@@ -154,7 +168,7 @@ void reconcile() {
                   : (ctl.backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : ctl.backoff_ms * 2);
           ctl.retry_at = TimestampTzPlusMilliseconds(now, ctl.backoff_ms);
         }
-      } else if (state == SlotState::Running) {
+      } else if (state == SlotState::Running || state == SlotState::Paused) {
         ctl.backoff_ms = 0;  // healthy again
       }
     }
@@ -246,9 +260,7 @@ void on_launcher_exit(int code, Datum arg) {
 
 using namespace ebpfc::pg;
 
-extern "C" PGDLLEXPORT void ebpf_capture_launcher_main(Datum arg);
-
-void ebpf_capture_launcher_main(Datum arg) {
+EBPFC_BGWORKER_MAIN(ebpf_capture_launcher_main) {
   (void)arg;
   pqsignal(SIGTERM, die);
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -265,10 +277,14 @@ void ebpf_capture_launcher_main(Datum arg) {
 
   BackgroundWorkerInitializeConnection(g_database, nullptr, 0);
   pgstat_report_appname("ebpf_capture launcher");
+  // Only PostgreSQL's own catalog on the search_path: every statement the
+  // launcher runs names the extension's schema.
+  SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
   ereport(LOG, (errmsg("ebpf_capture launcher started (database \"%s\")", g_database)));
 
   for (;;) {
     reconcile();
+    storage_tick();
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kPollMs,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
@@ -276,6 +292,7 @@ void ebpf_capture_launcher_main(Datum arg) {
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
+      storage_settings_changed();
     }
   }
 }

@@ -1,4 +1,5 @@
-// module.cpp - _PG_init: configuration, shared memory, and the launcher.
+// module.cpp - _PG_init: configuration, shared memory, and the supervisor
+// (which starts the launcher, which starts the capture workers).
 #include <cstring>
 
 #include "pg/guc.h"
@@ -24,8 +25,8 @@ void _PG_init(void) {
   w.bgw_start_time = BgWorkerStart_RecoveryFinished;
   w.bgw_restart_time = 5;
   strlcpy(w.bgw_library_name, "ebpf_capture", BGW_MAXLEN);
-  strlcpy(w.bgw_function_name, "ebpf_capture_launcher_main", BGW_MAXLEN);
-  strlcpy(w.bgw_name, "ebpf_capture launcher", BGW_MAXLEN);
-  strlcpy(w.bgw_type, "ebpf_capture launcher", BGW_MAXLEN);
+  strlcpy(w.bgw_function_name, "ebpf_capture_supervisor_main", BGW_MAXLEN);
+  strlcpy(w.bgw_name, "ebpf_capture supervisor", BGW_MAXLEN);
+  strlcpy(w.bgw_type, "ebpf_capture supervisor", BGW_MAXLEN);
   RegisterBackgroundWorker(&w);
 }

@@ -25,6 +25,8 @@ const char* slot_state_name(SlotState s) {
       return "stopped";
     case SlotState::Failed:
       return "failed";
+    case SlotState::Paused:
+      return "paused";
     case SlotState::Free:
       break;
   }

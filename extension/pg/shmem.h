@@ -9,7 +9,7 @@
 
 namespace ebpfc::pg {
 
-enum class SlotState : int { Free = 0, Starting, Running, Stopping, Stopped, Failed };
+enum class SlotState : int { Free = 0, Starting, Running, Stopping, Stopped, Failed, Paused };
 
 const char* slot_state_name(SlotState s);
 
@@ -49,9 +49,29 @@ struct CaptureSlot {
   pg_atomic_uint64 counters[kSlotCounterCount];
 };
 
+// What the launcher's storage maintenance did last, and the disk guard's
+// state (written by the launcher, read by workers and storage_status()).
+struct StorageState {
+  // Guarded by SharedState::mutex.
+  TimestampTz last_run;
+  TimestampTz last_error_at;
+  char last_error[kErrorLen];
+  char last_dropped[NAMEDATALEN * 2 + 4];  // schema.table of the last partition dropped
+  uint64 partitions_made;
+  uint64 partitions_dropped;
+  uint64 bytes_dropped;
+  uint64 late_rows_deleted;
+  uint64 disk_free_bytes;
+  uint64 disk_total_bytes;
+  uint64 min_free_disk_bytes;
+  bool disk_low;
+  bool writes_paused;  // workers drop spans instead of writing them
+};
+
 struct SharedState {
   slock_t mutex;
   pid_t launcher_pid;
+  StorageState storage;
   int nslots;
   CaptureSlot slots[FLEXIBLE_ARRAY_MEMBER];
 };

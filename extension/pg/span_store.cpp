@@ -4,6 +4,7 @@
 #include <new>
 #include <type_traits>
 
+#include "core/chunk_resolve.h"
 #include "core/span_attributes.h"
 #include "core/span_ids.h"
 #include "core/text_sanitize.h"
@@ -12,6 +13,7 @@
 #include "pg/direct_insert.h"
 #include "pg/guc.h"
 #include "pg/jsonb_attributes.h"
+#include "pg/lock_now.h"
 #include "pg/pg_guard.h"
 #include "pg/transaction.h"
 
@@ -163,13 +165,15 @@ constexpr int count(const ColumnSpec (&)[N]) {
 struct SpanColumns {
   ColumnSpec spec[kMaxInsertColumns];
   int n = 0;
-  int own = 0;    // where the kind's own columns start
-  int peers = 0;  // where the peer columns start
+  int own = 0;         // where the kind's own columns start
+  int peers = 0;       // where the peer columns start
+  int start_time = 0;  // the column spans are partitioned by
   SpanColumns(const ColumnSpec* ids, int nids, const ColumnSpec* own_cols, int nown) {
     auto add = [&](const ColumnSpec* c, int k) {
       for (int i = 0; i < k; i++) spec[n++] = c[i];
     };
     add(ids, nids);
+    start_time = n + 2;  // kCommonSpecs: name, kind, start_time, ...
     add(kCommonSpecs, kCommonColumns);
     own = n;
     add(own_cols, nown);
@@ -353,8 +357,6 @@ class ArrayRows {
 static_assert(std::is_trivially_destructible<ArrayRows>::value,
               "ArrayRows must be trivially destructible");
 
-using Rollup = EdgeRollup<kube::PeerIdentity>;
-
 // The rollup upsert's parameters, one array each: minute, bucket, the source
 // (pod, namespace, workload, workload kind, node, address), the destination
 // (the same six) and the totals.
@@ -458,25 +460,6 @@ void pod_values(const kube::PodRecord* pods, int n, Datum* values) {
   for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) values[c] = cols[c]->array();
 }
 
-// "unnest($from) AS a0, unnest($from+1) AS a1, ..." for the space-separated
-// aliases: arrays zipped row by row. In the target list (ProjectSet) rather
-// than FROM unnest(...) (a function scan): no tuplestore in between, about
-// 0.5 us less per row.
-char* unnest_list(int from, const char* aliases) {
-  StringInfoData out;
-  initStringInfo(&out);
-  int i = 0;
-  for (const char* p = aliases; *p != '\0';) {
-    const char* end = strchr(p, ' ');
-    int len = end ? static_cast<int>(end - p) : static_cast<int>(strlen(p));
-    appendStringInfo(&out, "%sunnest($%d) AS %.*s", i > 0 ? ", " : "", from + i, len, p);
-    i++;
-    p += len;
-    while (*p == ' ') p++;
-  }
-  return out.data;
-}
-
 // "$from, $from+1, ..., $from+n-1"
 char* params(int from, int n) {
   StringInfoData out;
@@ -498,33 +481,93 @@ SPIPlanPtr prepare_array_insert(const char* schema, const char* table, const Col
   appendStringInfoString(&sql, ") SELECT ");
   Oid types[kMaxInsertColumns];
   for (int c = 0; c < n; c++) {
-    appendStringInfo(&sql, "%sunnest($%d)", c > 0 ? ", " : "", c + 1);
+    appendStringInfo(&sql, "%spg_catalog.unnest($%d)", c > 0 ? ", " : "", c + 1);
     types[c] = get_array_type(cols[c].type);
   }
   return prepare_plan(sql.data, n, types);
 }
 
-// Writes n spans of one kind: straight into the table when it allows
-// (DirectInsert), else through the kind's SPI plan. row(span, v, null)
-// builds one row. *why says why the table did not allow it (nullptr: it did).
+// Writes the rows of a partitioned table's leaves directly, leaf by leaf,
+// and marks in `fallback` the rows no leaf could take (none fits, or its
+// leaf needs the executor). Returns how many those are.
 template <class S, class Row>
-void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan,
-                 DirectInsert& direct, Oid relid, Row row, const char** why) {
-  if (n == 0) return;
+int write_leaves(const S* spans, int n, DirectInsert& direct, Row row, bool* fallback,
+                 const char** why) {
+  const int nleaves = direct.leaves();
+  // A counting sort of the rows by leaf (bucket nleaves: no leaf), keeping
+  // their order within a leaf.
+  int* leaf = static_cast<int*>(palloc(sizeof(int) * n));
+  int* start = static_cast<int*>(palloc0(sizeof(int) * (nleaves + 2)));
+  for (int i = 0; i < n; i++) {
+    const int l = direct.route(TimestampTzGetDatum(to_timestamptz(spans[i].start_unix_us)));
+    leaf[i] = l < 0 ? nleaves : l;
+    start[leaf[i] + 1]++;
+  }
+  for (int l = 0; l <= nleaves; l++) start[l + 1] += start[l];
+  int* order = static_cast<int*>(palloc(sizeof(int) * n));
+  int* next = static_cast<int*>(palloc(sizeof(int) * (nleaves + 1)));
+  std::memcpy(next, start, sizeof(int) * (nleaves + 1));
+  for (int i = 0; i < n; i++) order[next[leaf[i]]++] = i;
+
   Datum v[kMaxInsertColumns];
   bool null[kMaxInsertColumns];
-  if (OidIsValid(relid) && direct.open(relid, cols.spec, cols.n, why)) {
-    for (int i = 0; i < n; i++) {
+  int nfallback = start[nleaves + 1] - start[nleaves];
+  for (int k = start[nleaves]; k < start[nleaves + 1]; k++) fallback[order[k]] = true;
+  if (nfallback > 0) *why = "a span has no partition it can be written to directly";
+  for (int l = 0; l < nleaves; l++) {
+    if (start[l] == start[l + 1]) continue;
+    const char* leaf_why = nullptr;
+    if (!direct.begin_leaf(l, &leaf_why)) {
+      for (int k = start[l]; k < start[l + 1]; k++) fallback[order[k]] = true;
+      nfallback += start[l + 1] - start[l];
+      *why = leaf_why;
+      continue;
+    }
+    for (int k = start[l]; k < start[l + 1]; k++) {
       MemoryContext batch = MemoryContextSwitchTo(direct.rows_context());
-      row(spans[i], i, v, null);
+      row(spans[order[k]], order[k], v, null);
       MemoryContextSwitchTo(batch);
       direct.add(v, null);
     }
-    direct.close();
-    return;
+    direct.end_leaf();
   }
-  ArrayRows rows(cols.spec, cols.n, n);
+  return nfallback;
+}
+
+// Writes n spans of one kind: straight into the table (or, when it is
+// partitioned, into each span's leaf) where it allows (DirectInsert), the
+// rest through the kind's SPI plan. row(span, i, v, null) builds one row.
+// *why says why some rows could not be written directly (nullptr: all were).
+template <class S, class Row>
+void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan,
+                 DirectInsert& direct, Oid relid, bool direct_ok, Row row, const char** why) {
+  if (n == 0) return;
+  Datum v[kMaxInsertColumns];
+  bool null[kMaxInsertColumns];
+  bool* fallback = nullptr;  // null: every row goes through the plan
+  int nfallback = n;
+  if (direct_ok && OidIsValid(relid) &&
+      direct.open(relid, cols.spec, cols.n, cols.start_time, why)) {
+    if (direct.partitioned()) {
+      fallback = static_cast<bool*>(palloc0(sizeof(bool) * n));
+      nfallback = write_leaves(spans, n, direct, row, fallback, why);
+    } else {
+      for (int i = 0; i < n; i++) {
+        MemoryContext batch = MemoryContextSwitchTo(direct.rows_context());
+        row(spans[i], i, v, null);
+        MemoryContextSwitchTo(batch);
+        direct.add(v, null);
+      }
+      nfallback = 0;
+    }
+    direct.close();
+  }
+  if (nfallback == 0) return;
+  // INSERT routes rows itself and would wait for a partition's lock.
+  if (OidIsValid(relid)) lock_tree_now(relid, RowExclusiveLock);
+  ArrayRows rows(cols.spec, cols.n, nfallback);
   for (int i = 0; i < n; i++) {
+    if (fallback != nullptr && !fallback[i]) continue;
     row(spans[i], i, v, null);
     rows.add(v, null);
   }
@@ -537,7 +580,8 @@ void write_spans(const S* spans, int n, const SpanColumns& cols, SPIPlanPtr plan
 // reset after it either way.
 template <class Body, class AfterCommit>
 bool batch_transaction(MemoryContext rows, const char* activity, Body body,
-                       AfterCommit after_commit, char* error, size_t error_size) {
+                       AfterCommit after_commit, char* error, size_t error_size,
+                       int* sqlstate = nullptr) {
   const bool ok = in_transaction(
       activity,
       [&] {
@@ -545,7 +589,7 @@ bool batch_transaction(MemoryContext rows, const char* activity, Body body,
         body();
         MemoryContextSwitchTo(old);
       },
-      after_commit, error, error_size);
+      after_commit, error, error_size, sqlstate);
   MemoryContextReset(rows);
   return ok;
 }
@@ -566,6 +610,7 @@ void SpanStore::prepare() {
         if (!OidIsValid(spans_namespace_))
           elog(ERROR, "extension \"ebpf_capture\" is not installed");
         const char* schema = schema_quoted(spans_namespace_);
+        schema_ = MemoryContextStrdup(TopMemoryContext, schema);
         tcp_plan_ = prepare_array_insert(schema, "spans", kTcpColumns.spec, kTcpColumns.n);
         http_plan_ = prepare_array_insert(schema, "spans", kHttpColumns.spec, kHttpColumns.n);
         open_insert_plan_ =
@@ -573,147 +618,120 @@ void SpanStore::prepare() {
         Oid text_type[1] = {TEXTOID};
         open_delete_plan_ = prepare_plan(
             psprintf("DELETE FROM %s.open_connections WHERE interface = $1", schema), 1, text_type);
-
-        // The pods table mirrors the cache's change feed; a pod may appear more
-        // than once in a batch: the last record of a uid wins.
         Oid pod_types[kPodArgs] = {TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
                                    TEXTARRAYOID,        TEXTARRAYOID,        TEXTARRAYOID,
                                    TEXTARRAYOID,        TEXTARRAYOID,        BOOLARRAYOID,
                                    TEXTARRAYOID,        TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
                                    TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID};
-        pod_plan_ = prepare_plan(
-            psprintf("INSERT INTO %s.pods AS p (uid, namespace, name, ips, node, workload, "
-                     "workload_kind, phase, host_network, labels, created_at, first_seen, "
-                     "last_seen, deleted_at) "
-                     "SELECT DISTINCT ON (u) u, ns, n, string_to_array(ips, ',')::inet[], node, w, "
-                     "wk, ph, hn, l::jsonb, ca, coalesce(fs, now()), coalesce(ls, now()), da "
-                     "FROM unnest(%s) WITH ORDINALITY "
-                     "AS x(u, ns, n, ips, node, w, wk, ph, hn, l, ca, fs, ls, da, ord) "
-                     "ORDER BY u, ord DESC "
-                     "ON CONFLICT (uid) DO UPDATE SET namespace = EXCLUDED.namespace, "
-                     "name = EXCLUDED.name, ips = EXCLUDED.ips, node = EXCLUDED.node, "
-                     "workload = EXCLUDED.workload, workload_kind = EXCLUDED.workload_kind, "
-                     "phase = EXCLUDED.phase, host_network = EXCLUDED.host_network, "
-                     "labels = EXCLUDED.labels, created_at = EXCLUDED.created_at, "
-                     "first_seen = least(p.first_seen, EXCLUDED.first_seen), "
-                     "last_seen = greatest(p.last_seen, EXCLUDED.last_seen), "
-                     "deleted_at = EXCLUDED.deleted_at",
-                     schema, params(1, kPodArgs)),
-            kPodArgs, pod_types);
-
-        // The batch's share of the per-minute service map rollup. Node ids,
-        // titles and subtitles come from the same SQL functions the map reads
-        // raw spans with; rows are upserted in key order so that two workers
-        // never wait on each other's rows in opposite orders.
+        pods_plan_ =
+            prepare_plan(psprintf("SELECT %s._pods_upsert(%s)", schema, params(1, kPodArgs)),
+                         kPodArgs, pod_types);
         Oid rollup_types[kRollupArgs] = {
             TIMESTAMPTZARRAYOID, INT2ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
             TEXTARRAYOID,        TEXTARRAYOID, INETARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
             TEXTARRAYOID,        TEXTARRAYOID, TEXTARRAYOID, INETARRAYOID, INT8ARRAYOID,
             INT8ARRAYOID,        INT8ARRAYOID, INT8ARRAYOID};
-        rollup_plan_ = prepare_plan(
-            psprintf("INSERT INTO %1$s.service_map_minutes AS m (minute, src_id, dst_id, bucket, "
-                     "src_title, src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, "
-                     "bytes_received) "
-                     "SELECT mi, %1$s._service_map_node_id(sns, sw, sp, sn, sa), "
-                     "%1$s._service_map_node_id(dns, dw, dp, dn, da), b, "
-                     "min(%1$s._service_map_node_title(sw, sp, sn, sa)), "
-                     "min(%1$s._service_map_node_subtitle(sns, sw, swk, sp, sn)), "
-                     "min(%1$s._service_map_node_title(dw, dp, dn, da)), "
-                     "min(%1$s._service_map_node_subtitle(dns, dw, dwk, dp, dn)), "
-                     "sum(n), sum(e), sum(bs), sum(br) "
-                     "FROM (SELECT %2$s) AS u "
-                     "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
-                     "ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE "
-                     "SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors, "
-                     "bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent, "
-                     "bytes_received = m.bytes_received + EXCLUDED.bytes_received",
-                     schema,
-                     unnest_list(1, "mi b sp sns sw swk sn sa dp dns dw dwk dn da n e bs br")),
-            kRollupArgs, rollup_types);
+        rollup_add_plan_ =
+            prepare_plan(psprintf("SELECT %s._rollup_add(%s)", schema, params(1, kRollupArgs)),
+                         kRollupArgs, rollup_types);
+        rollup_stage_plan_ =
+            prepare_plan(psprintf("SELECT %s._rollup_stage(%s)", schema, params(1, kRollupArgs)),
+                         kRollupArgs, rollup_types);
+        rollup_merge_plan_ =
+            prepare_plan(psprintf("SELECT %s._rollup_merge_staged()", schema), 0, nullptr);
+        // Rows a worker staged before it ended are merged at the first chance.
+        if (SPI_execute(psprintf("SELECT 1 FROM %s._service_map_staged LIMIT 1", schema), true,
+                        1) == SPI_OK_SELECT)
+          staged_ = SPI_processed > 0;
       },
       error, sizeof(error));
   if (!ok) throw PgError(error);
 }
 
-bool SpanStore::resolve_and_fold(const Batch& b, char* error, size_t error_size) noexcept {
-  try {
-    rollup_.clear();
-    peers_.clear();
-    auto who = [&](const uint8_t addr[16], int64_t at_us) {
-      const kube::PeerIdentity* id = b.peers ? b.peers->lookup(addr, at_us) : nullptr;
-      peers_.push_back(id);
-      return id;
-    };
-    for (size_t i = 0; i < b.ntcp; i++) {
-      const Span& s = b.tcp[i];
-      const auto* src = who(s.src_addr, s.start_unix_us);
-      const auto* dst = who(s.dst_addr, s.start_unix_us);
-      rollup_.add_connection(s.start_unix_us, Rollup::end(src, s.family, s.src_addr),
-                             Rollup::end(dst, s.family, s.dst_addr), s.status == SpanStatus::Error,
-                             s.bytes_sent, s.bytes_received);
-    }
-    for (size_t i = 0; i < b.nhttp; i++) {
-      const HttpSpan& s = b.http[i];
-      const auto* src = who(s.src_addr, s.start_unix_us);
-      const auto* dst = who(s.dst_addr, s.start_unix_us);
-      rollup_.add_request(s.start_unix_us, s.end_unix_us, Rollup::end(src, s.family, s.src_addr),
-                          Rollup::end(dst, s.family, s.dst_addr), s.status == SpanStatus::Error);
-    }
-    return true;
-  } catch (const std::bad_alloc&) {
-    rollup_.clear();
-    peers_.clear();
-    strlcpy(error, "out of memory folding the batch into the service map rollup", error_size);
-    return false;
-  }
+namespace {
+
+bool is_lock_busy(int sqlstate) { return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE; }
+
+// The table `name` of the extension's schema `nsp`, locked for writing now
+// (with its partitions), or lock_not_available.
+void lock_table_now(const char* name, Oid nsp) {
+  const Oid relid = get_relname_relid(name, nsp);
+  if (OidIsValid(relid)) lock_tree_now(relid, RowExclusiveLock);
 }
 
-bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_t error_size) {
-  if (b.ntcp == 0 && b.nhttp == 0 && b.npods == 0) return true;
-  MemoryContext batch = static_cast<MemoryContext>(batch_context_);
-  SPIPlanPtr tcp_plan = static_cast<SPIPlanPtr>(tcp_plan_);
-  SPIPlanPtr http_plan = static_cast<SPIPlanPtr>(http_plan_);
-  SPIPlanPtr pod_plan = static_cast<SPIPlanPtr>(pod_plan_);
-  SPIPlanPtr rollup_plan = static_cast<SPIPlanPtr>(rollup_plan_);
-  if (!resolve_and_fold(b, error, error_size)) return false;
+}  // namespace
 
+void SpanStore::write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolved,
+                      const kube::PodRecord* pods, size_t npods, const char* interface,
+                      Outcome* out) {
+  *out = Outcome();
+  if (chunk.size() == 0 && npods == 0) {
+    out->spans_written = out->pods_written = true;
+    return;
+  }
   const char* why = g_direct_insert ? nullptr : "ebpf_capture.direct_insert is off";
-  return batch_transaction(
-      batch, "ebpf_capture: inserting spans",
+  const Rollup& rollup = resolved.rollup();
+  char side_error[kErrorLen];
+  side_error[0] = '\0';
+  volatile bool pods_ok = npods == 0;
+  volatile bool staged = false;
+  int sqlstate = 0;
+  const bool ok = batch_transaction(
+      batch_context_, "ebpf_capture: inserting spans",
       [&] {
-        const Oid spans =
-            g_direct_insert ? get_relname_relid("spans", spans_namespace_) : InvalidOid;
-        if (g_direct_insert && !OidIsValid(spans))
-          why = "the extension's schema has no spans table";
+        const Oid spans = get_relname_relid("spans", spans_namespace_);
+        if (!OidIsValid(spans))
+          ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
+                          errmsg("the extension's schema has no spans table")));
         const RowConstants k(interface);
-        const kube::PeerIdentity* const* who = peers_.data();
+        const kube::PeerIdentity* const* who = resolved.peers();
         write_spans(
-            b.tcp, static_cast<int>(b.ntcp), kTcpColumns, tcp_plan, *direct_, spans,
+            chunk.tcp, static_cast<int>(chunk.ntcp), kTcpColumns, tcp_plan_, *direct_, spans,
+            g_direct_insert,
             [&](const Span& s, int i, Datum* v, bool* null) {
               tcp_row(s, k, who + 2 * i, v, null);
             },
             &why);
-        who += 2 * b.ntcp;
+        who += 2 * chunk.ntcp;
         write_spans(
-            b.http, static_cast<int>(b.nhttp), kHttpColumns, http_plan, *direct_, spans,
+            chunk.http, static_cast<int>(chunk.nhttp), kHttpColumns, http_plan_, *direct_, spans,
+            g_direct_insert,
             [&](const HttpSpan& s, int i, Datum* v, bool* null) {
               http_row(s, k, who + 2 * i, v, null);
             },
             &why);
-        Datum pod_args[kPodArgs];
-        Datum rollup_args[kRollupArgs];
-        if (b.npods > 0) {
-          pod_values(b.pods, static_cast<int>(b.npods), pod_args);
-          execute(pod_plan, pod_args);
+        int side_state = 0;
+        if (npods > 0) {
+          Datum pod_args[kPodArgs];
+          pod_values(pods, static_cast<int>(npods), pod_args);
+          pods_ok = in_subtransaction(
+              [&] {
+                lock_table_now("pods", spans_namespace_);
+                execute(pods_plan_, pod_args, SPI_OK_SELECT);
+              },
+              side_error, sizeof(side_error), &side_state);
         }
-        if (rollup_.size() > 0) {
-          rollup_values(rollup_, rollup_args);
-          execute(rollup_plan, rollup_args);
+        if (rollup.size() > 0) {
+          Datum rollup_args[kRollupArgs];
+          rollup_values(rollup, rollup_args);
+          const bool added = in_subtransaction(
+              [&] {
+                lock_table_now("service_map_minutes", spans_namespace_);
+                execute(rollup_add_plan_, rollup_args, SPI_OK_SELECT);
+              },
+              side_error, sizeof(side_error), &side_state);
+          // The rollup table is held: the rows wait in the staging table,
+          // written with their spans.
+          if (!added) {
+            lock_table_now("_service_map_staged", spans_namespace_);
+            execute(rollup_stage_plan_, rollup_args, SPI_OK_SELECT);
+            staged = true;
+          }
         }
       },
       [&] {
         // A batch of pod changes alone says nothing about how spans go in.
-        if (b.ntcp + b.nhttp > 0 && why != direct_refused_) {
+        if (chunk.size() > 0 && why != direct_refused_) {
           if (why != nullptr)
             elog(LOG, "ebpf_capture: spans are written through INSERT because %s", why);
           else if (direct_refused_ != nullptr)
@@ -721,40 +739,52 @@ bool SpanStore::insert(const Batch& b, const char* interface, char* error, size_
           direct_refused_ = why;
         }
       },
-      error, error_size);
+      out->error, sizeof(out->error), &sqlstate);
+  if (!ok) {
+    out->retry = is_lock_busy(sqlstate);
+    return;
+  }
+  out->spans_written = true;
+  out->pods_written = pods_ok;
+  out->rollup_staged = staged;
+  if (staged) staged_ = true;
+  if (side_error[0] != '\0') strlcpy(out->error, side_error, sizeof(out->error));
 }
 
-bool SpanStore::replace_open(const Span* open, size_t n, const kube::PodCache* peers,
-                             const char* interface, char* error, size_t error_size) {
-  try {
-    peers_.clear();
-    for (size_t i = 0; i < n; i++) {
-      peers_.push_back(peers ? peers->lookup(open[i].src_addr, open[i].start_unix_us) : nullptr);
-      peers_.push_back(peers ? peers->lookup(open[i].dst_addr, open[i].start_unix_us) : nullptr);
-    }
-  } catch (const std::bad_alloc&) {
-    strlcpy(error, "out of memory naming the open connections", error_size);
-    return false;
-  }
-  SPIPlanPtr delete_plan = static_cast<SPIPlanPtr>(open_delete_plan_);
-  SPIPlanPtr insert_plan = static_cast<SPIPlanPtr>(open_insert_plan_);
-  return batch_transaction(
-      static_cast<MemoryContext>(batch_context_), "ebpf_capture: reporting open connections",
+bool SpanStore::merge_staged(char* error, size_t error_size) {
+  if (!staged_) return true;
+  const bool ok = batch_transaction(
+      batch_context_, "ebpf_capture: merging the staged rollup",
       [&] {
+        lock_table_now("_service_map_staged", spans_namespace_);
+        lock_table_now("service_map_minutes", spans_namespace_);
+        execute(rollup_merge_plan_, nullptr, SPI_OK_SELECT);
+      },
+      [] {}, error, error_size);
+  if (ok) staged_ = false;
+  return ok;
+}
+
+bool SpanStore::replace_open(const Span* open, size_t n, const ResolvedChunk& resolved,
+                             const char* interface, char* error, size_t error_size) {
+  return batch_transaction(
+      batch_context_, "ebpf_capture: reporting open connections",
+      [&] {
+        lock_table_now("open_connections", spans_namespace_);
         const RowConstants k(interface);
         Datum iface[1] = {k.interface};
-        execute(delete_plan, iface, SPI_OK_DELETE);
+        execute(open_delete_plan_, iface, SPI_OK_DELETE);
         if (n == 0) return;
         ArrayRows rows(kOpenSpecs, kOpenColumns, static_cast<int>(n));
         Datum v[kOpenColumns];
         bool null[kOpenColumns];
         for (size_t i = 0; i < n; i++) {
-          open_row(open[i], k, peers_.data() + 2 * i, v, null);
+          open_row(open[i], k, resolved.peers() + 2 * i, v, null);
           rows.add(v, null);
         }
         Datum args[kOpenColumns];
         rows.arrays(args);
-        execute(insert_plan, args);
+        execute(open_insert_plan_, args);
       },
       [] {}, error, error_size);
 }

@@ -1,19 +1,24 @@
-// span_store.h - writes spans into the spans table, one transaction per
-// batch, then pgstat_report_stat. Spans go straight into the table through
-// its access method (DirectInsert, the way COPY does) while the table allows
-// it, else through one saved SPI plan per span kind (INSERT ... SELECT
-// unnest(arrays)). The batch's pod changes and its share of the service map
-// rollup are one SPI upsert each. The report of open connections replaces the
-// interface's rows of open_connections (a saved DELETE and INSERT).
+// span_store.h - writes chunks of spans into the spans table, one
+// transaction per chunk, then pgstat_report_stat. Spans go straight into
+// their time partition through the table's access method (DirectInsert, the
+// way COPY does) where the partition allows it, else through one saved SPI
+// plan per span kind (INSERT ... SELECT unnest(arrays)).
+//
+// In the same transaction, each in a subtransaction with a short lock wait,
+// go the pod changes (_pods_upsert) and the chunk's share of the service map
+// rollup (_rollup_add). A lock held on pods or on the rollup never holds up
+// the spans: the pod changes are kept for the next chunk, the rollup rows
+// are staged (_rollup_stage) and merged in (_rollup_merge_staged) once the
+// table is free. The report of open connections replaces the interface's
+// rows of open_connections.
 #pragma once
 
 #include <cstddef>
-#include <vector>
 
-#include "core/edge_rollup.h"
-#include "core/http_span.h"
-#include "core/span.h"
+#include "core/chunk_resolve.h"
+#include "core/span_batch.h"
 #include "kube/pod_cache.h"
+#include "pg/shmem.h"
 
 namespace ebpfc::pg {
 
@@ -21,52 +26,56 @@ class DirectInsert;
 
 class SpanStore {
  public:
-  // Prepares and keeps the insert plans. Call inside the worker, connected
-  // to the database. Throws PgError.
+  // Prepares and keeps the plans. Call inside the worker, connected to the
+  // database, once the extension is at the library's version. Throws PgError.
   void prepare();
 
-  // What one transaction writes.
-  struct Batch {
-    const Span* tcp = nullptr;
-    size_t ntcp = 0;
-    const HttpSpan* http = nullptr;
-    size_t nhttp = 0;
-    const kube::PodRecord* pods = nullptr;  // changes to mirror into the pods table
-    size_t npods = 0;
-    const kube::PodCache* peers = nullptr;  // names both ends of each span; may be null
+  // The extension's schema, quoted for SQL (known once prepared).
+  const char* schema() const { return schema_; }
+
+  // What writing a chunk did.
+  struct Outcome {
+    bool spans_written = false;  // the chunk's spans are in the table
+    bool retry = false;          // they are not, for a passing reason (a lock wait gave up)
+    bool pods_written = false;   // the pod changes given are in the pods table
+    bool rollup_staged = false;  // the chunk's rollup rows were staged
+    char error[kErrorLen] = "";  // what failed, if anything did
   };
 
-  // Writes the batch in one transaction. Returns false (with the error text
-  // in `error`) if the transaction failed; nothing is half-written.
-  bool insert(const Batch& batch, const char* interface, char* error, size_t error_size);
+  // Writes `chunk` (named by `resolved`) and the pod changes in one
+  // transaction; see above.
+  void write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolved,
+             const kube::PodRecord* pods, size_t npods, const char* interface, Outcome* out);
+
+  // Whether rollup rows are staged (written, or found at start).
+  bool has_staged() const { return staged_; }
+  // Merges the staged rollup rows in, in a transaction of its own. Returns
+  // false (they stay staged) with the error if it could not.
+  bool merge_staged(char* error, size_t error_size);
 
   // Replaces this interface's rows of open_connections with `open`, the
-  // connections open now (none: empties them), named by `peers` (may be
-  // null), in one transaction. Returns false with the error text in `error`
-  // if it failed; the table then keeps its previous rows.
-  bool replace_open(const Span* open, size_t n, const kube::PodCache* peers, const char* interface,
-                    char* error, size_t error_size);
+  // connections open now (none: empties them), named by `resolved`, in one
+  // transaction. Returns false with the error text in `error` if it failed;
+  // the table then keeps its previous rows.
+  bool replace_open(const Span* open, size_t n, const ResolvedChunk& resolved,
+                    const char* interface, char* error, size_t error_size);
 
  private:
-  // Looks up who is at both ends of every span, once, into peers_, and
-  // folds the batch into rollup_ (C++ only, before the transaction).
-  bool resolve_and_fold(const Batch& batch, char* error, size_t error_size) noexcept;
-
-  EdgeRollup<kube::PeerIdentity> rollup_;
-  // Per span of the batch, tcp then http: source and destination identity
-  // (null: unknown), read by the row builders and the rollup alike.
-  std::vector<const kube::PeerIdentity*> peers_;
-  void* rollup_plan_ = nullptr;       // SPIPlanPtr
-  void* tcp_plan_ = nullptr;          // SPIPlanPtr
-  void* http_plan_ = nullptr;         // SPIPlanPtr
-  void* pod_plan_ = nullptr;          // SPIPlanPtr
-  void* open_delete_plan_ = nullptr;  // SPIPlanPtr
-  void* open_insert_plan_ = nullptr;  // SPIPlanPtr
-  void* batch_context_ = nullptr;     // MemoryContext, reset after every batch
-  unsigned spans_namespace_ = 0;      // Oid of the extension's schema
-  DirectInsert* direct_ = nullptr;    // in TopMemoryContext, for the worker's life
-  // Why the last batch could not be written directly (nullptr: it was);
-  // a change is logged.
+  SPIPlanPtr tcp_plan_ = nullptr;
+  SPIPlanPtr http_plan_ = nullptr;
+  SPIPlanPtr pods_plan_ = nullptr;
+  SPIPlanPtr rollup_add_plan_ = nullptr;
+  SPIPlanPtr rollup_stage_plan_ = nullptr;
+  SPIPlanPtr rollup_merge_plan_ = nullptr;
+  SPIPlanPtr open_delete_plan_ = nullptr;
+  SPIPlanPtr open_insert_plan_ = nullptr;
+  MemoryContext batch_context_ = nullptr;  // reset after every chunk
+  unsigned spans_namespace_ = 0;           // Oid of the extension's schema
+  const char* schema_ = nullptr;           // its name, quoted (TopMemoryContext)
+  DirectInsert* direct_ = nullptr;         // in TopMemoryContext, for the worker's life
+  bool staged_ = false;
+  // Why the last chunk could not be written directly (nullptr: it was); a
+  // change is logged.
   const char* direct_refused_ = nullptr;
 };
 

@@ -31,15 +31,9 @@ enum class Problem { None, NotPreloaded, WrongDatabase, BadName, NoSuchInterface
 
 using namespace ebpfc::pg;
 
-extern "C" {
-PG_FUNCTION_INFO_V1(ebpf_capture_check_start);
-PG_FUNCTION_INFO_V1(ebpf_capture_wake);
-PG_FUNCTION_INFO_V1(ebpf_capture_slots);
-}
-
 // _capture_check_start(interface text): raises the error that stops a capture
 // on `interface` from starting, if there is one.
-extern "C" Datum ebpf_capture_check_start(PG_FUNCTION_ARGS) {
+EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
   if (PG_ARGISNULL(0))
     ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                     errmsg("invalid interface name: it is NULL")));
@@ -120,7 +114,7 @@ extern "C" Datum ebpf_capture_check_start(PG_FUNCTION_ARGS) {
 }
 
 // _capture_wake(): wakes the launcher when the current transaction commits.
-extern "C" Datum ebpf_capture_wake(PG_FUNCTION_ARGS) {
+EBPFC_SQL_FUNCTION(ebpf_capture_wake) {
   (void)fcinfo;
   if (!g_callback_registered) {
     RegisterXactCallback(wake_on_commit, nullptr);
@@ -131,7 +125,7 @@ extern "C" Datum ebpf_capture_wake(PG_FUNCTION_ARGS) {
 }
 
 // _capture_slots(): the capture slots in shared memory, one row per slot in use.
-extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
+EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
   ReturnSetInfo* rsinfo = reinterpret_cast<ReturnSetInfo*>(fcinfo->resultinfo);
   InitMaterializedSRF(fcinfo, 0);
   SharedState* sh = shared();
@@ -175,4 +169,49 @@ extern "C" Datum ebpf_capture_slots(PG_FUNCTION_ARGS) {
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   PG_RETURN_VOID();
+}
+
+// _storage_state(): what the launcher's storage maintenance did last and the
+// disk guard's state; see _storage_state in the SQL script for the columns.
+EBPFC_SQL_FUNCTION(ebpf_capture_storage_state) {
+  TupleDesc desc;
+  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+    ereport(ERROR, (errmsg("ebpf_capture: _storage_state must return a record")));
+  constexpr int kColumns = 13;
+  Datum values[kColumns];
+  bool nulls[kColumns] = {};
+  SharedState* sh = shared();
+  if (sh == nullptr) {
+    for (bool& n : nulls) n = true;
+  } else {
+    StorageState st;
+    SpinLockAcquire(&sh->mutex);
+    st = sh->storage;
+    SpinLockRelease(&sh->mutex);
+    auto text_or_null = [&](int i, const char* s) {
+      nulls[i] = s[0] == '\0';
+      values[i] = nulls[i] ? Datum(0) : CStringGetTextDatum(s);
+    };
+    values[0] = TimestampTzGetDatum(st.last_run);
+    nulls[0] = st.last_run == 0;
+    text_or_null(1, st.last_error);
+    values[2] = TimestampTzGetDatum(st.last_error_at);
+    nulls[2] = st.last_error_at == 0;
+    values[3] = Int64GetDatum(static_cast<int64>(st.partitions_made));
+    values[4] = Int64GetDatum(static_cast<int64>(st.partitions_dropped));
+    values[5] = Int64GetDatum(static_cast<int64>(st.bytes_dropped));
+    values[6] = Int64GetDatum(static_cast<int64>(st.late_rows_deleted));
+    text_or_null(7, st.last_dropped);
+    values[8] = Int64GetDatum(static_cast<int64>(st.disk_free_bytes));
+    values[9] = Int64GetDatum(static_cast<int64>(st.disk_total_bytes));
+    values[10] = Int64GetDatum(static_cast<int64>(st.min_free_disk_bytes));
+    values[11] = BoolGetDatum(st.disk_low);
+    values[12] = BoolGetDatum(st.writes_paused);
+    nulls[8] = nulls[9] = nulls[10] = st.disk_total_bytes == 0;
+  }
+  if (desc->natts != kColumns)
+    ereport(ERROR, (errmsg("ebpf_capture: _storage_state has %d columns, the library %d",
+                           desc->natts, kColumns),
+                    errhint("Run ALTER EXTENSION ebpf_capture UPDATE.")));
+  PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -12,14 +12,18 @@
 // The C++ state lives on the heap behind `g_worker`, so the loop's own frame
 // holds nothing a longjmp or a FATAL exit could skip a destructor of.
 #include <sched.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "capture/packet_capture.h"
+#include "core/chunk_resolve.h"
+#include "core/fault.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
+#include "core/span_batch.h"
 #include "kube/kube_client.h"
 #include "kube/kube_config.h"
 #include "kube/pod_cache.h"
@@ -27,6 +31,7 @@
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/span_store.h"
+#include "pg/transaction.h"
 
 namespace ebpfc::pg {
 namespace {
@@ -41,102 +46,6 @@ constexpr uint64_t kDrainIntervalNs = 20ull * 1000 * 1000;
 // A closed flow still in the map after this long lost its ring-buffer event.
 constexpr uint64_t kCloseGraceNs = 1000ull * 1000 * 1000;
 
-// Finished spans waiting for the next insert, built as the kernel reports
-// connections and payload heads.
-class SpanBatch final : public FlowSink {
- public:
-  void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
-                  CloseReason reason) override {
-    uint8_t connection_span_id[8];
-    bool had_http = false;
-    if (http != nullptr) {
-      const size_t before = http_spans.size();
-      had_http = http->on_flow_ended(key, connection_span_id, clock, ids, http_spans);
-      after_http(before);
-    }
-    if (full()) {
-      dropped++;
-      return;
-    }
-    note_first();
-    spans.emplace_back();
-    span_from_flow(key, stats, reason, clock, ids, spans.back());
-    // The connection's HTTP spans already refer to this id.
-    if (had_http) std::memcpy(spans.back().span_id, connection_span_id, 8);
-  }
-
-  void payload(const ebpfc_payload_event& head) override {
-    if (http == nullptr) return;
-    const size_t before = http_spans.size();
-    http->on_payload(head, clock, ids, http_spans);
-    after_http(before);
-  }
-
-  // A sweep that reports open connections lists them here.
-  void flow_open(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats) override {
-    open_spans.emplace_back();
-    span_from_flow(key, stats, CloseReason::None, clock, ids, open_spans.back());
-  }
-
-  // After a drain: connections that ended give their last exchanges.
-  void end_of_drain(uint64_t now_ns) {
-    if (http == nullptr) return;
-    const size_t before = http_spans.size();
-    http->end_of_drain(now_ns, clock, ids, http_spans);
-    after_http(before);
-  }
-
-  void close_all() {
-    if (http == nullptr) return;
-    const size_t before = http_spans.size();
-    http->close_all(clock, ids, http_spans);
-    after_http(before);
-  }
-
-  // Spans waiting for the next flush.
-  size_t waiting() const { return spans.size() + http_spans.size(); }
-  // Those and the ones a flush is writing: what the backlog bound counts.
-  size_t pending() const { return waiting() + flushing_spans.size() + flushing_http.size(); }
-
-  // A flush takes everything waiting (a swap of buffers: nothing is copied
-  // or moved); what arrives while it runs waits in the emptied buffers.
-  void begin_flush() {
-    std::swap(spans, flushing_spans);
-    std::swap(http_spans, flushing_http);
-    oldest_ns = 0;
-  }
-  void end_flush() {
-    flushing_spans.clear();
-    flushing_http.clear();
-  }
-
-  std::vector<Span> spans;  // waiting
-  HttpSpanList http_spans;
-  std::vector<Span> flushing_spans;  // being written by the flush in progress
-  HttpSpanList flushing_http;
-  std::vector<Span> open_spans;  // the connections open at the last report's sweep
-  HttpTracker* http = nullptr;   // null when HTTP is off
-  uint64_t oldest_ns = 0;
-  uint64_t dropped = 0;
-  WallClock clock;
-  SpanIdGenerator ids;
-
- private:
-  bool full() const { return pending() >= static_cast<size_t>(g_max_pending_spans); }
-  void note_first() {
-    if (waiting() == 0) oldest_ns = WallClock::monotonic_ns();
-  }
-  // Keeps the new HTTP spans within the backlog bound.
-  void after_http(size_t before) {
-    if (http_spans.size() > before && before + spans.size() == 0)
-      oldest_ns = WallClock::monotonic_ns();
-    while (http_spans.size() > before && full()) {
-      http_spans.pop_back();
-      dropped++;
-    }
-  }
-};
-
 struct Worker {
   int slot = -1;
   char interface[IFNAMSIZ] = {};
@@ -144,17 +53,24 @@ struct Worker {
   HttpTracker* http = nullptr;
   kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
   kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
-  std::vector<kube::PodRecord> pod_changes;  // to mirror into the pods table
-  SpanBatch batch;
+  std::vector<kube::PodRecord> pod_changes;  // to mirror into the pods table, until written
+  SpanBatch batch{static_cast<size_t>(g_max_pending_memory_kb) * 1024};
+  ResolvedChunk resolved;  // the chunk being written, or the open connections, named
   SpanStore store;
   uint64_t spans_written = 0;
   uint64_t port_resyncs = 0;  // last count logged
   uint64_t next_sweep_ns = 0;
   uint64_t next_open_report_ns = 0;
-  bool open_report_due = false;  // a sweep listed the open connections: write them
-  bool open_rows = false;        // open_connections may hold rows of this capture
-  size_t last_drained = 0;       // flows the last drain reported
-  bool swept = false;            // a sweep ran since the counters were published
+  bool open_report_due = false;   // a sweep listed the open connections: write them
+  bool open_rows = false;         // open_connections may hold rows of this capture
+  size_t last_drained = 0;        // flows the last drain reported
+  bool swept = false;             // a sweep ran since the counters were published
+  bool paused = false;            // spans are dropped: the data directory is short of space
+  uint64_t dropped_at_pause = 0;  // batch.dropped() when the pause began
+  uint64_t next_merge_ns = 0;     // when staged rollup rows are merged next
+  bool lock_logged = false;       // a busy lock was logged (once per episode)
+  uint64_t refused_logged_ns = 0;  // when a refused chunk was last logged
+  uint64_t refused_unlogged = 0;   // chunks refused since
 };
 
 Worker* g_worker = nullptr;
@@ -177,14 +93,31 @@ bool stop_requested() {
   return stop;
 }
 
-// Marks the capture failed with `message`, logs it, and exits (the launcher
-// retries with back-off).
+// Marks the capture failed with `message` and ends the worker with FATAL
+// (the launcher retries with back-off).
 [[noreturn]] void fail_and_exit(const char* message) {
   set_slot_error(g_worker->slot, message);
   set_state(SlotState::Failed);
-  ereport(LOG,
+  ereport(FATAL,
           (errmsg("ebpf_capture: capture on \"%s\" failed: %s", g_worker->interface, message)));
-  proc_exit(1);
+  pg_unreachable();
+}
+
+// Runs f, which may throw (only C++ runs in it); a C++ exception ends the
+// worker with FATAL and the exception's message.
+template <class F>
+void or_fail(const char* what, F&& f) {
+  char error[kErrorLen];
+  error[0] = '\0';
+  try {
+    f();
+    return;
+  } catch (const std::bad_alloc&) {
+    snprintf(error, sizeof(error), "%s: out of memory", what);
+  } catch (const std::exception& e) {
+    snprintf(error, sizeof(error), "%s: %s", what, e.what());
+  }
+  fail_and_exit(error);
 }
 
 void publish_counters() {
@@ -211,7 +144,7 @@ void publish_counters() {
   set(kFlowTableFull, c.filter.flow_table_full);
   set(kFlowsTracked, g_worker->capture->flows_tracked());
   set(kSpansWritten, g_worker->spans_written);
-  set(kSpansDropped, g_worker->batch.dropped);
+  set(kSpansDropped, g_worker->batch.dropped());
   set(kPayloadDropped, c.filter.payload_dropped);
   if (g_worker->kube != nullptr) {
     kube::KubeStatus k;
@@ -231,6 +164,49 @@ void publish_counters() {
   }
 }
 
+// Whether spans must not be written now: the launcher says the data
+// directory's file system is short of space and nothing is left to drop, or
+// (should the launcher be busy) free space has fallen below half of
+// ebpf_capture.min_free_disk.
+bool disk_says_pause() {
+  SharedState* sh = shared();
+  SpinLockAcquire(&sh->mutex);
+  const bool launcher_says = sh->storage.writes_paused;
+  SpinLockRelease(&sh->mutex);
+  if (launcher_says) return true;
+  struct statvfs fs;
+  if (statvfs(".", &fs) != 0) return false;
+  const unsigned long long free_bytes = static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize;
+  const unsigned long long total = static_cast<unsigned long long>(fs.f_blocks) * fs.f_frsize;
+  const unsigned long long threshold = min_free_disk_bytes(total);
+  return threshold > 0 && free_bytes < threshold / 2;
+}
+
+// Follows the disk guard: pauses or resumes writing, says so once each way.
+void follow_disk_guard() {
+  const bool pause = disk_says_pause();
+  if (pause == g_worker->paused) return;
+  g_worker->paused = pause;
+  if (pause) {
+    g_worker->dropped_at_pause = g_worker->batch.dropped();
+    set_state(SlotState::Paused);
+    set_slot_error(g_worker->slot,
+                   "the data directory's file system is short of space "
+                   "(ebpf_capture.min_free_disk): spans are dropped until it has room again");
+    ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\" stops writing spans: the data "
+                         "directory's file system is short of space",
+                         g_worker->interface)));
+  } else {
+    set_state(SlotState::Running);
+    set_slot_error(g_worker->slot, "");
+    ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\" writes spans again (%llu dropped "
+                         "while the disk was short of space)",
+                         g_worker->interface,
+                         static_cast<unsigned long long>(g_worker->batch.dropped() -
+                                                         g_worker->dropped_at_pause))));
+  }
+}
+
 // Reads the ring buffer between two insert transactions of one flush: a
 // flush of many spans takes long enough for a busy kernel to fill the ring
 // buffer (each lost payload head is a lost or incomplete HTTP exchange).
@@ -243,64 +219,114 @@ void drain_while_flushing() {
   }
 }
 
-// Inserts the pending spans in transactions of at most batch_size rows (tcp
-// and http rows together), with the pod changes the Kubernetes cache has
-// seen. Spans that arrive while it runs (it drains the ring buffer between
-// transactions unless `final`) wait for the next flush.
+// Staged rollup rows (written while the rollup table was held) are merged
+// in at most this often.
+constexpr uint64_t kMergeIntervalNs = 1000ull * 1000 * 1000;
+// A chunk the table refuses is logged at most this often.
+constexpr uint64_t kRefusedLogNs = 60ull * 1000 * 1000 * 1000;
+
+// Writes the spans of a flush in transactions of at most batch_size rows
+// (tcp and http rows together), the pod changes the Kubernetes cache has seen
+// with the first. A chunk a lock held up stays, with the rest, for the next
+// flush; a chunk the table refuses is dropped and counted (retrying it would
+// stall every span behind it). Spans that arrive meanwhile (the ring buffer
+// is drained between transactions unless `final`) wait for the next flush;
+// a final flush writes them too.
 void flush(bool final = false) {
   SpanBatch& b = g_worker->batch;
-  const size_t limit = static_cast<size_t>(g_batch_size);
-  if (g_worker->pods != nullptr) {
-    g_worker->pod_changes.clear();
-    g_worker->pods->take_changes(g_worker->pod_changes, limit);
+  if (g_worker->paused) {
+    b.drop_waiting();
+    return;
   }
+  const size_t limit = static_cast<size_t>(g_batch_size);
+  if (g_worker->pods != nullptr && g_worker->pod_changes.empty()) {
+    or_fail("taking the pod changes", [&] {
+      fault::at("flush");
+      g_worker->pods->take_changes(g_worker->pod_changes, limit);
+    });
+  }
+  bool pods_due = !g_worker->pod_changes.empty();
   b.begin_flush();
-  const size_t tcp_total = b.flushing_spans.size();
-  const size_t http_total = b.flushing_http.size();
-  size_t tcp_done = 0, http_done = 0;
-  bool pods_pending = !g_worker->pod_changes.empty();
-  while (tcp_done < tcp_total || http_done < http_total || pods_pending) {
-    SpanStore::Batch batch;
-    batch.peers = g_worker->pods;
-    batch.tcp = b.flushing_spans.data() + tcp_done;
-    batch.ntcp = std::min(tcp_total - tcp_done, limit);
-    batch.http = b.flushing_http.data() + http_done;
-    batch.nhttp = std::min(http_total - http_done, limit - batch.ntcp);
-    if (pods_pending) {
-      batch.pods = g_worker->pod_changes.data();
-      batch.npods = g_worker->pod_changes.size();
-      pods_pending = false;
+  for (;;) {
+    const SpanBatch::Chunk chunk = b.next_chunk(limit);
+    if (chunk.size() == 0 && !pods_due) {
+      if (!final || b.waiting() == 0) break;
+      b.end_flush();
+      b.begin_flush();  // a final flush takes what arrived meanwhile too
+      continue;
     }
-    char error[kErrorLen];
-    if (g_worker->store.insert(batch, g_worker->interface, error, sizeof(error))) {
-      g_worker->spans_written += batch.ntcp + batch.nhttp;
+    or_fail("naming the spans", [&] { g_worker->resolved.resolve(chunk, g_worker->pods); });
+    SpanStore::Outcome out;
+    g_worker->store.write(chunk, g_worker->resolved,
+                          pods_due ? g_worker->pod_changes.data() : nullptr,
+                          pods_due ? g_worker->pod_changes.size() : 0, g_worker->interface, &out);
+    pods_due = false;  // once per flush; kept for the next one if not written
+    if (out.spans_written) {
+      b.chunk_done(chunk);
+      g_worker->spans_written += chunk.size();
+      if (out.pods_written) g_worker->pod_changes.clear();
+      g_worker->lock_logged = false;
+      g_worker->refused_logged_ns = 0;  // the next refusal starts a new episode: logged
+    } else if (out.retry && !final) {
+      // A lock was not granted in time: this chunk and the rest go first
+      // next time. Logged once until a chunk goes in again.
+      if (!g_worker->lock_logged)
+        ereport(LOG, (errmsg("ebpf_capture: %zu spans from \"%s\" wait: %s", b.left_over(),
+                             g_worker->interface, out.error)));
+      g_worker->lock_logged = true;
+      break;
     } else {
-      // The batch is lost, and counted: retrying a batch the table refuses
-      // would stall every span behind it.
-      b.dropped += batch.ntcp + batch.nhttp;
-      set_slot_error(g_worker->slot, error);
-      ereport(WARNING, (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s",
-                               batch.ntcp + batch.nhttp, g_worker->interface, error)));
+      b.chunk_done(chunk, true);
+      set_slot_error(g_worker->slot, out.error);
+      // Logged at most once a minute: a table that keeps refusing (dropped,
+      // a constraint every span violates) must not flood the log.
+      const uint64_t now = WallClock::monotonic_ns();
+      if (g_worker->refused_logged_ns == 0 || now - g_worker->refused_logged_ns >= kRefusedLogNs) {
+        ereport(WARNING,
+                (errmsg("ebpf_capture: could not insert %zu spans from \"%s\": %s", chunk.size(),
+                        g_worker->interface, out.error),
+                 g_worker->refused_unlogged > 0
+                     ? errdetail("%llu more batches were refused since the last such message.",
+                                 static_cast<unsigned long long>(g_worker->refused_unlogged))
+                     : 0));
+        g_worker->refused_logged_ns = now;
+        g_worker->refused_unlogged = 0;
+      } else {
+        g_worker->refused_unlogged++;
+      }
     }
-    tcp_done += batch.ntcp;
-    http_done += batch.nhttp;
-    if (!final && (tcp_done < tcp_total || http_done < http_total)) drain_while_flushing();
+    if (out.spans_written && out.error[0] != '\0') {
+      // pods or the rollup were held: written later (logged at DEBUG1, as
+      // this happens whenever a user refreshes the map)
+      ereport(DEBUG1, (errmsg("ebpf_capture: %s", out.error)));
+    }
+    if (!final && b.left_over() > 0) drain_while_flushing();
   }
   b.end_flush();
+  const uint64_t now = WallClock::monotonic_ns();
+  if (g_worker->store.has_staged() && (final || now >= g_worker->next_merge_ns)) {
+    char error[kErrorLen];
+    if (!g_worker->store.merge_staged(error, sizeof(error)))
+      ereport(DEBUG1, (errmsg("ebpf_capture: staged rollup rows wait: %s", error)));
+    g_worker->next_merge_ns = now + kMergeIntervalNs;
+  }
 }
 
 bool flush_due(uint64_t now) {
   const SpanBatch& b = g_worker->batch;
-  if (b.waiting() == 0) return g_worker->pods != nullptr && g_worker->pods->pending_changes() > 0;
+  if (b.left_over() > 0 || g_worker->store.has_staged()) return true;
+  if (b.waiting() == 0)
+    return !g_worker->pod_changes.empty() ||
+           (g_worker->pods != nullptr && g_worker->pods->pending_changes() > 0);
   return b.waiting() >= static_cast<size_t>(g_batch_size) ||
-         now - b.oldest_ns >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
+         now - b.oldest_ns() >= static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
 }
 
 // Drains the ring buffer and, when due or final, sweeps the flows map.
 // Returns false with the message in `error` if the kernel side failed.
 bool collect(bool final_sweep, char* error, size_t error_size) {
   try {
-    g_worker->batch.clock.refresh();
+    g_worker->batch.clock().refresh();
     g_worker->last_drained = g_worker->capture->drain(g_worker->batch);
     const uint64_t now = WallClock::monotonic_ns();
     g_worker->batch.end_of_drain(now);
@@ -309,7 +335,7 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
                          final_sweep};
       policy.report_open = !final_sweep && g_open_connections_interval_ms > 0 &&
                            now >= g_worker->next_open_report_ns;
-      if (policy.report_open) g_worker->batch.open_spans.clear();
+      if (policy.report_open) g_worker->batch.open_spans().clear();
       g_worker->capture->sweep(policy, g_worker->batch);
       if (policy.report_open) {
         g_worker->open_report_due = true;
@@ -332,11 +358,13 @@ bool collect(bool final_sweep, char* error, size_t error_size) {
 // last sweep listed, or with none. A failure is logged and leaves the rows
 // as they were; the next report tries again.
 void write_open_connections(bool none) {
-  std::vector<Span>& open = g_worker->batch.open_spans;
+  std::vector<Span>& open = g_worker->batch.open_spans();
   if (none) open.clear();
   char error[kErrorLen];
-  if (g_worker->store.replace_open(open.data(), open.size(), g_worker->pods, g_worker->interface,
-                                   error, sizeof(error))) {
+  or_fail("naming the open connections",
+          [&] { g_worker->resolved.resolve_open(open.data(), open.size(), g_worker->pods); });
+  if (g_worker->store.replace_open(open.data(), open.size(), g_worker->resolved,
+                                   g_worker->interface, error, sizeof(error))) {
     g_worker->open_rows = !open.empty();
   } else {
     set_slot_error(g_worker->slot, error);
@@ -359,6 +387,25 @@ void finish() {
   write_open_connections(true);
   publish_counters();
   RESUME_INTERRUPTS();
+}
+
+// The worker's own session settings. Its search_path: PostgreSQL's catalog
+// first, then the extension's schema (for triggers a user puts on spans),
+// nothing else. Every statement the worker prepares names the schema of
+// every function it calls, so nothing a database owner creates can stand in
+// for a built-in function in them; pg_catalog first keeps types and
+// operators of the same signature the built-in ones. Commits are
+// asynchronous unless ebpf_capture.synchronous_commit asks otherwise.
+void apply_session_settings() {
+  const char* schema = g_worker->store.schema();
+  if (schema != nullptr)
+    SetConfigOption("search_path", psprintf("pg_catalog, %s, pg_temp", schema), PGC_SUSET,
+                    PGC_S_SESSION);
+  else
+    SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION);
+  const char* commit =
+      g_synchronous_commit ? GetConfigOptionResetString("synchronous_commit") : "off";
+  SetConfigOption("synchronous_commit", commit, PGC_SUSET, PGC_S_SESSION);
 }
 
 kube::KubeConfig kube_config() {
@@ -407,17 +454,71 @@ long wait_timeout_ms(uint64_t now) {
     deadline = now + kDrainIntervalNs;
   const SpanBatch& b = g_worker->batch;
   if (b.waiting() > 0) {
-    uint64_t flush_at = b.oldest_ns + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
+    uint64_t flush_at = b.oldest_ns() + static_cast<uint64_t>(g_flush_interval_ms) * 1000000ull;
     if (flush_at < deadline) deadline = flush_at;
   }
   if (deadline <= now) return 0;
   return static_cast<long>((deadline - now) / 1000000ull) + 1;
 }
 
+// The version of the extension's SQL objects in this database ("" if it is
+// not installed), into `version`.
+void installed_version(char* version, size_t size) {
+  char error[kErrorLen];
+  version[0] = '\0';
+  in_transaction(
+      "ebpf_capture: reading the extension's version",
+      [&] {
+        if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+                        "WHERE extname = 'ebpf_capture'",
+                        true, 1) == SPI_OK_SELECT &&
+            SPI_processed == 1) {
+          const char* v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+          if (v != nullptr) strlcpy(version, v, size);
+        }
+      },
+      error, sizeof(error));
+}
+
+// A library newer than the extension's SQL objects (a new image, before its
+// ALTER EXTENSION ebpf_capture UPDATE has run) waits for the update, saying
+// so, rather than fail and be restarted: the capture starts the moment the
+// objects are there.
+void wait_for_schema() {
+  bool said = false;
+  for (;;) {
+    char version[NAMEDATALEN];
+    installed_version(version, sizeof(version));
+    if (strcmp(version, "0.1") != 0) break;  // current, or not installed (prepare says so)
+    if (!said) {
+      char message[kErrorLen];
+      snprintf(message, sizeof(message),
+               "the extension's SQL objects are at version %s, older than the library: waiting "
+               "for ALTER EXTENSION ebpf_capture UPDATE",
+               version);
+      set_slot_error(g_worker->slot, message);
+      ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\": %s", g_worker->interface,
+                           message)));
+      said = true;
+    }
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+    if (stop_requested()) {
+      set_state(SlotState::Stopped);
+      proc_exit(0);
+    }
+  }
+  if (said) set_slot_error(g_worker->slot, "");
+}
+
 void run() {
   char error[kErrorLen];
   bool opened = false;
+  wait_for_schema();
   try {
+    fault::at("worker_start");
     CaptureOptions options;
     options.interface = g_worker->interface;
     options.bridge_ports = g_bridge_ports;
@@ -426,18 +527,17 @@ void run() {
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
     options.http = g_http;
     g_worker->capture = new PacketCapture(options);
-    g_worker->batch.spans.reserve(static_cast<size_t>(g_batch_size) * 2);
-    g_worker->batch.flushing_spans.reserve(static_cast<size_t>(g_batch_size) * 2);
     if (g_http) {
       g_worker->http = new HttpTracker(http_options(), *g_worker->capture);
-      g_worker->batch.http = g_worker->http;
-      g_worker->batch.http_spans.reserve(256);
+      g_worker->batch.set_http(g_worker->http);
     }
     // One client for the worker's life, even when no API is configured (it
     // then idles and says why in capture_status).
     g_worker->pods = new kube::PodCache();
     g_worker->kube = new kube::KubeClient(kube_config(), *g_worker->pods);
     opened = true;
+  } catch (const std::bad_alloc&) {
+    strlcpy(error, "out of memory", sizeof(error));
   } catch (const std::exception& e) {
     strlcpy(error, e.what(), sizeof(error));
   }
@@ -450,6 +550,7 @@ void run() {
     opened = false;
   }
   if (!opened) fail_and_exit(error);
+  apply_session_settings();  // now with the extension's schema
 
   // Rows a worker of this interface left behind when it ended without its
   // final report (it failed, or was killed; a crash of the server empties
@@ -497,19 +598,33 @@ void run() {
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
-      if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
+      apply_session_settings();
+      or_fail("applying the new settings", [&] {
+        fault::at("sighup");
+        if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
+        g_worker->batch.set_max_bytes(static_cast<size_t>(g_max_pending_memory_kb) * 1024);
+      });
       if (!reconfigure_kube(error, sizeof(error))) fail_and_exit(error);
     }
     // The Kubernetes client's fd is level-triggered: serve it whenever it fired.
     if (kube_ready && !serve_kube(error, sizeof(error))) fail_and_exit(error);
 
     if (!collect(false, error, sizeof(error))) fail_and_exit(error);
+    // Writes run with interrupts held: a SIGTERM that arrives meanwhile (a
+    // fast shutdown, pg_terminate_backend) is seen at the top of the loop,
+    // where finish() writes everything first. Their locks are taken without
+    // waiting (lock_now.h), so nothing here waits for long.
+    HOLD_INTERRUPTS();
     if (flush_due(WallClock::monotonic_ns())) flush();
-    if (g_worker->open_report_due)
+    if (g_worker->open_report_due && g_worker->paused)
+      g_worker->open_report_due = false;
+    else if (g_worker->open_report_due)
       write_open_connections(false);
     else if (g_worker->open_rows && g_open_connections_interval_ms == 0)
       write_open_connections(true);  // the report was turned off
+    RESUME_INTERRUPTS();
     if (g_worker->swept) {
+      follow_disk_guard();
       publish_counters();
       g_worker->swept = false;
     }
@@ -543,9 +658,7 @@ void schedule_as_batch() {
 
 using namespace ebpfc::pg;
 
-extern "C" PGDLLEXPORT void ebpf_capture_worker_main(Datum arg);
-
-void ebpf_capture_worker_main(Datum arg) {
+EBPFC_BGWORKER_MAIN(ebpf_capture_worker_main) {
   const int slot = DatumGetInt32(arg);
   pqsignal(SIGTERM, die);
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -556,13 +669,7 @@ void ebpf_capture_worker_main(Datum arg) {
   if (sh == nullptr || slot < 0 || slot >= sh->nslots)
     ereport(ERROR, (errmsg("ebpf_capture: worker started without its capture slot")));
 
-  bool allocated = false;
-  try {
-    g_worker = new Worker();
-    allocated = true;
-  } catch (const std::exception&) {
-  }
-  if (!allocated) ereport(ERROR, (errmsg("ebpf_capture: out of memory starting the worker")));
+  g_worker = new Worker();  // bad_alloc: FATAL (EBPFC_BGWORKER_MAIN)
   g_worker->slot = slot;
   SpinLockAcquire(&sh->mutex);
   strlcpy(g_worker->interface, sh->slots[slot].interface, sizeof(g_worker->interface));
@@ -572,5 +679,6 @@ void ebpf_capture_worker_main(Datum arg) {
 
   BackgroundWorkerInitializeConnection(g_database, nullptr, 0);
   pgstat_report_appname("ebpf_capture worker");
+  apply_session_settings();
   run();
 }
