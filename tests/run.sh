@@ -11,7 +11,12 @@
 # one, every other stage as one. Exits non-zero if anything failed.
 #
 # Environment: EBPFC_NS (namespace prefix, default ebpfct), EBPFC_PGPORT
-# (default 5499), EBPFC_PYTEST_ARGS (extra pytest arguments, e.g. "-k idle").
+# (default 5499), EBPFC_PYTEST_ARGS (extra pytest arguments, e.g. "-k idle"),
+# EBPFC_PYTEST_K (one pytest -k expression, spaces allowed: "test_08 or test_12"),
+# EBPFC_DESTDIR (install the extension into a private copy of PostgreSQL under
+# this directory, made on first use, instead of the system's: several
+# checkouts can then run the suite at once, each with its own EBPFC_NS and
+# EBPFC_PGPORT; the demo and image tests still use system-wide names).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +27,12 @@ export EBPFC_PODS="${EBPFC_PODS:-4}"
 export EBPFC_PGPORT="${EBPFC_PGPORT:-5499}"
 PYTHON=/usr/bin/python3
 PG_BINDIR=/usr/lib/postgresql/15/bin
+INSTALL_ARGS=()
+if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
+	PG_BINDIR="$EBPFC_DESTDIR/usr/lib/postgresql/15/bin"
+	INSTALL_ARGS=(DESTDIR="$EBPFC_DESTDIR")
+	export PG_BINDIR
+fi
 RUN_PREFIX=/tmp/ebpfc-run.
 
 passed=0
@@ -108,7 +119,10 @@ cleanup_leftovers
 bash tests/lib/topology.sh down
 
 build() {
-	make -j2 && make install
+	if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
+		bash tests/lib/private_pg.sh "$EBPFC_DESTDIR" || return 1
+	fi
+	make -j2 && make install "${INSTALL_ARGS[@]}"
 }
 run_stage "build (make, make install)" build || exit 1
 
@@ -160,6 +174,9 @@ pytest_args=(-v -rfE -p no:cacheprovider --junitxml="$JUNIT")
 if [[ -n "${EBPFC_PYTEST_ARGS:-}" ]]; then
 	read -r -a extra <<<"$EBPFC_PYTEST_ARGS"
 	pytest_args+=("${extra[@]}")
+fi
+if [[ -n "${EBPFC_PYTEST_K:-}" ]]; then
+	pytest_args+=(-k "$EBPFC_PYTEST_K")
 fi
 set +e
 EBPFC_TOPOLOGY_READY=1 EBPFC_PGDIR="$PGDIR" PYTHONDONTWRITEBYTECODE=1 \

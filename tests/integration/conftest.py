@@ -33,6 +33,7 @@ REPO = HERE.parent.parent
 LIB = REPO / "tests" / "lib"
 NETUTIL = HERE / "netutil.py"
 PY = "/usr/bin/python3"
+PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
 
 NS = os.environ.setdefault("EBPFC_NS", "ebpfct")
 PODS = int(os.environ.setdefault("EBPFC_PODS", "4"))
@@ -351,6 +352,9 @@ class Cluster:
             return st
         if st and st["state"] == "starting":
             return self.wait_state("running", iface)
+        if st and st["state"] in ("failed", "paused") and st.get("enabled", True):
+            # enabled, and the launcher restarts a failed worker with back-off
+            return self.wait_state("running", iface, timeout=90)
         if st and st["state"] == "stopping":
             self.wait_state("stopped", iface)
         self.sql("SELECT capture_start(%s)", (iface,))
@@ -456,7 +460,7 @@ def stop_leftover_clusters():
     """Stops and removes clusters a killed earlier run left in /tmp."""
     for pidfile in Path(tempfile.gettempdir()).glob("ebpfc-pg-*/data/postmaster.pid"):
         datadir = pidfile.parent
-        run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl", "-D",
+        run(["runuser", "-u", "postgres", "--", f"{PG_BINDIR}/pg_ctl", "-D",
              str(datadir), "-m", "immediate", "-w", "-t", "30", "stop"], check=False)
         shutil.rmtree(datadir.parent, ignore_errors=True)
 

@@ -1,7 +1,8 @@
-"""How spans reach the table: straight through its access method while the
-spans table is a plain one (DirectInsert), through INSERT when it has
-something only the executor honours (a trigger, a column added with a
-default), and either way with whole indexes and the right rows."""
+"""How spans reach the table: straight through the access method of their
+time partition (DirectInsert, routed by the worker), through INSERT when a
+partition has something only the executor honours (a trigger, a column
+added with a default), and either way with whole indexes and the right
+rows."""
 
 import contextlib
 
@@ -37,16 +38,18 @@ def wal_position(cluster):
 
 
 def spans_heap_records(cluster, since):
-    """WAL records since `since` that write heap pages of the spans table:
-    {record type: count}. One row at a time is Heap INSERT, COPY-style
-    buffers are Heap2 MULTI_INSERT."""
+    """WAL records since `since` that write heap pages of the spans table's
+    partitions: {record type: count}. One row at a time is Heap INSERT,
+    COPY-style buffers are Heap2 MULTI_INSERT."""
     cluster.sql("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-    filenode = cluster.value("SELECT pg_relation_filenode('spans')")
     rows = cluster.sql(
+        "WITH leaves AS (SELECT '%%/' || pg_relation_filenode(relid) || ' %%' AS pattern "
+        "FROM pg_partition_tree('spans') WHERE isleaf) "
         "SELECT resource_manager || ' ' || split_part(record_type, '+', 1) AS kind, count(*) AS n "
         "FROM pg_get_wal_records_info(%s::pg_lsn, pg_current_wal_flush_lsn()) "
-        "WHERE resource_manager IN ('Heap', 'Heap2') AND block_ref LIKE %s GROUP BY 1",
-        (since, f"%/{filenode} %"))
+        "WHERE resource_manager IN ('Heap', 'Heap2') "
+        "AND block_ref LIKE ANY (SELECT pattern FROM leaves) GROUP BY 1",
+        (since,))
     return {r["kind"]: r["n"] for r in rows}
 
 
@@ -54,18 +57,25 @@ def log_lines_since(cluster, start, text):
     return [line for line in cluster.log_text(start).splitlines() if text in line]
 
 
+def check_btrees(cluster, index):
+    """amcheck on the index of every partition of the partitioned index."""
+    cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")
+    checked = cluster.value("SELECT count(bt_index_check(relid, true)) "
+                            "FROM pg_partition_tree(%s::regclass) WHERE isleaf", (index,))
+    assert checked >= 2, f"{index}: {checked} partitions"
+
+
 def check_indexes_whole(cluster, rows):
     """Both b-trees hold every heap row (amcheck), and the trace id index
     finds every span by its trace id."""
-    cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")
-    cluster.sql("SELECT bt_index_check('spans_start_time_idx'::regclass, true)")
-    cluster.sql("SELECT bt_index_check('spans_trace_id_idx'::regclass, true)")
+    check_btrees(cluster, "spans_start_time_idx")
+    check_btrees(cluster, "spans_trace_id_idx")
     with cluster.connect() as conn, conn.cursor() as cur:
         cur.execute("SET enable_seqscan = off")
         cur.execute("SET enable_bitmapscan = off")
         cur.execute("EXPLAIN SELECT span_id FROM spans WHERE trace_id = 'x'")
         plan = "\n".join(r[0] for r in cur.fetchall())
-        assert "spans_trace_id_idx" in plan, plan
+        assert "spans_p" in plan and "trace_id_idx" in plan, plan
         for r in rows:
             cur.execute("SELECT span_id FROM spans WHERE trace_id = %s", (r["trace_id"],))
             assert [x[0] for x in cur.fetchall()] == [r["span_id"]], r["trace_id"]
@@ -153,8 +163,7 @@ def test_an_index_a_user_adds_is_kept_whole(cluster, capture, pods):
         port, conns = make_traffic(pods)
         check_rows(cluster, port, conns)
         assert spans_heap_records(cluster, since).get("Heap2 MULTI_INSERT", 0) > 0
-        cluster.sql("CREATE EXTENSION IF NOT EXISTS amcheck")
-        cluster.sql("SELECT bt_index_check('spans_user_idx'::regclass, true)")
+        check_btrees(cluster, "spans_user_idx")
         with cluster.connect() as conn, conn.cursor() as cur:
             cur.execute("SET enable_seqscan = off")
             cur.execute("SET enable_bitmapscan = off")
@@ -164,7 +173,7 @@ def test_an_index_a_user_adds_is_kept_whole(cluster, capture, pods):
             sums = [c["rport"] + c["lport"] for c in conns]
             cur.execute("EXPLAIN " + q, (sums, port))
             plan = "\n".join(r[0] for r in cur.fetchall())
-            assert "spans_user_idx" in plan, plan
+            assert "dst_port + src_port" in plan and "Index" in plan, plan
             cur.execute(q, (sums, port))
             assert cur.fetchone()[0] == sum(1 for c in conns if c["sent"] > 3)
     finally:
@@ -179,7 +188,15 @@ def test_a_batch_the_table_refuses_is_counted_and_the_worker_goes_on(cluster, ca
     log_start = cluster.log_size()
     t0 = now_utc()
     _server, addr, port = pods.byte_server(2)
-    cluster.sql(f"CREATE UNIQUE INDEX spans_one_per_port ON spans (dst_port) WHERE dst_port = {port}")
+    # A unique index on a partitioned table must hold its partition key: the
+    # index goes on each partition these spans may land in.
+    leaves = [r["p"] for r in cluster.sql(
+        "SELECT partition::text AS p FROM storage_partitions WHERE \"table\" = 'spans' "
+        "AND NOT is_default AND range_end > now() - interval '1 minute' "
+        "AND range_start < now() + interval '2 minutes'")]
+    for i, leaf in enumerate(leaves):
+        cluster.sql(f"CREATE UNIQUE INDEX spans_one_per_port_{i} ON {leaf} (dst_port) "
+                    f"WHERE dst_port = {port}")
     try:
         conns = pods.batch(1, addr, port, [[1, 1]] * 6)
         assert len(conns) == 6, conns
@@ -188,7 +205,8 @@ def test_a_batch_the_table_refuses_is_counted_and_the_worker_goes_on(cluster, ca
         wait_for(lambda: log_lines_since(cluster, log_start, "spans_one_per_port"), 10,
                  desc="the log naming the violated index")
     finally:
-        cluster.sql("DROP INDEX IF EXISTS spans_one_per_port")
+        for i in range(len(leaves)):
+            cluster.sql(f"DROP INDEX IF EXISTS spans_one_per_port_{i}")
     port2, conns2 = make_traffic(pods)
     rows = check_rows(cluster, port2, conns2)
     check_indexes_whole(cluster, rows)

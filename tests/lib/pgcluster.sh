@@ -123,6 +123,9 @@ pg_start() {
 		echo "full_page_writes = off"
 		echo "log_min_messages = info"
 		echo "ebpf_capture.database = 'postgres'"
+		# One-minute spans partitions: the tests cross partition boundaries
+		# and see the launcher make and drop partitions within minutes.
+		echo "ebpf_capture.partition_interval = '1min'"
 		if [[ -n "${EBPFC_PG_EXTRA_CONF:-}" ]]; then
 			printf '%s\n' "$EBPFC_PG_EXTRA_CONF"
 		fi

@@ -1,0 +1,132 @@
+// SpanBatch: the spans waiting to be written, the flush that hands them out
+// in chunks, a chunk handed back (a lock) written first next time, a chunk
+// refused counted, and the backlog bound in bytes.
+#include "core/span_batch.h"
+
+#include <gtest/gtest.h>
+
+#include "conn_sim.h"
+
+namespace ebpfc {
+namespace {
+
+using ebpfc_test::ipv4_flow_key;
+
+ebpfc_flow_stats closed_stats(uint64_t bytes) {
+  ebpfc_flow_stats st{};
+  st.first_ns = 1000;
+  st.last_ns = 2000;
+  st.dir[0].bytes = bytes;  // the client (endpoint 0, the SYN's sender) sent them
+  st.dir[0].flags = 0x02;   // SYN
+  st.client = 0;
+  st.state = EBPFC_FLOW_CLOSED;
+  return st;
+}
+
+// n connections ended, the i-th with i bytes sent.
+void end_connections(SpanBatch& b, int n, uint16_t first_port = 1000) {
+  for (int i = 0; i < n; i++)
+    b.flow_ended(ipv4_flow_key(static_cast<uint16_t>(first_port + i), 80),
+                 closed_stats(static_cast<uint64_t>(i)), CloseReason::Fin);
+}
+
+TEST(SpanBatch, AFlushHandsOutEverySpanInChunksInOrder) {
+  SpanBatch b(1 << 20);
+  end_connections(b, 5);
+  EXPECT_EQ(b.waiting(), 5u);
+  EXPECT_GT(b.oldest_ns(), 0u);
+  b.begin_flush();
+  EXPECT_EQ(b.waiting(), 0u);
+  EXPECT_EQ(b.oldest_ns(), 0u);
+  // Spans that end meanwhile wait for the next flush.
+  end_connections(b, 2, 2000);
+  std::vector<uint64_t> seen;
+  for (SpanBatch::Chunk c = b.next_chunk(2); c.size() > 0; c = b.next_chunk(2)) {
+    EXPECT_LE(c.size(), 2u);
+    for (size_t i = 0; i < c.ntcp; i++) seen.push_back(c.tcp[i].bytes_sent);
+    b.chunk_done(c);
+  }
+  b.end_flush();
+  EXPECT_EQ(seen, (std::vector<uint64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(b.left_over(), 0u);
+  EXPECT_EQ(b.waiting(), 2u);
+  EXPECT_EQ(b.dropped(), 0u);
+}
+
+TEST(SpanBatch, AChunkHandedBackIsWrittenFirstNextTime) {
+  SpanBatch b(1 << 20);
+  end_connections(b, 5);
+  b.begin_flush();
+  SpanBatch::Chunk c = b.next_chunk(2);
+  b.chunk_done(c);  // 0, 1 written
+  c = b.next_chunk(2);
+  ASSERT_EQ(c.size(), 2u);  // 2, 3: a lock was busy, handed back
+  b.end_flush();
+  EXPECT_EQ(b.left_over(), 3u);
+  end_connections(b, 1, 3000);  // newer, waits behind them
+  b.begin_flush();
+  std::vector<uint64_t> seen;
+  for (c = b.next_chunk(10); c.size() > 0; c = b.next_chunk(10)) {
+    for (size_t i = 0; i < c.ntcp; i++) seen.push_back(c.tcp[i].bytes_sent);
+    b.chunk_done(c);
+  }
+  b.end_flush();
+  EXPECT_EQ(seen, (std::vector<uint64_t>{2, 3, 4}));
+  EXPECT_EQ(b.waiting(), 1u);  // the newer one, next flush
+  b.begin_flush();
+  c = b.next_chunk(10);
+  ASSERT_EQ(c.ntcp, 1u);
+  EXPECT_EQ(c.tcp[0].src_port, 3000);
+}
+
+TEST(SpanBatch, AChunkRefusedIsCountedAndTheFlushGoesOn) {
+  SpanBatch b(1 << 20);
+  end_connections(b, 4);
+  b.begin_flush();
+  SpanBatch::Chunk c = b.next_chunk(3);
+  b.chunk_done(c, /*refused=*/true);
+  c = b.next_chunk(3);
+  ASSERT_EQ(c.size(), 1u);
+  b.chunk_done(c);
+  b.end_flush();
+  EXPECT_EQ(b.dropped(), 3u);
+  EXPECT_EQ(b.left_over(), 0u);
+}
+
+TEST(SpanBatch, TheBacklogIsBoundedInBytesWaitingAndFlushingTogether) {
+  SpanBatch b(10 * sizeof(Span));
+  end_connections(b, 6);
+  b.begin_flush();  // 6 being flushed, none handed out yet
+  end_connections(b, 6, 2000);
+  EXPECT_EQ(b.waiting(), 4u);
+  EXPECT_EQ(b.dropped(), 2u);
+  EXPECT_EQ(b.pending_bytes(), 10 * sizeof(Span));
+  // Written spans make room.
+  b.chunk_done(b.next_chunk(6));
+  b.end_flush();
+  end_connections(b, 3, 3000);
+  EXPECT_EQ(b.waiting(), 7u);
+  EXPECT_EQ(b.dropped(), 2u);
+}
+
+TEST(SpanBatch, DroppingTheWaitingSpansCountsThem) {
+  SpanBatch b(1 << 20);
+  end_connections(b, 3);
+  b.drop_waiting();
+  EXPECT_EQ(b.waiting(), 0u);
+  EXPECT_EQ(b.dropped(), 3u);
+  EXPECT_EQ(b.oldest_ns(), 0u);
+}
+
+TEST(SpanBatch, OpenConnectionsAreListedApart) {
+  SpanBatch b(1 << 20);
+  ebpfc_flow_stats st = closed_stats(7);
+  st.state = EBPFC_FLOW_OPEN;
+  b.flow_open(ipv4_flow_key(4000, 80), st);
+  EXPECT_EQ(b.waiting(), 0u);
+  ASSERT_EQ(b.open_spans().size(), 1u);
+  EXPECT_EQ(b.open_spans()[0].bytes_sent, 7u);
+}
+
+}  // namespace
+}  // namespace ebpfc
