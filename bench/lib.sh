@@ -19,6 +19,11 @@
 #                      separated by spaces (cleanup ends them)
 #   BENCH_PG_CONF      extra postgresql.conf lines for the cluster (newline-
 #                      separated), e.g. "ebpf_capture.ring_buffer_size = '64MB'"
+#   BENCH_STOCK        1 (default): the cluster keeps PostgreSQL's defaults, as a
+#                      new user's does (fsync, synchronous_commit, full_page_writes
+#                      on); 0: the test suite's faster settings (all three off)
+#   EBPFC_DESTDIR      install into a private PostgreSQL copy there (see
+#                      tests/run.sh) instead of the system's
 #
 # then calls, in order: bench_prepare, bench_build, bench_setup; measures with
 # wrk_run, bench_capture_start, bench_drain, bench_capture_stop; and finishes
@@ -174,7 +179,11 @@ bench_build() {
 		log "BENCH_SKIP_BUILD=1: using the installed extension"
 	else
 		log "building and installing the extension (make && make install)"
-		if ! (cd "$REPO" && make -j"$(nproc)" && make install) >"$WORK/build.log" 2>&1; then
+		if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
+			bash "$REPO/tests/lib/private_pg.sh" "$EBPFC_DESTDIR" >/dev/null
+			export PG_BINDIR="$EBPFC_DESTDIR/usr/lib/postgresql/15/bin"
+		fi
+		if ! (cd "$REPO" && make -j"$(nproc)" && make install ${EBPFC_DESTDIR:+DESTDIR=$EBPFC_DESTDIR}) >"$WORK/build.log" 2>&1; then
 			tail -n 40 "$WORK/build.log" >&2
 			die "make && make install failed"
 		fi
@@ -195,7 +204,8 @@ bench_setup() {
 	pod_exec 1 sysctl -q -w net.ipv4.ip_local_port_range="1024 65535"
 	pod_exec 1 sysctl -q -w net.ipv4.tcp_tw_reuse=1
 
-	log "PostgreSQL cluster in $PGDIR (port $BENCH_PG_PORT)"
+	log "PostgreSQL cluster in $PGDIR (port $BENCH_PG_PORT, stock settings: ${BENCH_STOCK:-1})"
+	export EBPFC_PG_STOCK="${BENCH_STOCK:-1}"
 	export EBPFC_PG_EXTRA_CONF="ebpf_capture.idle_timeout = '5s'
 log_line_prefix = '%m [%p] %b '${BENCH_PG_CONF:+
 $BENCH_PG_CONF}"

@@ -13,6 +13,7 @@
 # Environment: EBPFC_NS (namespace prefix, default ebpfct), EBPFC_PGPORT
 # (default 5499), EBPFC_PYTEST_ARGS (extra pytest arguments, e.g. "-k idle"),
 # EBPFC_PYTEST_K (one pytest -k expression, spaces allowed: "test_08 or test_12"),
+# EBPFC_SERVER_TESTS_ONLY=1 (skip the unit, fuzz, filter and kube-client stages),
 # EBPFC_DESTDIR (install the extension into a private copy of PostgreSQL under
 # this directory, made on first use, instead of the system's: several
 # checkouts can then run the suite at once, each with its own EBPFC_NS and
@@ -135,16 +136,18 @@ optional_target() {
 		say "make $target: SKIPPED (make -n $target fails: no such target, or what it runs is not there yet)"
 	fi
 }
-optional_target unit
-optional_target fuzz-smoke
-# The socket filter in this kernel, fed replayed connections with
-# BPF_PROG_TEST_RUN: its events, counters and flow entries.
-run_stage "socket filter in the kernel (make filter-check)" make filter-check || true
-# Its benchmark, short: it builds, and every replayed connection comes back
-# closed with its exact counts.
-run_stage "filter benchmark, short (make filter-bench)" make filter-bench FILTER_BENCH_ARGS="2000 1" || true
-# The Kubernetes client against the fake API server (TLS, watch, faults).
-run_stage "kube client vs fake API (make -C tests/kube check)" make -C tests/kube check || true
+if [[ "${EBPFC_SERVER_TESTS_ONLY:-0}" != 1 ]]; then
+	optional_target unit
+	optional_target fuzz-smoke
+	# The socket filter in this kernel, fed replayed connections with
+	# BPF_PROG_TEST_RUN: its events, counters and flow entries.
+	run_stage "socket filter in the kernel (make filter-check)" make filter-check || true
+	# Its benchmark, short: it builds, and every replayed connection comes
+	# back closed with its exact counts.
+	run_stage "filter benchmark, short (make filter-bench)" make filter-bench FILTER_BENCH_ARGS="2000 1" || true
+	# The Kubernetes client against the fake API server (TLS, watch, faults).
+	run_stage "kube client vs fake API (make -C tests/kube check)" make -C tests/kube check || true
+fi
 
 run_stage "topology up" bash tests/lib/topology.sh up || exit 1
 

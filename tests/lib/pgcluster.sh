@@ -11,7 +11,8 @@
 # needs (CAP_NET_RAW, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON); --no-caps starts it
 # with none. It listens only on a Unix socket in DIR. The port and the
 # namespace are remembered in DIR/port and DIR/netns for restart. Extra postgresql.conf
-# lines may be given in EBPFC_PG_EXTRA_CONF (newline-separated).
+# lines may be given in EBPFC_PG_EXTRA_CONF (newline-separated); EBPFC_PG_STOCK=1
+# keeps fsync, synchronous_commit and full_page_writes at their defaults.
 #
 # Sourceable: pg_start, pg_stop, pg_restart, pg_psql, pg_port.
 
@@ -118,9 +119,13 @@ pg_start() {
 		echo "unix_socket_directories = '$dir'"
 		echo "listen_addresses = ''"
 		echo "port = $port"
-		echo "fsync = off"
-		echo "synchronous_commit = off"
-		echo "full_page_writes = off"
+		# Test clusters skip what keeps data across an operating system
+		# crash; EBPFC_PG_STOCK=1 keeps the server's defaults (benchmarks).
+		if [[ "${EBPFC_PG_STOCK:-0}" != 1 ]]; then
+			echo "fsync = off"
+			echo "synchronous_commit = off"
+			echo "full_page_writes = off"
+		fi
 		echo "log_min_messages = info"
 		echo "ebpf_capture.database = 'postgres'"
 		# One-minute spans partitions: the tests cross partition boundaries
