@@ -5,12 +5,14 @@
 
 namespace ebpfc {
 
-// Length of the valid UTF-8 sequence starting at p (at most n bytes), or 0.
-static size_t utf8_sequence(const unsigned char* p, size_t n) {
+// Length of the valid UTF-8 sequence starting at p (at most n bytes), or 0;
+// its code point in *code.
+static size_t utf8_sequence(const unsigned char* p, size_t n, uint32_t* code) {
   const unsigned char c = p[0];
   size_t need;
   uint32_t min;
   uint32_t cp;
+  *code = c;
   if (c < 0x80) return 1;
   if (c >= 0xc2 && c <= 0xdf) {
     need = 2;
@@ -33,7 +35,18 @@ static size_t utf8_sequence(const unsigned char* p, size_t n) {
     cp = (cp << 6) | (p[i] & 0x3f);
   }
   if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  *code = cp;
   return need;
+}
+
+// Characters that are valid but must not reach a terminal, a log, a label or
+// DOT text as they are: C0 and C1 controls and DEL (U+009B is a terminal's
+// CSI), the bidirectional embeddings, overrides and isolates that reorder
+// what a reader sees (U+202A..U+202E, U+2066..U+2069, as in "Trojan Source"),
+// and the line and paragraph separators U+2028, U+2029.
+static bool is_unsafe(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+         (cp >= 0x2066 && cp <= 0x2069) || cp == 0x2028 || cp == 0x2029;
 }
 
 size_t sanitize_utf8(const char* in, size_t len, char* out, size_t cap) {
@@ -56,11 +69,12 @@ size_t sanitize_utf8(const char* in, size_t len, char* out, size_t cap) {
       if (cut) break;
       continue;
     }
-    size_t n = utf8_sequence(p + i, len - i);
-    if (n == 1 && (p[i] < 0x20 || p[i] == 0x7f)) {
+    uint32_t cp = 0;
+    size_t n = utf8_sequence(p + i, len - i, &cp);
+    if (n > 0 && is_unsafe(cp)) {
       if (o + 1 >= cap) break;
       out[o++] = '?';
-      i++;
+      i += n;
     } else if (n == 0) {
       if (o + 3 >= cap) break;
       std::memcpy(out + o, kReplacement, 3);

@@ -10,10 +10,10 @@
 
 namespace ebpfc {
 
-// Copies in[0..len) to out as valid UTF-8 without NUL or other C0 control
-// bytes: each invalid byte becomes U+FFFD, each control byte '?'. Writes at
-// most cap - 1 bytes and a NUL (never splitting a character); returns the
-// length written.
+// Copies in[0..len) to out as valid UTF-8 without NUL, control characters
+// (C0, DEL, C1) or bidirectional overrides: each invalid byte becomes
+// U+FFFD, each such character '?'. Writes at most cap - 1 bytes and a NUL
+// (never splitting a character); returns the length written.
 size_t sanitize_utf8(const char* in, size_t len, char* out, size_t cap);
 
 // Appends `s` (already sanitized) to out as a JSON string literal, quotes

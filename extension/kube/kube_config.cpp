@@ -56,6 +56,12 @@ KubeConfig resolve_kube_config(const KubeSettings& settings, const EnvLookup& en
     c.disabled_reason = "ebpf_capture.kube_api_url must start with https:// or http://";
     return c;
   }
+  if (url.rfind("http://", 0) == 0 && !settings.allow_http) {
+    c.disabled_reason =
+        "ebpf_capture.kube_api_url is http://: the bearer token would cross the network in clear "
+        "text; use https://, or set ebpf_capture.kube_allow_insecure_http = on";
+    return c;
+  }
   c.api_url = url;
   c.token_file = settings.token_file;
   c.ca_file = settings.ca_file;

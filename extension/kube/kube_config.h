@@ -7,7 +7,9 @@
 // KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (an IPv6 host is
 // bracketed), the service account's token and ca.crt under
 // /var/run/secrets/kubernetes.io/serviceaccount/. With neither there is no
-// API: metadata is disabled, and `disabled_reason` says why.
+// API: metadata is disabled, and `disabled_reason` says why. An http:// URL
+// would send the bearer token in clear text: it is refused unless the
+// settings allow it explicitly.
 #pragma once
 
 #include <functional>
@@ -18,9 +20,10 @@ namespace ebpfc::kube {
 constexpr const char* kServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 struct KubeSettings {
-  std::string api_url;     // "" = not set
-  std::string token_file;  // "" = not set
-  std::string ca_file;     // "" = not set
+  std::string api_url;      // "" = not set
+  std::string token_file;   // "" = not set
+  std::string ca_file;      // "" = not set
+  bool allow_http = false;  // an http:// URL is refused unless this is set
 };
 
 struct KubeConfig {

@@ -26,6 +26,7 @@ bool g_http_strip_query = false;
 char* g_kube_api_url = nullptr;
 char* g_kube_token_file = nullptr;
 char* g_kube_ca_file = nullptr;
+bool g_kube_allow_insecure_http = false;
 int g_partition_interval_min = 60;
 int g_retention_min = 24 * 60;
 int g_max_spans_size_mb = 10 * 1024;
@@ -178,15 +179,21 @@ static void define_reloadable_gucs() {
   DefineCustomStringVariable(
       "ebpf_capture.kube_api_url",
       "Kubernetes API server URL; empty: KUBERNETES_SERVICE_HOST/PORT (in a pod).", nullptr,
-      &g_kube_api_url, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+      &g_kube_api_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
       "ebpf_capture.kube_token_file",
       "Bearer token file for the Kubernetes API; empty: the service account's.", nullptr,
-      &g_kube_token_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+      &g_kube_token_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
       "ebpf_capture.kube_ca_file",
       "CA bundle that signs the Kubernetes API's certificate; empty: the service account's.",
-      nullptr, &g_kube_ca_file, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+      nullptr, &g_kube_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.kube_allow_insecure_http",
+      "Accept an http:// Kubernetes API URL (the bearer token then crosses the network in "
+      "clear text).",
+      nullptr, &g_kube_allow_insecure_http, false, PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr,
+      nullptr);
   DefineCustomIntVariable("ebpf_capture.ring_buffer_size",
                           "Size of the kernel-to-worker ring buffer (power of two).", nullptr,
                           &g_ring_buffer_kb, 16384, 64, 1048576, PGC_SIGHUP, GUC_UNIT_KB,

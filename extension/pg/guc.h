@@ -30,9 +30,10 @@ extern bool g_synchronous_commit;            // sighup: worker commits wait for 
 
 // Defines the ebpf_capture.* parameters; the postmaster-level ones only while
 // shared_preload_libraries is being processed.
-extern char* g_kube_api_url;     // sighup: Kubernetes API URL ("" = in-cluster)
-extern char* g_kube_token_file;  // sighup: bearer token file ("" = in-cluster)
-extern char* g_kube_ca_file;     // sighup: CA bundle ("" = in-cluster)
+extern char* g_kube_api_url;             // sighup: Kubernetes API URL ("" = in-cluster)
+extern char* g_kube_token_file;          // sighup: bearer token file ("" = in-cluster)
+extern char* g_kube_ca_file;             // sighup: CA bundle ("" = in-cluster)
+extern bool g_kube_allow_insecure_http;  // sighup: accept an http:// API URL
 
 void define_gucs(bool preloading);
 

@@ -24,7 +24,15 @@ void wake_on_commit(XactEvent event, void* arg) {
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) g_wake_at_commit = false;
 }
 
-enum class Problem { None, NotPreloaded, WrongDatabase, BadName, NoSuchInterface, MissingCaps };
+enum class Problem {
+  None,
+  NotPreloaded,
+  NotUtf8,
+  WrongDatabase,
+  BadName,
+  NoSuchInterface,
+  MissingCaps
+};
 
 }  // namespace
 }  // namespace ebpfc::pg
@@ -46,6 +54,12 @@ EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
   entry_guard([&] {
     if (!preloaded() || shared() == nullptr) {
       problem = Problem::NotPreloaded;
+      return;
+    }
+    // Spans carry text from the wire made valid UTF-8; stored in another
+    // encoding it would be converted, or refused, row by row.
+    if (GetDatabaseEncoding() != PG_UTF8) {
+      problem = Problem::NotUtf8;
       return;
     }
     if (dbname == nullptr || strcmp(dbname, g_database) != 0) {
@@ -80,6 +94,14 @@ EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
                       errhint("Add shared_preload_libraries = 'ebpf_capture' to postgresql.conf "
                               "(keep any libraries already listed there) and restart the "
                               "server.")));
+      break;
+    case Problem::NotUtf8:
+      ereport(ERROR,
+              (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+               errmsg("captures need a UTF-8 database; \"%s\" is %s", dbname ? dbname : "?",
+                      GetDatabaseEncodingName()),
+               errhint("Create the database with ENCODING 'UTF8' (and TEMPLATE template0) and "
+                       "point ebpf_capture.database at it.")));
       break;
     case Problem::WrongDatabase:
       ereport(ERROR,

@@ -105,9 +105,9 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_supervisor_main) {
         if (TimestampDifferenceExceeds(started_at, now, kHealthyMs))
           backoff_ms = kMinBackoffMs;
         else
-          backoff_ms = backoff_ms == 0 ? kMinBackoffMs
-                                       : (backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs
-                                                                         : backoff_ms * 2);
+          backoff_ms = backoff_ms == 0
+                           ? kMinBackoffMs
+                           : (backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : backoff_ms * 2);
         retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
       }
     }

@@ -61,14 +61,14 @@ struct Worker {
   uint64_t port_resyncs = 0;  // last count logged
   uint64_t next_sweep_ns = 0;
   uint64_t next_open_report_ns = 0;
-  bool open_report_due = false;   // a sweep listed the open connections: write them
-  bool open_rows = false;         // open_connections may hold rows of this capture
-  size_t last_drained = 0;        // flows the last drain reported
-  bool swept = false;             // a sweep ran since the counters were published
-  bool paused = false;            // spans are dropped: the data directory is short of space
-  uint64_t dropped_at_pause = 0;  // batch.dropped() when the pause began
-  uint64_t next_merge_ns = 0;     // when staged rollup rows are merged next
-  bool lock_logged = false;       // a busy lock was logged (once per episode)
+  bool open_report_due = false;    // a sweep listed the open connections: write them
+  bool open_rows = false;          // open_connections may hold rows of this capture
+  size_t last_drained = 0;         // flows the last drain reported
+  bool swept = false;              // a sweep ran since the counters were published
+  bool paused = false;             // spans are dropped: the data directory is short of space
+  uint64_t dropped_at_pause = 0;   // batch.dropped() when the pause began
+  uint64_t next_merge_ns = 0;      // when staged rollup rows are merged next
+  bool lock_logged = false;        // a busy lock was logged (once per episode)
   uint64_t refused_logged_ns = 0;  // when a refused chunk was last logged
   uint64_t refused_unlogged = 0;   // chunks refused since
 };
@@ -413,6 +413,7 @@ kube::KubeConfig kube_config() {
   settings.api_url = g_kube_api_url ? g_kube_api_url : "";
   settings.token_file = g_kube_token_file ? g_kube_token_file : "";
   settings.ca_file = g_kube_ca_file ? g_kube_ca_file : "";
+  settings.allow_http = g_kube_allow_insecure_http;
   return kube::resolve_kube_config(settings);
 }
 
@@ -497,8 +498,7 @@ void wait_for_schema() {
                "for ALTER EXTENSION ebpf_capture UPDATE",
                version);
       set_slot_error(g_worker->slot, message);
-      ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\": %s", g_worker->interface,
-                           message)));
+      ereport(LOG, (errmsg("ebpf_capture: capture on \"%s\": %s", g_worker->interface, message)));
       said = true;
     }
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,

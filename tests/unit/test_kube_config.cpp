@@ -193,3 +193,23 @@ TEST(KubeBackoff, RetryAfter) {
 }
 
 }  // namespace
+
+namespace ebpfc::kube {
+namespace {
+
+TEST(KubeConfig, PlainHttpIsRefusedUnlessAllowed) {
+  KubeSettings s;
+  s.api_url = "http://127.0.0.1:8001";
+  const EnvLookup none = [](const char*) -> const char* { return nullptr; };
+  KubeConfig c = resolve_kube_config(s, none);
+  EXPECT_FALSE(c.enabled);
+  EXPECT_NE(c.disabled_reason.find("clear text"), std::string::npos) << c.disabled_reason;
+  EXPECT_NE(c.disabled_reason.find("kube_allow_insecure_http"), std::string::npos);
+  s.allow_http = true;
+  c = resolve_kube_config(s, none);
+  EXPECT_TRUE(c.enabled) << c.disabled_reason;
+  EXPECT_EQ(c.api_url, "http://127.0.0.1:8001");
+}
+
+}  // namespace
+}  // namespace ebpfc::kube

@@ -43,3 +43,21 @@ SELECT interface, state FROM capture_status();
 SELECT capture_stop('cni0');
 SELECT capture_stop('lo');
 DROP EXTENSION ebpf_capture;
+-- a database that is not UTF-8 cannot hold captures
+CREATE DATABASE regress_ebpfc_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'
+    TEMPLATE template0;
+\c regress_ebpfc_latin1
+\set VERBOSITY terse
+CREATE EXTENSION ebpf_capture;
+SELECT capture_start('cni0');
+\c postgres
+DROP DATABASE regress_ebpfc_latin1;
+-- the Kubernetes settings (the API's URL, the token's file) are shown to
+-- superusers only
+CREATE ROLE regress_ebpfc_reader;
+SET ROLE regress_ebpfc_reader;
+SHOW ebpf_capture.kube_api_url;
+SHOW ebpf_capture.kube_token_file;
+SELECT count(*) FROM pg_settings WHERE name LIKE 'ebpf_capture.kube%';
+RESET ROLE;
+DROP ROLE regress_ebpfc_reader;
