@@ -11,24 +11,11 @@ EXTENSION = ebpf_capture
 MODULE_big = ebpf_capture
 DATA = sql/ebpf_capture--0.1.sql sql/ebpf_capture--0.1--0.2.sql
 
-CORE_OBJS = extension/core/wall_clock.o extension/core/span_ids.o extension/core/attribute_sink.o \
-	extension/core/flow_span.o extension/core/span_attributes.o \
-	extension/core/text_sanitize.o extension/core/http_span.o \
-	extension/core/http_exchange.o extension/core/http_message.o \
-	extension/core/http_reorder.o extension/core/http_stream.o \
-	extension/core/http_traceparent.o extension/core/http_tracker.o extension/core/edge_rollup.o \
-	extension/core/disk_guard.o extension/core/fault.o extension/core/span_batch.o \
-	extension/core/chunk_resolve.o
-CAPTURE_OBJS = extension/capture/packet_capture.o extension/capture/capture_checks.o \
-	extension/capture/bridge_watch.o extension/capture/link_messages.o
-KUBE_OBJS = $(patsubst %,extension/kube/%.o,line_splitter kube_time ip_addr kube_objects \
-	workload string_pool pod_cache backoff kube_config token_file reflector kube_status \
-	curl_driver kube_client)
-PG_OBJS = extension/pg/module.o extension/pg/guc.o extension/pg/shmem.o \
-	extension/pg/span_store.o extension/pg/worker.o extension/pg/launcher.o \
-	extension/pg/sql_api.o extension/pg/catalog.o extension/pg/jsonb_attributes.o \
-	extension/pg/direct_insert.o extension/pg/storage_maintenance.o \
-	extension/pg/supervisor.o
+include sources.mk
+CORE_OBJS = $(patsubst %,extension/core/%.o,$(CORE_NAMES))
+CAPTURE_OBJS = $(patsubst %,extension/capture/%.o,$(CAPTURE_PLAIN_NAMES) $(CAPTURE_SYSTEM_NAMES))
+KUBE_OBJS = $(patsubst %,extension/kube/%.o,$(KUBE_PLAIN_NAMES) $(KUBE_CURL_NAMES))
+PG_OBJS = $(patsubst %,extension/pg/%.o,$(PG_NAMES))
 OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
 
 BUILD = build

@@ -240,6 +240,11 @@ http {
             default_type text/plain;
             return 200 "$BODY";
         }
+        # requests served so far, for benchmarks that count them per window
+        location = /nginx_status {
+            stub_status;
+            access_log off;
+        }
     }
 }
 EOF

@@ -5,28 +5,46 @@
 # capture_bench.sh compares 10-second runs taken a minute apart. On a shared
 # two-CPU machine two such baselines differ by up to 10 %, so a single run
 # cannot tell a 2 % cost from noise. Here wrk (pod1) runs against nginx (pod2)
-# with short connections without a pause, and the capture is switched on and
-# off under it (capture_start / capture_stop, the real thing): windows of
-# TOGGLE_WINDOW seconds, in pairs ordered off-on, on-off, off-on, ... so that
-# a steady drift cancels. Each window starts TOGGLE_SETTLE seconds after the
-# switch (the worker starting, or writing its last spans and exiting) and
-# counts the connections pod1 opened (its kernel's TcpActiveOpens). Reported:
-# each pair's rate with capture over its rate without, their median, mean and
-# standard error, the ratio of the pooled rates, and the worker's CPU per
-# connection in the windows with capture.
+# without a pause, and something is switched under it: windows of
+# TOGGLE_WINDOW seconds, in pairs ordered A-B, B-A, A-B, ... so that a steady
+# drift cancels. Each window starts TOGGLE_SETTLE seconds after the switch.
+#
+# TOGGLE_MODE=capture (the default) switches the capture on and off
+# (capture_start / capture_stop, the real thing): A = off, B = on; reported:
+# each pair's rate with capture over its rate without, and the worker's CPU
+# per span (or per connection) in the windows with capture.
+#
+# TOGGLE_MODE=layout keeps the capture on and switches the spans table it
+# writes into: A = the partitioned spans (the shipped table: time partitions,
+# routed by the worker), B = a plain, unpartitioned table with the same
+# columns and indexes (the 0.1 layout), swapped in by renaming; reported: the
+# worker's CPU per span and the spans written per second in each, and their
+# ratio.
+#
+# TOGGLE_LOAD=short (the default) makes wrk open a connection per request and
+# counts connections (pod1's TcpActiveOpens); TOGGLE_LOAD=keepalive keeps
+# wrk's connections open and counts the requests nginx served (its
+# stub_status).
+#
+# TOGGLE_CONTENTION=N runs N busy loops on the machine for the whole run (a
+# node's pods competing with the worker for the CPUs).
 #
 # Completeness is not measured here (connections cross the switches): that is
-# capture_bench.sh's job. Nothing here is a test: the script fails only on a
-# broken setup, never on a figure.
+# capture_bench.sh's and http_bench.sh's job. Nothing here is a test: the
+# script fails only on a broken setup, never on a figure.
 #
 # Usage (as root, from anywhere):  bench/toggle_bench.sh [-h]
 #
 # Environment (defaults in brackets):
+#   TOGGLE_MODE        capture or layout [capture]
+#   TOGGLE_LOAD        short or keepalive [short]
 #   TOGGLE_PAIRS       pairs of windows [12]
 #   TOGGLE_WINDOW      seconds measured per window [5]
 #   TOGGLE_SETTLE      seconds between a switch and its window [2]
+#   TOGGLE_CONTENTION  busy loops competing for the CPUs [0]
 #   BENCH_CONNECTIONS  wrk connections [64]
 #   BENCH_THREADS      wrk threads [2]
+#   BENCH_STOCK        1 = PostgreSQL's default settings, 0 = the tests' [1]
 #   BENCH_SKIP_BUILD   1 = do not run make && make install [0]
 #   BENCH_PG_CONF      extra postgresql.conf lines, e.g. "ebpf_capture.http = off" []
 #   BENCH_RESULTS_DIR  where the JSON/Markdown go [bench/results]
@@ -37,6 +55,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 export EBPFC_NS="${EBPFC_NS:-ebpfcb}"
 export EBPFC_PODS=2
+TOGGLE_MODE="${TOGGLE_MODE:-capture}"
+TOGGLE_LOAD="${TOGGLE_LOAD:-short}"
+TOGGLE_CONTENTION="${TOGGLE_CONTENTION:-0}"
 TOGGLE_PAIRS="${TOGGLE_PAIRS:-12}"
 TOGGLE_WINDOW="${TOGGLE_WINDOW:-5}"
 TOGGLE_SETTLE="${TOGGLE_SETTLE:-2}"
@@ -54,8 +75,19 @@ IFACE=cni0
 BODY="ebpf_capture bench: hello from pod2"
 
 BENCH_NAME=toggle_bench
-WRK_ARGS=(-H 'Connection: close')
-NGINX_KEEPALIVE="keepalive_timeout 0;"
+case "$TOGGLE_LOAD" in
+short)
+	WRK_ARGS=(-H 'Connection: close')
+	NGINX_KEEPALIVE="keepalive_timeout 0;"
+	;;
+keepalive)
+	WRK_ARGS=()
+	NGINX_KEEPALIVE="keepalive_timeout 65; keepalive_requests 1000000;"
+	;;
+*) echo "TOGGLE_LOAD must be short or keepalive" >&2 && exit 2 ;;
+esac
+[[ "$TOGGLE_MODE" == capture || "$TOGGLE_MODE" == layout ]] ||
+	{ echo "TOGGLE_MODE must be capture or layout" >&2 && exit 2; }
 URL_PATH=/
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -63,8 +95,8 @@ source "$REPO/bench/lib.sh"
 bench_args "$@"
 
 bench_require_root
-bench_check_uint TOGGLE_PAIRS TOGGLE_WINDOW TOGGLE_SETTLE BENCH_CONNECTIONS BENCH_THREADS \
-	BENCH_PG_PORT NGINX_PORT
+bench_check_uint TOGGLE_PAIRS TOGGLE_WINDOW TOGGLE_SETTLE TOGGLE_CONTENTION BENCH_CONNECTIONS \
+	BENCH_THREADS BENCH_PG_PORT NGINX_PORT
 ((TOGGLE_PAIRS > 0 && TOGGLE_WINDOW > 0 && BENCH_CONNECTIONS >= BENCH_THREADS && BENCH_THREADS > 0)) ||
 	die "TOGGLE_PAIRS, TOGGLE_WINDOW and BENCH_THREADS must be positive, BENCH_CONNECTIONS >= BENCH_THREADS"
 
@@ -95,45 +127,94 @@ switch_off() {
 	WORKER_PID=""
 }
 
+# The layouts of TOGGLE_MODE=layout: `spans` is the partitioned table (A) or
+# a plain one with the same columns and indexes (B), swapped by renaming.
+LAYOUT=partitioned
+setup_layouts() {
+	psql_q "CREATE TABLE spans_plain (LIKE spans INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+	        CREATE INDEX ON spans_plain (start_time); CREATE INDEX ON spans_plain (trace_id);" >/dev/null
+}
+use_layout() {
+	[[ "$LAYOUT" == "$1" ]] && return 0
+	if [[ "$1" == plain ]]; then
+		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_partitioned;
+		        ALTER TABLE spans_plain RENAME TO spans; COMMIT;" >/dev/null
+	else
+		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_plain;
+		        ALTER TABLE spans_partitioned RENAME TO spans; COMMIT;" >/dev/null
+	fi
+	LAYOUT="$1"
+}
+
+# What the load did so far: connections pod1 opened, or requests nginx served.
+load_count() {
+	if [[ "$TOGGLE_LOAD" == short ]]; then
+		tcp_counter "$(topo_pod_ns 1)" ActiveOpens
+	else
+		pod_exec 1 curl -s "http://$SERVER_IP:$NGINX_PORT/nginx_status" | awk 'NR == 3 { print $3 }'
+	fi
+}
+
+spans_written() {
+	psql_q "SELECT coalesce(sum(spans_written), 0) FROM capture_status()"
+}
+
 # window N PHASE: one measured window; appends a "window" line to RESULTS:
-# pair phase connections seconds worker_ticks.
+# pair phase load_count seconds worker_ticks spans_written.
 window() {
-	local a0 a1 t0 t1 w0="" w1=""
-	a0="$(tcp_counter "$(topo_pod_ns 1)" ActiveOpens)"
+	local a0 a1 t0 t1 w0="" w1="" s0=0 s1=0
+	a0="$(load_count)"
+	[[ -n "$WORKER_PID" ]] && s0="$(spans_written)"
 	t0="$(now_s)"
 	[[ -n "$WORKER_PID" ]] && w0="$(proc_ticks "$WORKER_PID")"
 	sleep "$TOGGLE_WINDOW"
 	[[ -n "$WORKER_PID" ]] && w1="$(proc_ticks "$WORKER_PID")"
 	t1="$(now_s)"
-	a1="$(tcp_counter "$(topo_pod_ns 1)" ActiveOpens)"
+	a1="$(load_count)"
+	[[ -n "$WORKER_PID" ]] && s1="$(spans_written)"
 	put window "$1 $2 $((a1 - a0)) $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') \
-$(((${w1:-0}) - (${w0:-0})))"
-	log "pair $1 $2: $((a1 - a0)) connections"
+$(((${w1:-0}) - (${w0:-0}))) $((s1 - s0))"
+	log "pair $1 $2: $((a1 - a0)) $TOGGLE_LOAD, $((s1 - s0)) spans"
 }
+
+for _ in $(seq "$TOGGLE_CONTENTION"); do
+	nice -n 0 sh -c 'while :; do :; done' &
+	BENCH_BG_PID="${BENCH_BG_PID:-} $!"
+done
+((TOGGLE_CONTENTION == 0)) || log "$TOGGLE_CONTENTION busy loops compete for the CPUs"
 
 # wrk runs through every window and switch; it is stopped at the end.
 total=$((TOGGLE_PAIRS * 2 * (TOGGLE_WINDOW + TOGGLE_SETTLE + 3) + 30))
-log "wrk for up to ${total}s; $TOGGLE_PAIRS pairs of ${TOGGLE_WINDOW}s windows"
+log "wrk for up to ${total}s; $TOGGLE_PAIRS pairs of ${TOGGLE_WINDOW}s windows ($TOGGLE_MODE, $TOGGLE_LOAD)"
+WORKER_PID=""
+if [[ "$TOGGLE_MODE" == layout ]]; then
+	setup_layouts
+	switch_on
+fi
 ip netns exec "$(topo_pod_ns 1)" wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${total}s" \
 	"${WRK_ARGS[@]}" "$URL" >"$WORK/wrk-toggle.txt" 2>&1 &
 WRK_PID=$!
-WORKER_PID=""
 sleep 3 # wrk's own start
 
 for pair in $(seq "$TOGGLE_PAIRS"); do
-	if ((pair % 2)); then order=(off on); else order=(on off); fi
+	if ((pair % 2)); then order=(A B); else order=(B A); fi
 	for phase in "${order[@]}"; do
 		kill -0 "$WRK_PID" 2>/dev/null || die "wrk exited early: $(cat "$WORK/wrk-toggle.txt")"
-		if [[ "$phase" == on ]]; then
-			[[ -n "$WORKER_PID" ]] || switch_on
+		if [[ "$TOGGLE_MODE" == capture ]]; then
+			if [[ "$phase" == B ]]; then
+				[[ -n "$WORKER_PID" ]] || switch_on
+			else
+				[[ -z "$WORKER_PID" ]] || switch_off
+			fi
 		else
-			[[ -z "$WORKER_PID" ]] || switch_off
+			if [[ "$phase" == A ]]; then use_layout partitioned; else use_layout plain; fi
 		fi
 		sleep "$TOGGLE_SETTLE"
 		window "$pair" "$phase"
-		if [[ "$phase" == on ]]; then put status "$pair $(status_row)"; fi
+		if [[ -n "$WORKER_PID" ]]; then put status "$pair $(status_row)"; fi
 	done
 done
+[[ "$TOGGLE_MODE" != layout ]] || use_layout partitioned
 [[ -z "$WORKER_PID" ]] || switch_off
 kill "$WRK_PID" 2>/dev/null || true
 wait "$WRK_PID" 2>/dev/null || true
@@ -143,6 +224,10 @@ JSON="$BENCH_RESULTS_DIR/toggle_bench-$STAMP.json"
 MD="$BENCH_RESULTS_DIR/toggle_bench-$STAMP.md"
 bench_put_meta
 put meta.pairs "$TOGGLE_PAIRS"
+put meta.mode "$TOGGLE_MODE"
+put meta.load "$TOGGLE_LOAD"
+put meta.contention "$TOGGLE_CONTENTION"
+put meta.stock "${BENCH_STOCK:-1}"
 put meta.settle "$TOGGLE_SETTLE"
 put meta.pg_conf "${BENCH_PG_CONF:-}"
 
@@ -154,55 +239,103 @@ meta, windows, status = {}, [], []
 for line in open(tsv):
     key, _, value = line.rstrip("\n").partition("\t")
     if key == "window":
-        pair, phase, conns, secs, ticks = value.split()
-        windows.append(dict(pair=int(pair), phase=phase, connections=int(conns),
-                            seconds=float(secs), worker_ticks=int(ticks)))
+        pair, phase, count, secs, ticks, spans = value.split()
+        windows.append(dict(pair=int(pair), phase=phase, count=int(count), seconds=float(secs),
+                            worker_ticks=int(ticks), spans=int(spans)))
     elif key == "status":
         status.append(value)
     elif key.startswith("meta."):
         meta[key[5:]] = value
 clk = int(meta["clk_tck"])
+mode, load = meta["mode"], meta["load"]
+unit = "connections" if load == "short" else "requests"
+names = {"A": "without capture", "B": "with capture"} if mode == "capture" else \
+        {"A": "partitioned", "B": "plain"}
 for w in windows:
-    w["rate"] = w["connections"] / w["seconds"]
+    w["rate"] = w["count"] / w["seconds"]
+    w["worker_us_per_span"] = (1e6 * w["worker_ticks"] / clk / w["spans"]) if w["spans"] else None
+    w["spans_per_s"] = w["spans"] / w["seconds"]
+
+
+def pooled(ws, key):
+    return sum(w[key] for w in ws) / sum(w["seconds"] for w in ws)
+
+
+def worker_us(ws):
+    spans = sum(w["spans"] for w in ws)
+    return 1e6 * sum(w["worker_ticks"] for w in ws) / clk / spans if spans else None
+
+
 pairs = []
 for p in sorted({w["pair"] for w in windows}):
-    on = next(w for w in windows if w["pair"] == p and w["phase"] == "on")
-    off = next(w for w in windows if w["pair"] == p and w["phase"] == "off")
-    pairs.append(dict(pair=p, on=round(on["rate"]), off=round(off["rate"]),
-                      ratio=on["rate"] / off["rate"]))
+    a = next(w for w in windows if w["pair"] == p and w["phase"] == "A")
+    b = next(w for w in windows if w["pair"] == p and w["phase"] == "B")
+    x = dict(pair=p, rate_a=round(a["rate"]), rate_b=round(b["rate"]), ratio=b["rate"] / a["rate"])
+    if mode == "layout":
+        x.update(us_a=a["worker_us_per_span"], us_b=b["worker_us_per_span"],
+                 cpu_ratio=(a["worker_us_per_span"] / b["worker_us_per_span"])
+                 if a["worker_us_per_span"] and b["worker_us_per_span"] else None)
+    else:
+        x.update(us_b=b["worker_us_per_span"])
+    pairs.append(x)
 ratios = [x["ratio"] for x in pairs]
-on = [w for w in windows if w["phase"] == "on"]
-off = [w for w in windows if w["phase"] == "off"]
-pooled = (sum(w["connections"] for w in on) / sum(w["seconds"] for w in on)) / \
-         (sum(w["connections"] for w in off) / sum(w["seconds"] for w in off))
+A = [w for w in windows if w["phase"] == "A"]
+B = [w for w in windows if w["phase"] == "B"]
 sem = statistics.stdev(ratios) / math.sqrt(len(ratios)) if len(ratios) > 1 else None
-worker_us = 1e6 * sum(w["worker_ticks"] for w in on) / clk / sum(w["connections"] for w in on)
-# every status line: state|pid|packets|bytes|spans_written|spans_dropped|events_dropped|kernel_drops|flow_table_full|...
 drops = [s for s in status if any(int(x or 0) for x in s.split(" ", 1)[1].split("|")[5:9])]
-summary = dict(
-    meta=meta, windows=windows, pairs=pairs,
-    ratio_median=round(statistics.median(ratios), 4),
-    ratio_mean=round(statistics.mean(ratios), 4),
-    ratio_standard_error=round(sem, 4) if sem is not None else None,
-    ratio_pooled=round(pooled, 4),
-    worker_cpu_us_per_connection=round(worker_us, 2),
-    status_with_drops=drops,
-)
+summary = dict(meta=meta, windows=windows, pairs=pairs,
+               ratio_median=round(statistics.median(ratios), 4),
+               ratio_mean=round(statistics.mean(ratios), 4),
+               ratio_standard_error=round(sem, 4) if sem is not None else None,
+               ratio_pooled=round(pooled(B, "count") / pooled(A, "count"), 4),
+               status_with_drops=drops)
+if mode == "capture":
+    summary["worker_cpu_us_per_span"] = round(worker_us(B), 2) if worker_us(B) else None
+    summary["worker_cpu_us_per_span_median"] = round(statistics.median(
+        x["us_b"] for x in pairs if x["us_b"]), 2) if any(x["us_b"] for x in pairs) else None
+else:
+    summary["worker_cpu_us_per_span_partitioned"] = round(worker_us(A), 2)
+    summary["worker_cpu_us_per_span_plain"] = round(worker_us(B), 2)
+    cr = [x["cpu_ratio"] for x in pairs if x["cpu_ratio"]]
+    summary["cpu_ratio_median"] = round(statistics.median(cr), 4) if cr else None
+    summary["spans_per_s_partitioned"] = round(pooled(A, "spans"))
+    summary["spans_per_s_plain"] = round(pooled(B, "spans"))
 json.dump(summary, open(json_path, "w"), indent=1)
-lines = [f"# toggle_bench {meta['stamp']} ({meta['git']}; {meta.get('pg_conf') or 'default settings'})", "",
+lines = [f"# toggle_bench {meta['stamp']} ({meta['git']}; {mode}, {load}, "
+         f"{'stock settings' if meta.get('stock', '1') == '1' else 'tests settings'}"
+         f"{', ' + meta['contention'] + ' busy loops' if meta.get('contention', '0') != '0' else ''}"
+         f"; {meta.get('pg_conf') or 'no extra settings'})", "",
          f"{len(pairs)} pairs of {meta['duration']} s windows, {meta['settle']} s after each switch; "
-         f"wrk -t{meta['threads']} -c{meta['connections']}, short connections; {meta['cpus']} CPUs, "
-         f"Linux {meta['kernel']}, PostgreSQL {meta['postgres']}", "",
-         "| pair | order | connections/s without | with | with / without |", "|---|---|---|---|---|"]
-for x in pairs:
-    order = "off, on" if x["pair"] % 2 else "on, off"
-    lines.append(f"| {x['pair']} | {order} | {x['off']:,} | {x['on']:,} | {x['ratio']:.3f} |")
-lines += ["",
-          f"with / without: median **{summary['ratio_median']:.3f}**, mean {summary['ratio_mean']:.3f} "
-          f"± {summary['ratio_standard_error'] or 0:.3f} (standard error), pooled {summary['ratio_pooled']:.3f}; "
-          f"range {min(ratios):.3f}–{max(ratios):.3f}",
-          f"worker CPU per connection in the windows with capture: {summary['worker_cpu_us_per_connection']} µs",
-          f"windows with capture where a drop was counted: {len(drops)}"]
+         f"wrk -t{meta['threads']} -c{meta['connections']}; {meta['cpus']} CPUs, "
+         f"Linux {meta['kernel']}, PostgreSQL {meta['postgres']}", ""]
+if mode == "capture":
+    lines += [f"| pair | order | {unit}/s without | with | with / without | worker µs per span |",
+              "|---|---|---|---|---|---|"]
+    for x in pairs:
+        order = "off, on" if x["pair"] % 2 else "on, off"
+        us = f"{x['us_b']:.2f}" if x["us_b"] else "–"
+        lines.append(f"| {x['pair']} | {order} | {x['rate_a']:,} | {x['rate_b']:,} | "
+                     f"{x['ratio']:.3f} | {us} |")
+    lines += ["", f"with / without: median **{summary['ratio_median']:.3f}**, mean "
+              f"{summary['ratio_mean']:.3f} ± {summary['ratio_standard_error'] or 0:.3f} "
+              f"(standard error), pooled {summary['ratio_pooled']:.3f}; range "
+              f"{min(ratios):.3f}–{max(ratios):.3f}",
+              f"worker CPU per span with capture: pooled {summary['worker_cpu_us_per_span']} µs, "
+              f"median of pairs {summary['worker_cpu_us_per_span_median']} µs"]
+else:
+    lines += [f"| pair | order | {unit}/s partitioned | plain | worker µs/span partitioned | "
+              "plain | partitioned / plain CPU |", "|---|---|---|---|---|---|---|"]
+    for x in pairs:
+        order = "partitioned, plain" if x["pair"] % 2 else "plain, partitioned"
+        lines.append(f"| {x['pair']} | {order} | {x['rate_a']:,} | {x['rate_b']:,} | "
+                     f"{x['us_a'] or 0:.2f} | {x['us_b'] or 0:.2f} | "
+                     f"{x['cpu_ratio'] or 0:.3f} |")
+    lines += ["", f"worker CPU per span: partitioned {summary['worker_cpu_us_per_span_partitioned']} µs, "
+              f"plain {summary['worker_cpu_us_per_span_plain']} µs (pooled); partitioned / plain, "
+              f"median of pairs: **{summary['cpu_ratio_median']}**",
+              f"spans written per second: partitioned {summary['spans_per_s_partitioned']:,}, "
+              f"plain {summary['spans_per_s_plain']:,}"]
+lines.append(f"windows where a drop was counted: {len(drops)}")
 open(md_path, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 print(f"\nJSON: {json_path}\nMarkdown: {md_path}")

@@ -10,7 +10,7 @@ PACKAGES=(
 	nginx-light curl wrk tshark tcpdump iproute2 iputils-ping nftables
 	python3 python3-pytest python3-psycopg2 python3-yaml
 	make g++ clang-format libcap2-bin util-linux procps
-	graphviz
+	graphviz gnuplot-nox
 )
 # kubectl (for `kubectl kustomize deploy/`): Debian's kubernetes-client, unless
 # a kubectl is installed already (another package's /usr/bin/kubectl would

@@ -2,7 +2,6 @@
 
 #include <cstddef>
 #include <cstring>
-#include <type_traits>
 
 namespace ebpfc {
 
@@ -38,47 +37,104 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
   // early because too many were open has an unknown outcome, not an error.
   const bool no_response = ex.status == 0 && !(ex.incomplete & kHttpQueueBound);
   out.status = (ex.status >= 500 || no_response) ? SpanStatus::Error : SpanStatus::Unset;
-  copy_exchange(ex, out.exchange);
+  out.request_body_bytes = ex.request_body_bytes;
+  out.response_body_bytes = ex.response_body_bytes;
+  out.http_status = ex.status;
+  out.incomplete |= ex.incomplete;  // append() may have set target_truncated
+  out.flags = ex.flags;
+  out.interim_responses = ex.interim_responses;
+  out.method = ex.method;
+  out.request_version = ex.request_version;
+  out.response_version = ex.response_version;
 }
 
-void copy_exchange(const HttpExchange& from, HttpExchange& to) {
-  static_assert(std::is_trivially_copyable<HttpExchange>::value, "HttpExchange is plain data");
-  std::memcpy(&to, &from, offsetof(HttpExchange, method_text));
-  // a length is never beyond its buffer; clamped all the same, so that a
-  // broken one cannot make this copy overrun
-  auto text = [](char* dst, const char* src, uint16_t& len, size_t cap) {
-    if (len > cap) len = static_cast<uint16_t>(cap);
-    std::memcpy(dst, src, len);
-    dst[len] = '\0';
-  };
-  text(to.method_text, from.method_text, to.method_len, kHttpMethodMax);
-  text(to.target, from.target, to.target_len, kHttpTargetMax);
-  text(to.host, from.host, to.host_len, kHttpHostMax);
-  text(to.tracestate, from.tracestate, to.tracestate_len, kHttpTracestateMax);
+namespace {
+
+// A length is never beyond its buffer; clamped all the same, so that a
+// broken one cannot make a copy overrun.
+size_t clamp(uint16_t len, size_t cap) { return len > cap ? cap : len; }
+
+}  // namespace
+
+TextRef HttpSpanList::put(const char* s, size_t len) {
+  TextRef ref{static_cast<uint32_t>(text_.size()), static_cast<uint16_t>(len)};
+  text_.insert(text_.end(), s, s + len);
+  return ref;
 }
 
-const char* http_span_name(const HttpExchange& ex) {
-  switch (ex.method) {
+TextRef HttpSpanList::put_target(const char* s, size_t len, HttpQueryMode query, bool* truncated) {
+  const char* q = static_cast<const char*>(std::memchr(s, '?', len));
+  if (q == nullptr || query == HttpQueryMode::Keep) return put(s, len);
+  const size_t path = static_cast<size_t>(q - s);
+  if (query == HttpQueryMode::Drop) return put(s, path);
+  // Redact: every parameter keeps its key; a value becomes REDACTED. The
+  // result stays within kHttpTargetMax (cut at a parameter boundary).
+  static const char kRedacted[] = "REDACTED";
+  const size_t begin = text_.size();
+  text_.insert(text_.end(), s, q + 1);
+  size_t i = path + 1;
+  while (i < len) {
+    size_t end = i;
+    while (end < len && s[end] != '&') end++;
+    const char* eq = static_cast<const char*>(std::memchr(s + i, '=', end - i));
+    const size_t key_len = eq != nullptr ? static_cast<size_t>(eq - (s + i)) : end - i;
+    const bool has_value = eq != nullptr && static_cast<size_t>(eq - s) + 1 < end;
+    const size_t add = key_len + (eq != nullptr ? 1 : 0) + (has_value ? sizeof(kRedacted) - 1 : 0) +
+                       (end < len ? 1 : 0);
+    if (text_.size() - begin + add > kHttpTargetMax) {
+      *truncated = true;
+      break;
+    }
+    text_.insert(text_.end(), s + i, s + i + key_len);
+    if (eq != nullptr) text_.push_back('=');
+    if (has_value) text_.insert(text_.end(), kRedacted, kRedacted + sizeof(kRedacted) - 1);
+    if (end < len) text_.push_back('&');
+    i = end + 1;
+  }
+  return TextRef{static_cast<uint32_t>(begin), static_cast<uint16_t>(text_.size() - begin)};
+}
+
+HttpSpan& HttpSpanList::append(const HttpExchange& ex, HttpQueryMode query) {
+  HttpSpan span;
+  std::memset(&span, 0, sizeof(span));
+  bool truncated = false;
+  span.method_text = put(ex.method_text, clamp(ex.method_len, kHttpMethodMax));
+  span.target = put_target(ex.target, clamp(ex.target_len, kHttpTargetMax), query, &truncated);
+  span.host = put(ex.host, clamp(ex.host_len, kHttpHostMax));
+  span.tracestate = put(ex.tracestate, clamp(ex.tracestate_len, kHttpTracestateMax));
+  if (truncated) span.incomplete |= kHttpTargetTruncated;
+  spans_.push_back(span);
+  return spans_.back();
+}
+
+void HttpSpanList::pop_back() {
+  text_.resize(spans_.back().method_text.offset);  // its strings are the last ones
+  spans_.pop_back();
+}
+
+const char* http_span_name(const HttpSpan& span) {
+  switch (span.method) {
     case HttpMethod::None:
     case HttpMethod::Other:
       return "HTTP";
     default:
-      return http_method_name(ex.method);
+      return http_method_name(span.method);
   }
 }
 
-void http_attributes(const HttpSpan& span, AttributeSink& j) {
-  const HttpExchange& ex = span.exchange;
-  if (ex.method != HttpMethod::None) j.string("http.request.method", ex.method_text, ex.method_len);
-  if (ex.host_len > 0) j.string("server.address", ex.host, ex.host_len);
-  j.number("http.request.body.size", ex.request_body_bytes);
-  j.number("http.response.body.size", ex.response_body_bytes);
+// What the row's columns hold (the method, the body sizes: http_method,
+// bytes_sent, bytes_received) is not repeated here: every attribute costs
+// every row its bytes.
+void http_attributes(const HttpSpan& span, const char* text, AttributeSink& j) {
+  const HttpSpan& ex = span;
+  auto str = [&](const char* key, TextRef ref) { j.string(key, text + ref.offset, ref.len); };
+  if (ex.host.len > 0) str("server.address", ex.host);
   if (ex.request_version != 0 || ex.response_version != 0) {
     const uint8_t v = ex.response_version != 0 ? ex.response_version : ex.request_version;
     j.string("network.protocol.version", v == 10 ? "1.0" : "1.1", 3);
   }
   if (ex.interim_responses > 0) j.number("http.interim_responses", ex.interim_responses);
-  if (ex.tracestate_len > 0) j.string("tracestate", ex.tracestate, ex.tracestate_len);
+  if (ex.tracestate.len > 0) str("tracestate", ex.tracestate);
   if (ex.flags & kHttpTraceparentInvalid) j.boolean("http.traceparent_invalid", true);
   if (ex.flags & kHttpRequestChunked) j.boolean("http.request.chunked", true);
   if (ex.flags & kHttpResponseChunked) j.boolean("http.response.chunked", true);
@@ -102,13 +158,6 @@ void http_attributes(const HttpSpan& span, AttributeSink& j) {
     j.end_array();
   }
   j.hex("tcp.span_id", span.connection_span_id, 8);
-}
-
-size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size) {
-  if (size == 0) return 0;
-  JsonTextSink j(buf, size);
-  http_attributes(span, j);
-  return j.finish();
 }
 
 }  // namespace ebpfc

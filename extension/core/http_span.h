@@ -4,10 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <new>
-#include <type_traits>
-#include <utility>
+#include <string_view>
 #include <vector>
 
 #include "capture_abi.h"
@@ -19,6 +16,18 @@
 
 namespace ebpfc {
 
+// A string of a span waiting in an HttpSpanList: where it is in the list's
+// text.
+struct TextRef {
+  uint32_t offset;
+  uint16_t len;
+};
+
+// The span of one HTTP exchange, as it waits to be written: fixed fields,
+// and its strings (method, target, Host, tracestate) by reference into the
+// text of the HttpSpanList that holds it. About 160 bytes and the strings'
+// own length, where the exchange the parser fills keeps fixed buffers of
+// almost 3 KiB.
 struct HttpSpan {
   uint8_t trace_id[16];
   uint8_t span_id[8];
@@ -33,53 +42,92 @@ struct HttpSpan {
   uint16_t dst_port;
   uint8_t connection_span_id[8];  // the span_id of the connection's tcp span
   SpanStatus status;
-  HttpExchange exchange;
+  // The exchange, but for its strings (see HttpExchange).
+  uint64_t request_body_bytes;
+  uint64_t response_body_bytes;
+  uint16_t http_status;
+  uint16_t incomplete;
+  uint16_t flags;
+  uint8_t interim_responses;
+  HttpMethod method;
+  uint8_t request_version;
+  uint8_t response_version;
+  TextRef method_text;
+  TextRef target;
+  TextRef host;
+  TextRef tracestate;
 };
 
-// An allocator whose construct() without arguments default-initializes:
-// a new HttpSpan (about 3 KiB, mostly string buffers) in a span list is
-// filled in by http_span_from_exchange, not zeroed first.
-template <class T>
-struct DefaultInitAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = DefaultInitAllocator<U>;
-  };
-  DefaultInitAllocator() = default;
-  template <class U>
-  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
-  template <class U>
-  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
+// What becomes of a request target's query string before it is stored. Query
+// strings carry tokens and signatures (OpenTelemetry: url.query is sensitive).
+enum class HttpQueryMode : uint8_t {
+  Keep,    // as sent
+  Redact,  // each parameter's value replaced by REDACTED; the keys stay
+  Drop,    // the query is removed, with its '?'
 };
-using HttpSpanList = std::vector<HttpSpan, DefaultInitAllocator<HttpSpan>>;
 
-// Copies an exchange: its fixed fields and the used part of each string
-// (with its NUL), not the whole 3 KiB of string buffers.
-void copy_exchange(const HttpExchange& from, HttpExchange& to);
+// The spans waiting in one buffer: the fixed parts in a vector, the strings
+// one after the other in a text buffer. Appending copies only the strings'
+// bytes; both buffers keep their memory from one batch to the next.
+class HttpSpanList {
+ public:
+  // Appends the span of `ex`'s strings, the target made per `query`; the
+  // caller fills in the rest (http_span_from_exchange).
+  HttpSpan& append(const HttpExchange& ex, HttpQueryMode query);
+  void pop_back();
+  void clear() {
+    spans_.clear();
+    text_.clear();
+  }
+  size_t size() const { return spans_.size(); }
+  bool empty() const { return spans_.empty(); }
+  HttpSpan& operator[](size_t i) { return spans_[i]; }
+  const HttpSpan& operator[](size_t i) const { return spans_[i]; }
+  HttpSpan& back() { return spans_.back(); }
+  const HttpSpan* data() const { return spans_.data(); }
+  // Where a span's TextRefs point into.
+  const char* text() const { return text_.data(); }
+  // The bytes the spans and their strings take.
+  size_t bytes() const { return spans_.size() * sizeof(HttpSpan) + text_.size(); }
+  // The bytes reserved, in use or not.
+  size_t capacity_bytes() const { return spans_.capacity() * sizeof(HttpSpan) + text_.capacity(); }
+  void swap(HttpSpanList& other) {
+    spans_.swap(other.spans_);
+    text_.swap(other.text_);
+  }
+  // Gives the reserved memory back.
+  void release() {
+    std::vector<HttpSpan>().swap(spans_);
+    std::vector<char>().swap(text_);
+  }
 
-// Builds the span of `ex`, seen on connection `key` whose client is endpoint
-// `client`; connection_span_id is the id the connection's tcp span will carry.
+ private:
+  TextRef put(const char* s, size_t len);
+  TextRef put_target(const char* s, size_t len, HttpQueryMode query, bool* truncated);
+
+  std::vector<HttpSpan> spans_;
+  std::vector<char> text_;
+};
+
+// A span's string.
+inline std::string_view text_of(const char* text, TextRef ref) {
+  return std::string_view(text + ref.offset, ref.len);
+}
+
+// Fills in the span of `ex` (appended by HttpSpanList::append), seen on
+// connection `key` whose client is endpoint `client`; connection_span_id is
+// the id the connection's tcp span will carry.
 void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, unsigned client,
                              const uint8_t connection_span_id[8], const WallClock& clock,
                              SpanIdGenerator& ids, HttpSpan& out);
 
 // The span name per OpenTelemetry: the method ("GET"), or "HTTP" when it is
 // not a known one (or there was no request).
-const char* http_span_name(const HttpExchange& ex);
+const char* http_span_name(const HttpSpan& span);
 
 // The attributes of an HTTP span (Host, body sizes, version, tracestate, why
-// it is incomplete, the connection's span id), emitted into a sink.
-void http_attributes(const HttpSpan& span, AttributeSink& out);
-
-// The same as a JSON object text. Returns the length, or 0 if buf is too
-// small (kHttpAttributesMax always suffices).
-constexpr size_t kHttpAttributesMax = 8192;
-size_t format_http_attributes(const HttpSpan& span, char* buf, size_t size);
+// it is incomplete, the connection's span id), emitted into a sink; `text`
+// is the text of the list that holds the span.
+void http_attributes(const HttpSpan& span, const char* text, AttributeSink& out);
 
 }  // namespace ebpfc

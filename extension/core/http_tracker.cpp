@@ -221,18 +221,9 @@ void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids, HttpSp
 
 void HttpTracker::on_exchange(const HttpExchange& exchange) {
   if (current_ == nullptr || out_ == nullptr) return;
-  out_->emplace_back();
-  HttpSpan& span = out_->back();
+  HttpSpan& span = out_->append(exchange, options_.query);
   http_span_from_exchange(exchange, current_->key, current_->client, current_->span_id, *clock_,
                           *ids_, span);
-  if (options_.strip_query) {
-    HttpExchange& ex = span.exchange;
-    const void* q = std::memchr(ex.target, '?', ex.target_len);
-    if (q != nullptr) {
-      ex.target_len = static_cast<uint16_t>(static_cast<const char*>(q) - ex.target);
-      ex.target[ex.target_len] = '\0';
-    }
-  }
 }
 
 HttpTrackerCounters HttpTracker::counters() const {

@@ -40,7 +40,7 @@ struct HttpTrackerCounters {
 
 struct HttpTrackerOptions {
   size_t max_connections = 2048;
-  bool strip_query = false;      // drop "?..." from targets before they are stored
+  HttpQueryMode query = HttpQueryMode::Redact;  // what becomes of targets' query strings
   uint64_t expire_after_ns = 0;  // a connection silent this long is given up (0: never)
 };
 

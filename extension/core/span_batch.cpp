@@ -5,10 +5,24 @@
 
 namespace ebpfc {
 
+// The bytes of the flushing http spans already written (spans and strings):
+// their strings are the text before the first one left.
+size_t SpanBatch::http_bytes_done() const {
+  if (http_done_ == 0) return 0;
+  const size_t text = http_done_ < flushing_http_.size()
+                          ? flushing_http_[http_done_].method_text.offset
+                          : flushing_http_.bytes() - flushing_http_.size() * sizeof(HttpSpan);
+  return http_done_ * sizeof(HttpSpan) + text;
+}
+
 size_t SpanBatch::pending_bytes() const {
   const size_t tcp = tcp_.size() + flushing_tcp_.size() - tcp_done_;
-  const size_t http = http_spans_.size() + flushing_http_.size() - http_done_;
-  return tcp * sizeof(Span) + http * sizeof(HttpSpan);
+  return tcp * sizeof(Span) + http_spans_.bytes() + flushing_http_.bytes() - http_bytes_done();
+}
+
+size_t SpanBatch::reserved_bytes() const {
+  return (tcp_.capacity() + flushing_tcp_.capacity()) * sizeof(Span) +
+         http_spans_.capacity_bytes() + flushing_http_.capacity_bytes();
 }
 
 void SpanBatch::note_first() {
@@ -97,6 +111,7 @@ SpanBatch::Chunk SpanBatch::next_chunk(size_t limit) const {
   c.ntcp = std::min(flushing_tcp_.size() - tcp_done_, limit);
   c.http = flushing_http_.data() + http_done_;
   c.nhttp = std::min(flushing_http_.size() - http_done_, limit - c.ntcp);
+  c.http_text = flushing_http_.text();
   return c;
 }
 
@@ -111,12 +126,11 @@ void SpanBatch::end_flush() {
   flushing_tcp_.clear();
   flushing_http_.clear();
   tcp_done_ = http_done_ = 0;
-  // A burst grew the buffers: give the memory back rather than keep it for
-  // the next one (the waiting buffers swap in here at the next flush).
-  if (flushing_http_.capacity() * sizeof(HttpSpan) > max_bytes_ / 4) {
-    HttpSpanList().swap(flushing_http_);
-  }
-  if (flushing_tcp_.capacity() * sizeof(Span) > max_bytes_ / 4) {
+  // The buffers keep what they grew to (the waiting ones swap in here at the
+  // next flush), unless together they reserve more than the bound: a burst
+  // is over, the memory goes back.
+  if (reserved_bytes() > max_bytes_) {
+    flushing_http_.release();
     std::vector<Span>().swap(flushing_tcp_);
   }
 }

@@ -9,8 +9,11 @@
 // that was not granted in time) is handed back: it and the rest of that
 // flush are written first by the next flush, before anything newer.
 //
-// The backlog - waiting and being flushed - is bounded in bytes: a span that
-// would take it over the bound is dropped, and counted.
+// The backlog - waiting and being flushed - is bounded in bytes (each span's
+// own, its strings included): a span that would take it over the bound is
+// dropped, and counted. The buffers keep the memory they grew to, so that a
+// steady load neither allocates nor faults pages in; their capacity is
+// bounded too, at the bound, and given back beyond it.
 #pragma once
 
 #include <cstddef>
@@ -53,6 +56,8 @@ class SpanBatch final : public FlowSink {
   // Bytes held by the waiting spans and those of the flush in progress: what
   // the bound counts.
   size_t pending_bytes() const;
+  // Bytes the buffers have reserved, used or not.
+  size_t reserved_bytes() const;
   // When the oldest waiting span was made (monotonic ns), 0 if none waits.
   uint64_t oldest_ns() const { return oldest_ns_; }
   // Spans dropped so far at the bound, or by drop_waiting().
@@ -68,6 +73,7 @@ class SpanBatch final : public FlowSink {
     size_t ntcp = 0;
     const HttpSpan* http = nullptr;
     size_t nhttp = 0;
+    const char* http_text = nullptr;  // what the http spans' TextRefs point into
     size_t size() const { return ntcp + nhttp; }
   };
   // Starts a flush: unless spans of the last flush are left to write, takes
@@ -92,6 +98,7 @@ class SpanBatch final : public FlowSink {
  private:
   // Whether one more span of `bytes` fits under the bound.
   bool fits(size_t bytes) const { return pending_bytes() + bytes <= max_bytes_; }
+  size_t http_bytes_done() const;
   void note_first();
   // Keeps the HTTP spans made since `before` within the bound.
   void after_http(size_t before);

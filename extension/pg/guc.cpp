@@ -4,6 +4,7 @@
 
 #include "core/disk_guard.h"
 #include "core/fault.h"
+#include "core/http_span.h"
 #include "pg/pg_headers.h"
 
 namespace ebpfc::pg {
@@ -22,7 +23,13 @@ int g_flow_table_size = 65536;
 int g_ring_buffer_kb = 16384;
 bool g_http = true;
 int g_max_http_connections = 2048;
-bool g_http_strip_query = false;
+int g_http_query = static_cast<int>(HttpQueryMode::Redact);
+
+static const struct config_enum_entry kHttpQueryModes[] = {
+    {"keep", static_cast<int>(HttpQueryMode::Keep), false},
+    {"redact", static_cast<int>(HttpQueryMode::Redact), false},
+    {"drop", static_cast<int>(HttpQueryMode::Drop), false},
+    {nullptr, 0, false}};
 char* g_kube_api_url = nullptr;
 char* g_kube_token_file = nullptr;
 char* g_kube_ca_file = nullptr;
@@ -173,9 +180,13 @@ static void define_reloadable_gucs() {
                           "HTTP connections followed at once per capture (about 31 kB each).",
                           nullptr, &g_max_http_connections, 2048, 16, 1000000, PGC_SIGHUP, 0,
                           nullptr, nullptr, nullptr);
-  DefineCustomBoolVariable("ebpf_capture.http_strip_query",
-                           "Store http_target without its query string.", nullptr,
-                           &g_http_strip_query, false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomEnumVariable(
+      "ebpf_capture.http_query",
+      "What http_target keeps of a request's query string: keep, redact (each value "
+      "replaced by REDACTED, the keys kept) or drop.",
+      "Query strings carry tokens and signatures.", &g_http_query,
+      static_cast<int>(HttpQueryMode::Redact), kHttpQueryModes, PGC_SIGHUP, 0, nullptr, nullptr,
+      nullptr);
   DefineCustomStringVariable(
       "ebpf_capture.kube_api_url",
       "Kubernetes API server URL; empty: KUBERNETES_SERVICE_HOST/PORT (in a pod).", nullptr,

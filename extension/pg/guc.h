@@ -17,7 +17,7 @@ extern int g_flow_table_size;       // sighup (next start): entries in the kerne
 extern int g_ring_buffer_kb;        // sighup (next start): ring buffer size
 extern bool g_http;                 // sighup (next start): parse HTTP/1.x exchanges
 extern int g_max_http_connections;  // sighup (next start): HTTP connections followed at once
-extern bool g_http_strip_query;     // sighup: store targets without their query string
+extern int g_http_query;            // sighup: HttpQueryMode of targets' query strings
 
 // Storage (the launcher keeps it; see sql/ebpf_capture--0.1--0.2.sql).
 extern int g_partition_interval_min;         // sighup: time covered by one spans partition

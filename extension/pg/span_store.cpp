@@ -306,27 +306,27 @@ void open_row(const Span& s, const RowConstants& k, const kube::PeerIdentity* co
   peer_values(who[0], who[1], v + kOpenOwnColumns, null + kOpenOwnColumns);
 }
 
-// One http row in kHttpColumns order.
-void http_row(const HttpSpan& s, const RowConstants& k, const kube::PeerIdentity* const* who,
-              Datum* v, bool* null) {
-  const HttpExchange& ex = s.exchange;
+// One http row in kHttpColumns order; `text` holds the span's strings.
+void http_row(const HttpSpan& s, const char* text, const RowConstants& k,
+              const kube::PeerIdentity* const* who, Datum* v, bool* null) {
   std::memset(null, 0, sizeof(bool) * kHttpColumns.n);
   v[0] = make_hex(s.trace_id, 16);
   v[1] = make_hex(s.span_id, 8);
   null[2] = !s.has_parent;
   v[2] = s.has_parent ? make_hex(s.parent_span_id, 8) : Datum(0);
-  common_values(s, make_text(http_span_name(ex)), k.server_kind, k.http_protocol,
-                ex.request_body_bytes, ex.response_body_bytes, k, v + 3);
+  common_values(s, make_text(http_span_name(s)), k.server_kind, k.http_protocol,
+                s.request_body_bytes, s.response_body_bytes, k, v + 3);
   const int own = kHttpColumns.own;
   JsonbAttributes attributes;
-  http_attributes(s, attributes);
+  http_attributes(s, text, attributes);
   v[own] = attributes.finish();
-  const bool has_request = ex.method != HttpMethod::None;
+  const bool has_request = s.method != HttpMethod::None;
   null[own + 1] = null[own + 2] = !has_request;
-  v[own + 1] = has_request ? make_wire_text(ex.method_text, ex.method_len) : Datum(0);
-  v[own + 2] = has_request ? make_wire_text(ex.target, ex.target_len) : Datum(0);
-  null[own + 3] = ex.status == 0;
-  v[own + 3] = Int32GetDatum(ex.status);
+  v[own + 1] =
+      has_request ? make_wire_text(text + s.method_text.offset, s.method_text.len) : Datum(0);
+  v[own + 2] = has_request ? make_wire_text(text + s.target.offset, s.target.len) : Datum(0);
+  null[own + 3] = s.http_status == 0;
+  v[own + 3] = Int32GetDatum(s.http_status);
   peer_values(who[0], who[1], v + kHttpColumns.peers, null + kHttpColumns.peers);
 }
 
@@ -697,7 +697,7 @@ void SpanStore::write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolv
             chunk.http, static_cast<int>(chunk.nhttp), kHttpColumns, http_plan_, *direct_, spans,
             g_direct_insert,
             [&](const HttpSpan& s, int i, Datum* v, bool* null) {
-              http_row(s, k, who + 2 * i, v, null);
+              http_row(s, chunk.http_text, k, who + 2 * i, v, null);
             },
             &why);
         int side_state = 0;

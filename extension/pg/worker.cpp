@@ -420,7 +420,7 @@ kube::KubeConfig kube_config() {
 HttpTrackerOptions http_options() {
   HttpTrackerOptions o;
   o.max_connections = static_cast<size_t>(g_max_http_connections);
-  o.strip_query = g_http_strip_query;
+  o.query = static_cast<HttpQueryMode>(g_http_query);
   // An HTTP connection whose close we never see (its flow was reported idle,
   // or events were lost) is given up after the idle timeout, and a bit.
   o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;

@@ -28,6 +28,7 @@
 #include "bpf_user.h"
 #include "core/flow_span.h"
 #include "core/span_attributes.h"
+#include "json_text_sink.h"
 
 #include "fuzz_check.h"
 

@@ -96,7 +96,7 @@ TEST_F(HttpTrackerTest, ExchangeOfAConnectionComesOutWhenItEnds) {
   short_exchange(t, 40000, 5000, &followed);
   EXPECT_TRUE(followed);
   ASSERT_EQ(out_.size(), 1u);
-  EXPECT_EQ(out_[0].exchange.status, 200);
+  EXPECT_EQ(out_[0].http_status, 200);
   EXPECT_EQ(out_[0].src_port, 40000);
   EXPECT_EQ(out_[0].dst_port, 80);
   t.end_of_drain(6000, clock_, ids_, out_);
@@ -189,7 +189,7 @@ TEST_F(HttpTrackerTest, ASecondConnectionOnTheSameFourTupleInOneDrainIsFollowed)
   ASSERT_TRUE(followed);
   EXPECT_NE(std::memcmp(first_id, second_id, sizeof(first_id)), 0);
   ASSERT_EQ(out_.size(), 2u);
-  EXPECT_EQ(out_[1].exchange.request_start_ns, 6000u);
+  EXPECT_EQ(out_[1].start_unix_us, clock_.to_unix_us(6000));
   EXPECT_EQ(std::memcmp(out_[0].connection_span_id, first_id, sizeof(first_id)), 0);
   EXPECT_EQ(std::memcmp(out_[1].connection_span_id, second_id, sizeof(second_id)), 0);
   EXPECT_EQ(t.counters().connections, 2u);
@@ -214,7 +214,7 @@ TEST_F(HttpTrackerTest, BodyIsSkippedInTheKernelAndItsEntryRemovedAtTheEnd) {
   uint8_t span_id[8];
   EXPECT_TRUE(t.on_flow_ended(k, span_id, clock_, ids_, out_));
   ASSERT_EQ(out_.size(), 1u);
-  EXPECT_EQ(out_[0].exchange.response_body_bytes, 100000u);
+  EXPECT_EQ(out_[0].response_body_bytes, 100000u);
   t.end_of_drain(400, clock_, ids_, out_);
   EXPECT_TRUE(control_.entries.empty()) << "the kernel is left an l7_control entry";
 }

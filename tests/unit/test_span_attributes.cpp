@@ -14,6 +14,7 @@
 #include "core/flow_span.h"
 #include "core/http_span.h"
 #include "core/span_attributes.h"
+#include "json_text_sink.h"
 
 namespace {
 
@@ -66,13 +67,12 @@ TEST(SpanAttributes, CleanCloseWithHandshake) {
   const std::string text = format(s);
   const json j = parse_json(text);
   ASSERT_TRUE(j.is_object()) << text;
-  EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.mid_stream",
-                                            "tcp.handshake_completed", "tcp.handshake_rtt_us",
-                                            "tcp.retransmits_sent", "tcp.retransmits_received",
-                                            "tcp.zero_windows_sent", "tcp.zero_windows_received"}));
+  EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.handshake_completed",
+                                            "tcp.handshake_rtt_us", "tcp.retransmits_sent",
+                                            "tcp.retransmits_received", "tcp.zero_windows_sent",
+                                            "tcp.zero_windows_received"}))
+      << "no reset, not mid-stream: said by their absence";
   EXPECT_EQ(j["tcp.close_reason"], "fin");
-  EXPECT_EQ(j["tcp.reset"], false);
-  EXPECT_EQ(j["tcp.mid_stream"], false);
   EXPECT_EQ(j["tcp.handshake_completed"], true);
   EXPECT_TRUE(j["tcp.handshake_rtt_us"].is_number_integer());
   EXPECT_EQ(j["tcp.handshake_rtt_us"], 2500);
@@ -90,15 +90,13 @@ TEST(SpanAttributes, ResetMidStream) {
   s.mid_stream = true;
   const json j = parse_json(format(s));
   EXPECT_EQ(keys(j), (std::set<std::string>{"tcp.close_reason", "tcp.reset", "tcp.reset_by",
-                                            "tcp.mid_stream", "tcp.handshake_completed",
-                                            "tcp.retransmits_sent", "tcp.retransmits_received"}))
-      << "no zero window: no zero-window attributes";
+                                            "tcp.mid_stream", "tcp.handshake_completed"}))
+      << "no retransmission or zero window: no attributes for them";
   EXPECT_EQ(j["tcp.close_reason"], "rst");
   EXPECT_EQ(j["tcp.reset"], true);
   EXPECT_EQ(j["tcp.reset_by"], "server");
   EXPECT_EQ(j["tcp.mid_stream"], true);
   EXPECT_EQ(j["tcp.handshake_completed"], false);
-  EXPECT_EQ(j["tcp.retransmits_sent"], 0);
 
   s.reset_by = Side::Client;
   EXPECT_EQ(parse_json(format(s))["tcp.reset_by"], "client");
@@ -199,13 +197,13 @@ TEST(SpanAttributes, FromRealFlows) {
   ebpfc::span_from_flow(c.key, c.st, CloseReason::Idle, clock, ids, s);
   json j = parse_json(format(s));
   EXPECT_EQ(j["tcp.close_reason"], "idle");
-  EXPECT_EQ(j["tcp.reset"], false);
+  EXPECT_FALSE(j.contains("tcp.reset"));
   EXPECT_FALSE(j.contains("tcp.reset_by"));
   EXPECT_EQ(j["tcp.handshake_completed"], true);
   EXPECT_EQ(j["tcp.handshake_rtt_us"], 3000);
   EXPECT_EQ(j["tcp.retransmits_sent"], 1);
-  EXPECT_EQ(j["tcp.retransmits_received"], 0);
-  EXPECT_EQ(j["tcp.mid_stream"], false);
+  EXPECT_FALSE(j.contains("tcp.retransmits_received"));
+  EXPECT_FALSE(j.contains("tcp.mid_stream"));
 
   ConnSim m({{10, 0, 0, 2}, 40000}, {{10, 0, 0, 1}, 5432});
   m.send(Who::Server, EBPFC_TCP_ACK, 50, 60, 5, 1000000);
@@ -228,55 +226,77 @@ TEST(SpanAttributes, FromRealFlows) {
 
 namespace {
 
-ebpfc::HttpSpan http_base() {
-  ebpfc::HttpSpan s{};
-  ebpfc::HttpExchange& ex = s.exchange;
-  ex.method = ebpfc::HttpMethod::Get;
-  std::memcpy(ex.method_text, "GET", 4);
-  ex.method_len = 3;
-  std::memcpy(ex.host, "shop.example", 12);
-  ex.host_len = 12;
-  ex.request_version = 11;
-  ex.response_version = 11;
-  ex.request_body_bytes = 0;
-  ex.response_body_bytes = 1234;
-  ex.status = 200;
-  for (int i = 0; i < 8; i++) s.connection_span_id[i] = static_cast<uint8_t>(0xa0 + i);
+// An exchange as the parser fills it: GET to shop.example, 200, 1234 bytes.
+std::unique_ptr<ebpfc::HttpExchange> exchange_base() {
+  std::unique_ptr<ebpfc::HttpExchange> ex(new ebpfc::HttpExchange());
+  ex->method = ebpfc::HttpMethod::Get;
+  std::memcpy(ex->method_text, "GET", 4);
+  ex->method_len = 3;
+  std::memcpy(ex->target, "/cart", 6);
+  ex->target_len = 5;
+  std::memcpy(ex->host, "shop.example", 12);
+  ex->host_len = 12;
+  ex->request_version = 11;
+  ex->response_version = 11;
+  ex->request_body_bytes = 0;
+  ex->response_body_bytes = 1234;
+  ex->status = 200;
+  return ex;
+}
+
+// The span of `ex` in `list`, as the tracker makes it.
+ebpfc::HttpSpan& span_of(ebpfc::HttpSpanList& list, const ebpfc::HttpExchange& ex,
+                         ebpfc::HttpQueryMode query = ebpfc::HttpQueryMode::Keep) {
+  ebpfc::HttpSpan& s = list.append(ex, query);
+  const ebpfc::WallClock clock;
+  ebpfc::SpanIdGenerator ids(7);
+  uint8_t connection_span_id[8];
+  for (int i = 0; i < 8; i++) connection_span_id[i] = static_cast<uint8_t>(0xa0 + i);
+  ebpfc::http_span_from_exchange(ex, ebpfc_test::ipv4_flow_key(40000, 80), 0, connection_span_id,
+                                 clock, ids, s);
   return s;
 }
 
-json http_json(const ebpfc::HttpSpan& s) {
+json http_json(const ebpfc::HttpSpanList& list, size_t i) {
   std::unique_ptr<char[]> buf(new char[ebpfc::kHttpAttributesMax]);
-  const size_t n = ebpfc::format_http_attributes(s, buf.get(), ebpfc::kHttpAttributesMax);
+  const size_t n =
+      ebpfc::format_http_attributes(list[i], list.text(), buf.get(), ebpfc::kHttpAttributesMax);
   EXPECT_GT(n, 0u);
   return parse_json(std::string(buf.get(), n));
+}
+
+std::string target_of(const ebpfc::HttpSpanList& list, size_t i) {
+  return std::string(ebpfc::text_of(list.text(), list[i].target));
 }
 
 }  // namespace
 
 TEST(HttpAttributes, CompleteExchange) {
-  const json j = http_json(http_base());
-  EXPECT_EQ(keys(j),
-            (std::set<std::string>{"http.request.method", "server.address",
-                                   "http.request.body.size", "http.response.body.size",
-                                   "network.protocol.version", "http.incomplete", "tcp.span_id"}));
-  EXPECT_EQ(j["http.request.method"], "GET");
+  ebpfc::HttpSpanList list;
+  span_of(list, *exchange_base());
+  const json j = http_json(list, 0);
+  EXPECT_EQ(keys(j), (std::set<std::string>{"server.address", "network.protocol.version",
+                                            "http.incomplete", "tcp.span_id"}))
+      << "the method and the body sizes are columns";
   EXPECT_EQ(j["server.address"], "shop.example");
-  EXPECT_EQ(j["http.response.body.size"], 1234);
+  EXPECT_EQ(list[0].response_body_bytes, 1234u);
   EXPECT_EQ(j["network.protocol.version"], "1.1");
   EXPECT_EQ(j["http.incomplete"], false);
   EXPECT_EQ(j["tcp.span_id"], "a0a1a2a3a4a5a6a7");
+  EXPECT_EQ(list[0].http_status, 200);
+  EXPECT_EQ(std::string(ebpfc::http_span_name(list[0])), "GET");
 }
 
 TEST(HttpAttributes, IncompleteWithReasonsFlagsAndTracestate) {
-  ebpfc::HttpSpan s = http_base();
-  ebpfc::HttpExchange& ex = s.exchange;
-  ex.incomplete = ebpfc::kHttpGapResponse | ebpfc::kHttpNoResponse;
-  ex.flags = ebpfc::kHttpRequestChunked | ebpfc::kHttpTraceparentInvalid;
-  ex.interim_responses = 1;
-  std::memcpy(ex.tracestate, "rojo=00f067aa0ba902b7", 21);
-  ex.tracestate_len = 21;
-  const json j = http_json(s);
+  auto ex = exchange_base();
+  ex->incomplete = ebpfc::kHttpGapResponse | ebpfc::kHttpNoResponse;
+  ex->flags = ebpfc::kHttpRequestChunked | ebpfc::kHttpTraceparentInvalid;
+  ex->interim_responses = 1;
+  std::memcpy(ex->tracestate, "rojo=00f067aa0ba902b7", 21);
+  ex->tracestate_len = 21;
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex);
+  const json j = http_json(list, 0);
   EXPECT_EQ(j["http.incomplete"], true);
   EXPECT_EQ(j["http.incomplete_reasons"], json::array({"response_gap", "no_response"}));
   EXPECT_EQ(j["http.request.chunked"], true);
@@ -286,52 +306,91 @@ TEST(HttpAttributes, IncompleteWithReasonsFlagsAndTracestate) {
 }
 
 TEST(HttpAttributes, WireBytesBecomeValidJson) {
-  ebpfc::HttpSpan s = http_base();
-  ebpfc::HttpExchange& ex = s.exchange;
+  auto ex = exchange_base();
   const char host[] = "a\"b\\c\x01\xff\xfe";
-  std::memcpy(ex.host, host, sizeof(host) - 1);
-  ex.host_len = sizeof(host) - 1;
-  const json j = http_json(s);
-  const std::string got = j["server.address"];
+  std::memcpy(ex->host, host, sizeof(host) - 1);
+  ex->host_len = sizeof(host) - 1;
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex);
+  const std::string got = http_json(list, 0)["server.address"];
   EXPECT_EQ(got.substr(0, 5), "a\"b\\c");
   EXPECT_EQ(got.find('\x01'), std::string::npos);
 }
 
 TEST(HttpAttributes, NoRequestNoMethod) {
-  ebpfc::HttpSpan s = http_base();
-  s.exchange.method = ebpfc::HttpMethod::None;
-  s.exchange.method_len = 0;
-  s.exchange.host_len = 0;
-  s.exchange.request_version = 0;
-  const json j = http_json(s);
-  EXPECT_EQ(j.count("http.request.method"), 0u);
+  auto ex = exchange_base();
+  ex->method = ebpfc::HttpMethod::None;
+  ex->method_len = 0;
+  ex->host_len = 0;
+  ex->request_version = 0;
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex);
+  const json j = http_json(list, 0);
   EXPECT_EQ(j.count("server.address"), 0u);
   EXPECT_EQ(j["network.protocol.version"], "1.1");  // from the response
+  EXPECT_EQ(std::string(ebpfc::http_span_name(list[0])), "HTTP");
 }
 
-TEST(HttpSpanCopy, CopiesFieldsAndUsedStringsOnly) {
-  ebpfc::HttpSpan a = http_base();
-  ebpfc::HttpExchange& ex = a.exchange;
-  std::memcpy(ex.target, "/x?y=1", 7);
-  ex.target_len = 6;
-  std::memcpy(ex.tracestate, "k=v", 4);
-  ex.tracestate_len = 3;
-  ex.status = 503;
-  ex.trace_id[3] = 0x42;
-  std::unique_ptr<ebpfc::HttpExchange> b(new ebpfc::HttpExchange);
-  std::memset(b.get(), 0x5a, sizeof(*b));  // garbage where nothing is copied
-  ebpfc::copy_exchange(ex, *b);
-  EXPECT_EQ(b->status, 503);
-  EXPECT_EQ(b->trace_id[3], 0x42);
-  EXPECT_EQ(b->response_body_bytes, 1234u);
-  EXPECT_STREQ(b->method_text, "GET");
-  EXPECT_STREQ(b->target, "/x?y=1");
-  EXPECT_STREQ(b->host, "shop.example");
-  EXPECT_STREQ(b->tracestate, "k=v");
-  EXPECT_EQ(std::string(b->host, b->host_len), "shop.example");
+TEST(HttpSpanList, KeepsOnlyTheStringsBytesAndGivesThemBackOnPop) {
+  auto ex = exchange_base();
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex);
+  std::memcpy(ex->target, "/x?y=1", 7);
+  ex->target_len = 6;
+  std::memcpy(ex->tracestate, "k=v", 4);
+  ex->tracestate_len = 3;
+  span_of(list, *ex);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(target_of(list, 0), "/cart");
+  EXPECT_EQ(target_of(list, 1), "/x?y=1");
+  EXPECT_EQ(ebpfc::text_of(list.text(), list[1].tracestate), "k=v");
+  const size_t strings = 3 + 5 + 12 + 3 + 6 + 12 + 3;
+  EXPECT_EQ(list.bytes(), 2 * sizeof(ebpfc::HttpSpan) + strings);
+  EXPECT_LT(sizeof(ebpfc::HttpSpan), 200u);  // against the exchange's fixed buffers
+  EXPECT_GT(sizeof(ebpfc::HttpExchange), 2800u);
+  list.pop_back();
+  EXPECT_EQ(list.bytes(), sizeof(ebpfc::HttpSpan) + 3 + 5 + 12);
   // a broken length is clamped to its buffer
-  ex.host_len = 60000;
-  ebpfc::copy_exchange(ex, *b);
-  EXPECT_EQ(b->host_len, ebpfc::kHttpHostMax);
-  EXPECT_EQ(b->host[ebpfc::kHttpHostMax], '\0');
+  ex->host_len = 60000;
+  span_of(list, *ex);
+  EXPECT_EQ(list[1].host.len, ebpfc::kHttpHostMax);
+}
+
+TEST(HttpSpanList, QueryStringsKeptRedactedOrDropped) {
+  auto ex = exchange_base();
+  const char target[] = "/login?user=ann&token=s3cr3t&flag&empty=&x=1";
+  std::memcpy(ex->target, target, sizeof(target));
+  ex->target_len = sizeof(target) - 1;
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex, ebpfc::HttpQueryMode::Keep);
+  span_of(list, *ex, ebpfc::HttpQueryMode::Redact);
+  span_of(list, *ex, ebpfc::HttpQueryMode::Drop);
+  EXPECT_EQ(target_of(list, 0), target);
+  EXPECT_EQ(target_of(list, 1), "/login?user=REDACTED&token=REDACTED&flag&empty=&x=REDACTED");
+  EXPECT_EQ(target_of(list, 2), "/login");
+  for (size_t i = 0; i < 3; i++) EXPECT_EQ(list[i].incomplete, 0) << i;
+  // no query: the same in every mode
+  std::memcpy(ex->target, "/a/b", 5);
+  ex->target_len = 4;
+  span_of(list, *ex, ebpfc::HttpQueryMode::Redact);
+  span_of(list, *ex, ebpfc::HttpQueryMode::Drop);
+  EXPECT_EQ(target_of(list, 3), "/a/b");
+  EXPECT_EQ(target_of(list, 4), "/a/b");
+}
+
+TEST(HttpSpanList, ARedactedTargetStaysWithinItsBound) {
+  auto ex = exchange_base();
+  std::string target = "/q?";
+  while (target.size() + 4 <= ebpfc::kHttpTargetMax) target += "a=1&";
+  target.pop_back();
+  std::memcpy(ex->target, target.data(), target.size());
+  ex->target_len = static_cast<uint16_t>(target.size());
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex, ebpfc::HttpQueryMode::Redact);
+  const std::string got = target_of(list, 0);
+  EXPECT_LE(got.size(), ebpfc::kHttpTargetMax);
+  EXPECT_EQ(got.substr(0, 15), "/q?a=REDACTED&a");
+  EXPECT_TRUE(list[0].incomplete & ebpfc::kHttpTargetTruncated);
+  // cut at a parameter boundary
+  EXPECT_TRUE(got.back() == '&' || got.compare(got.size() - 8, 8, "REDACTED") == 0) << got;
 }

@@ -1,10 +1,11 @@
-#include "core/attribute_sink.h"
+#include "json_text_sink.h"
 
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 
 #include "core/span_ids.h"
+#include "core/span_attributes.h"
 #include "core/text_sanitize.h"
 
 namespace ebpfc {
@@ -90,6 +91,20 @@ void JsonTextSink::key(const char* k) {
 void JsonTextSink::raw_value(const char* k, const char* v, size_t n) {
   key(k);
   ok_ = ok_ && put(v, n);
+}
+
+size_t format_tcp_attributes(const Span& s, char* buf, size_t size) {
+  if (size == 0) return 0;
+  JsonTextSink j(buf, size);
+  tcp_attributes(s, j);
+  return j.finish();
+}
+
+size_t format_http_attributes(const HttpSpan& span, const char* text, char* buf, size_t size) {
+  if (size == 0) return 0;
+  JsonTextSink j(buf, size);
+  http_attributes(span, text, j);
+  return j.finish();
 }
 
 }  // namespace ebpfc
