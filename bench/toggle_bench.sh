@@ -16,10 +16,14 @@
 #
 # TOGGLE_MODE=layout keeps the capture on and switches the spans table it
 # writes into: A = the partitioned spans (the shipped table: time partitions,
-# routed by the worker), B = a plain, unpartitioned table with the same
-# columns and indexes (the 0.1 layout), swapped in by renaming; reported: the
-# worker's CPU per span and the spans written per second in each, and their
-# ratio.
+# routed by the worker, b-trees on start_time and trace_id), B = another
+# layout, swapped in by renaming (TOGGLE_LAYOUT_B):
+#   plain     an unpartitioned table with the same columns and indexes (the
+#             0.1 layout)
+#   brin      partitioned the same way, BRIN instead of the b-tree on start_time
+#   no_trace  partitioned the same way, no index on trace_id
+# Reported: the worker's CPU per span and the spans written per second in
+# each, and their ratio.
 #
 # TOGGLE_LOAD=short (the default) makes wrk open a connection per request and
 # counts connections (pod1's TcpActiveOpens); TOGGLE_LOAD=keepalive keeps
@@ -37,6 +41,7 @@
 #
 # Environment (defaults in brackets):
 #   TOGGLE_MODE        capture or layout [capture]
+#   TOGGLE_LAYOUT_B    plain, brin or no_trace (TOGGLE_MODE=layout) [plain]
 #   TOGGLE_LOAD        short or keepalive [short]
 #   TOGGLE_PAIRS       pairs of windows [12]
 #   TOGGLE_WINDOW      seconds measured per window [5]
@@ -56,6 +61,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export EBPFC_NS="${EBPFC_NS:-ebpfcb}"
 export EBPFC_PODS=2
 TOGGLE_MODE="${TOGGLE_MODE:-capture}"
+TOGGLE_LAYOUT_B="${TOGGLE_LAYOUT_B:-plain}"
 TOGGLE_LOAD="${TOGGLE_LOAD:-short}"
 TOGGLE_CONTENTION="${TOGGLE_CONTENTION:-0}"
 TOGGLE_PAIRS="${TOGGLE_PAIRS:-12}"
@@ -127,21 +133,39 @@ switch_off() {
 	WORKER_PID=""
 }
 
-# The layouts of TOGGLE_MODE=layout: `spans` is the partitioned table (A) or
-# a plain one with the same columns and indexes (B), swapped by renaming.
-LAYOUT=partitioned
+# The layouts of TOGGLE_MODE=layout: `spans` is the shipped partitioned
+# table (A) or the TOGGLE_LAYOUT_B one (B), swapped by renaming. A partitioned
+# B gets partitions of its own for the hours of the run.
+LAYOUT=A
 setup_layouts() {
-	psql_q "CREATE TABLE spans_plain (LIKE spans INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-	        CREATE INDEX ON spans_plain (start_time); CREATE INDEX ON spans_plain (trace_id);" >/dev/null
+	case "$TOGGLE_LAYOUT_B" in
+	plain)
+		psql_q "CREATE TABLE spans_b (LIKE spans INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+		        CREATE INDEX ON spans_b (start_time); CREATE INDEX ON spans_b (trace_id);" >/dev/null
+		;;
+	brin | no_trace)
+		psql_q "CREATE TABLE spans_b (LIKE spans INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+		          PARTITION BY RANGE (start_time);
+		        CREATE TABLE spans_b_late PARTITION OF spans_b DEFAULT;
+		        SELECT _storage_premake('spans_b', interval '1 hour', interval '3 hours');" >/dev/null
+		if [[ "$TOGGLE_LAYOUT_B" == brin ]]; then
+			psql_q "CREATE INDEX ON spans_b USING brin (start_time);
+			        CREATE INDEX ON spans_b (trace_id);" >/dev/null
+		else
+			psql_q "CREATE INDEX ON spans_b (start_time);" >/dev/null
+		fi
+		;;
+	*) die "TOGGLE_LAYOUT_B must be plain, brin or no_trace" ;;
+	esac
 }
 use_layout() {
 	[[ "$LAYOUT" == "$1" ]] && return 0
-	if [[ "$1" == plain ]]; then
-		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_partitioned;
-		        ALTER TABLE spans_plain RENAME TO spans; COMMIT;" >/dev/null
+	if [[ "$1" == B ]]; then
+		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_a;
+		        ALTER TABLE spans_b RENAME TO spans; COMMIT;" >/dev/null
 	else
-		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_plain;
-		        ALTER TABLE spans_partitioned RENAME TO spans; COMMIT;" >/dev/null
+		psql_q "BEGIN; ALTER TABLE spans RENAME TO spans_b;
+		        ALTER TABLE spans_a RENAME TO spans; COMMIT;" >/dev/null
 	fi
 	LAYOUT="$1"
 }
@@ -207,14 +231,14 @@ for pair in $(seq "$TOGGLE_PAIRS"); do
 				[[ -z "$WORKER_PID" ]] || switch_off
 			fi
 		else
-			if [[ "$phase" == A ]]; then use_layout partitioned; else use_layout plain; fi
+			use_layout "$phase"
 		fi
 		sleep "$TOGGLE_SETTLE"
 		window "$pair" "$phase"
 		if [[ -n "$WORKER_PID" ]]; then put status "$pair $(status_row)"; fi
 	done
 done
-[[ "$TOGGLE_MODE" != layout ]] || use_layout partitioned
+[[ "$TOGGLE_MODE" != layout ]] || use_layout A
 [[ -z "$WORKER_PID" ]] || switch_off
 kill "$WRK_PID" 2>/dev/null || true
 wait "$WRK_PID" 2>/dev/null || true
@@ -225,6 +249,7 @@ MD="$BENCH_RESULTS_DIR/toggle_bench-$STAMP.md"
 bench_put_meta
 put meta.pairs "$TOGGLE_PAIRS"
 put meta.mode "$TOGGLE_MODE"
+put meta.layout_b "$TOGGLE_LAYOUT_B"
 put meta.load "$TOGGLE_LOAD"
 put meta.contention "$TOGGLE_CONTENTION"
 put meta.stock "${BENCH_STOCK:-1}"
@@ -249,8 +274,7 @@ for line in open(tsv):
 clk = int(meta["clk_tck"])
 mode, load = meta["mode"], meta["load"]
 unit = "connections" if load == "short" else "requests"
-names = {"A": "without capture", "B": "with capture"} if mode == "capture" else \
-        {"A": "partitioned", "B": "plain"}
+layout_b = meta.get("layout_b", "plain")
 for w in windows:
     w["rate"] = w["count"] / w["seconds"]
     w["worker_us_per_span"] = (1e6 * w["worker_ticks"] / clk / w["spans"]) if w["spans"] else None
@@ -294,14 +318,16 @@ if mode == "capture":
     summary["worker_cpu_us_per_span_median"] = round(statistics.median(
         x["us_b"] for x in pairs if x["us_b"]), 2) if any(x["us_b"] for x in pairs) else None
 else:
-    summary["worker_cpu_us_per_span_partitioned"] = round(worker_us(A), 2)
-    summary["worker_cpu_us_per_span_plain"] = round(worker_us(B), 2)
+    summary["layout_b"] = layout_b
+    summary["worker_cpu_us_per_span_shipped"] = round(worker_us(A), 2)
+    summary["worker_cpu_us_per_span_b"] = round(worker_us(B), 2)
     cr = [x["cpu_ratio"] for x in pairs if x["cpu_ratio"]]
     summary["cpu_ratio_median"] = round(statistics.median(cr), 4) if cr else None
-    summary["spans_per_s_partitioned"] = round(pooled(A, "spans"))
-    summary["spans_per_s_plain"] = round(pooled(B, "spans"))
+    summary["spans_per_s_shipped"] = round(pooled(A, "spans"))
+    summary["spans_per_s_b"] = round(pooled(B, "spans"))
 json.dump(summary, open(json_path, "w"), indent=1)
-lines = [f"# toggle_bench {meta['stamp']} ({meta['git']}; {mode}, {load}, "
+lines = [f"# toggle_bench {meta['stamp']} ({meta['git']}; {mode}"
+         f"{' (B: ' + layout_b + ')' if mode == 'layout' else ''}, {load}, "
          f"{'stock settings' if meta.get('stock', '1') == '1' else 'tests settings'}"
          f"{', ' + meta['contention'] + ' busy loops' if meta.get('contention', '0') != '0' else ''}"
          f"; {meta.get('pg_conf') or 'no extra settings'})", "",
@@ -323,18 +349,19 @@ if mode == "capture":
               f"worker CPU per span with capture: pooled {summary['worker_cpu_us_per_span']} µs, "
               f"median of pairs {summary['worker_cpu_us_per_span_median']} µs"]
 else:
-    lines += [f"| pair | order | {unit}/s partitioned | plain | worker µs/span partitioned | "
-              "plain | partitioned / plain CPU |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| pair | order | {unit}/s shipped | {layout_b} | worker µs/span shipped | "
+              f"{layout_b} | shipped / {layout_b} CPU |", "|---|---|---|---|---|---|---|"]
     for x in pairs:
-        order = "partitioned, plain" if x["pair"] % 2 else "plain, partitioned"
+        order = f"shipped, {layout_b}" if x["pair"] % 2 else f"{layout_b}, shipped"
         lines.append(f"| {x['pair']} | {order} | {x['rate_a']:,} | {x['rate_b']:,} | "
                      f"{x['us_a'] or 0:.2f} | {x['us_b'] or 0:.2f} | "
                      f"{x['cpu_ratio'] or 0:.3f} |")
-    lines += ["", f"worker CPU per span: partitioned {summary['worker_cpu_us_per_span_partitioned']} µs, "
-              f"plain {summary['worker_cpu_us_per_span_plain']} µs (pooled); partitioned / plain, "
+    lines += ["", f"worker CPU per span: shipped (partitioned, two b-trees) "
+              f"{summary['worker_cpu_us_per_span_shipped']} µs, {layout_b} "
+              f"{summary['worker_cpu_us_per_span_b']} µs (pooled); shipped / {layout_b}, "
               f"median of pairs: **{summary['cpu_ratio_median']}**",
-              f"spans written per second: partitioned {summary['spans_per_s_partitioned']:,}, "
-              f"plain {summary['spans_per_s_plain']:,}"]
+              f"spans written per second: shipped {summary['spans_per_s_shipped']:,}, "
+              f"{layout_b} {summary['spans_per_s_b']:,}"]
 lines.append(f"windows where a drop was counted: {len(drops)}")
 open(md_path, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
