@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (IFACE, LIB, Cluster, now_utc, run, wait_for, wait_spans_for_port)
+from conftest import (IFACE, LIB, MAIN_PORT, Cluster, now_utc, run, wait_for, wait_spans_for_port)
 
-PORT = 5493
+PORT = MAIN_PORT - 3
 FS_SIZE_MB = 320
 MIN_FREE_MB = 96
 MiB = 1 << 20

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (IFACE, extra_cluster, set_guc, wait_for, wait_spans_for_port)
+from conftest import (IFACE, MAIN_PORT, extra_cluster, set_guc, wait_for, wait_spans_for_port)
 
 
 def traffic(pods, n=10, plan=None):
@@ -261,7 +261,7 @@ def test_drop_database_force_of_the_capture_database(topology, pods):
     import os
     os.environ["EBPFC_PG_EXTRA_CONF"] = "ebpf_capture.database = 'capdb'"
     try:
-        with extra_cluster(5494) as c:
+        with extra_cluster(MAIN_PORT - 4) as c:
             c.sql("CREATE DATABASE capdb")
             c.sql("CREATE EXTENSION ebpf_capture", dbname="capdb")
             c.sql("SELECT capture_start(%s)", (IFACE,), dbname="capdb")
