@@ -100,6 +100,13 @@ class HttpSpanList {
     std::vector<HttpSpan>().swap(spans_);
     std::vector<char>().swap(text_);
   }
+  // Reserves room for `bytes` of spans and as many of strings: address
+  // space only (memory is resident once written), and the buffers then never
+  // move their contents to grow.
+  void reserve(size_t bytes) {
+    spans_.reserve(bytes / sizeof(HttpSpan));
+    text_.reserve(bytes);
+  }
 
  private:
   TextRef put(const char* s, size_t len);

@@ -5,19 +5,23 @@
 
 namespace ebpfc {
 
-// The bytes of the flushing http spans already written (spans and strings):
-// their strings are the text before the first one left.
-size_t SpanBatch::http_bytes_done() const {
-  if (http_done_ == 0) return 0;
-  const size_t text = http_done_ < flushing_http_.size()
-                          ? flushing_http_[http_done_].method_text.offset
-                          : flushing_http_.bytes() - flushing_http_.size() * sizeof(HttpSpan);
-  return http_done_ * sizeof(HttpSpan) + text;
+void SpanBatch::set_max_bytes(size_t max_bytes) {
+  max_bytes_ = max_bytes;
+  tcp_.reserve(max_bytes_ / sizeof(Span));
+  http_spans_.reserve(max_bytes_);
+  reserve_flushing();
 }
 
+void SpanBatch::reserve_flushing() {
+  flushing_tcp_.reserve(max_bytes_ / sizeof(Span));
+  flushing_http_.reserve(max_bytes_);
+}
+
+// The flush's spans count until the flush ends, written or not: their
+// memory is held until then.
 size_t SpanBatch::pending_bytes() const {
-  const size_t tcp = tcp_.size() + flushing_tcp_.size() - tcp_done_;
-  return tcp * sizeof(Span) + http_spans_.bytes() + flushing_http_.bytes() - http_bytes_done();
+  return (tcp_.size() + flushing_tcp_.size()) * sizeof(Span) + http_spans_.bytes() +
+         flushing_http_.bytes();
 }
 
 size_t SpanBatch::reserved_bytes() const {
@@ -60,6 +64,13 @@ void SpanBatch::flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& st
 
 void SpanBatch::payload(const ebpfc_payload_event& head) {
   if (http_ == nullptr) return;
+  // At the bound every span made would be dropped: the head is not parsed
+  // either (the connection's parser sees a gap and resynchronises later).
+  // Falling behind then costs less per event, not more.
+  if (pending_bytes() >= max_bytes_) {
+    heads_shed_++;
+    return;
+  }
   const size_t before = http_spans_.size();
   http_->on_payload(head, clock_, ids_, http_spans_);
   after_http(before);
@@ -103,6 +114,8 @@ void SpanBatch::begin_flush() {
   std::swap(tcp_, flushing_tcp_);
   std::swap(http_spans_, flushing_http_);
   oldest_ns_ = 0;
+  const size_t bytes = flushing_tcp_.size() * sizeof(Span) + flushing_http_.bytes();
+  if (bytes > written_high_) written_high_ = bytes;
 }
 
 SpanBatch::Chunk SpanBatch::next_chunk(size_t limit) const {
@@ -126,13 +139,17 @@ void SpanBatch::end_flush() {
   flushing_tcp_.clear();
   flushing_http_.clear();
   tcp_done_ = http_done_ = 0;
-  // The buffers keep what they grew to (the waiting ones swap in here at the
-  // next flush), unless together they reserve more than the bound: a burst
-  // is over, the memory goes back.
-  if (reserved_bytes() > max_bytes_) {
+  // The buffers keep the pages a flush wrote (the waiting ones swap in here
+  // at the next flush): a steady load neither allocates nor faults pages in.
+  // A burst that wrote more than an eighth of the bound gives its pages back
+  // (and reserves the address space again), so that what is resident stays
+  // near the bound.
+  if (written_high_ > max_bytes_ / 8) {
     flushing_http_.release();
     std::vector<Span>().swap(flushing_tcp_);
+    reserve_flushing();
   }
+  written_high_ = 0;
 }
 
 }  // namespace ebpfc

@@ -12,8 +12,8 @@
 // The backlog - waiting and being flushed - is bounded in bytes (each span's
 // own, its strings included): a span that would take it over the bound is
 // dropped, and counted. The buffers keep the memory they grew to, so that a
-// steady load neither allocates nor faults pages in; their capacity is
-// bounded too, at the bound, and given back beyond it.
+// steady load neither allocates nor faults pages in; what a burst grew
+// beyond an eighth of the bound is given back when its flush ends.
 #pragma once
 
 #include <cstddef>
@@ -33,11 +33,13 @@ namespace ebpfc {
 class SpanBatch final : public FlowSink {
  public:
   // `max_bytes`: the bound of the backlog (see pending_bytes()).
-  explicit SpanBatch(size_t max_bytes) : max_bytes_(max_bytes) {}
+  explicit SpanBatch(size_t max_bytes) { set_max_bytes(max_bytes); }
 
   // Follows the HTTP exchanges of the connections (null: HTTP is off).
   void set_http(HttpTracker* http) { http_ = http; }
-  void set_max_bytes(size_t max_bytes) { max_bytes_ = max_bytes; }
+  // Sets the bound and reserves the buffers' address space for it, so that
+  // they never move their contents to grow (resident memory follows use).
+  void set_max_bytes(size_t max_bytes);
 
   // FlowSink: what the capture reports.
   void flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& stats,
@@ -53,8 +55,8 @@ class SpanBatch final : public FlowSink {
 
   // Spans waiting for a flush.
   size_t waiting() const { return tcp_.size() + http_spans_.size(); }
-  // Bytes held by the waiting spans and those of the flush in progress: what
-  // the bound counts.
+  // Bytes held by the waiting spans and those of the flush in progress
+  // (written or not: they are held until it ends): what the bound counts.
   size_t pending_bytes() const;
   // Bytes the buffers have reserved, used or not.
   size_t reserved_bytes() const;
@@ -62,6 +64,8 @@ class SpanBatch final : public FlowSink {
   uint64_t oldest_ns() const { return oldest_ns_; }
   // Spans dropped so far at the bound, or by drop_waiting().
   uint64_t dropped() const { return dropped_; }
+  // Payload heads not parsed because the backlog was at its bound.
+  uint64_t heads_shed() const { return heads_shed_; }
   // Counts spans lost elsewhere (a chunk the table refused) with the others.
   void count_dropped(uint64_t n) { dropped_ += n; }
   // Drops every waiting span (counted): writing is paused.
@@ -96,9 +100,9 @@ class SpanBatch final : public FlowSink {
   WallClock& clock() { return clock_; }
 
  private:
+  void reserve_flushing();
   // Whether one more span of `bytes` fits under the bound.
   bool fits(size_t bytes) const { return pending_bytes() + bytes <= max_bytes_; }
-  size_t http_bytes_done() const;
   void note_first();
   // Keeps the HTTP spans made since `before` within the bound.
   void after_http(size_t before);
@@ -114,6 +118,8 @@ class SpanBatch final : public FlowSink {
   HttpTracker* http_ = nullptr;
   uint64_t oldest_ns_ = 0;
   uint64_t dropped_ = 0;
+  uint64_t heads_shed_ = 0;
+  size_t written_high_ = 0;  // bytes the flush in progress took
   WallClock clock_;
   SpanIdGenerator ids_;
 };

@@ -68,6 +68,7 @@ struct Worker {
   bool paused = false;             // spans are dropped: the data directory is short of space
   uint64_t dropped_at_pause = 0;   // batch.dropped() when the pause began
   uint64_t next_merge_ns = 0;      // when staged rollup rows are merged next
+  uint64_t next_publish_ns = 0;    // when a long flush publishes the counters next
   bool lock_logged = false;        // a busy lock was logged (once per episode)
   uint64_t refused_logged_ns = 0;  // when a refused chunk was last logged
   uint64_t refused_unlogged = 0;   // chunks refused since
@@ -160,7 +161,8 @@ void publish_counters() {
     const HttpTrackerCounters h = g_worker->http->counters();
     set(kHttpConnections, g_worker->http->open_connections());
     set(kHttpBoundHits, h.pool_full + h.parser.header_bound + h.parser.queue_bound +
-                            h.parser.string_bound + h.parser.reorder_full);
+                            h.parser.string_bound + h.parser.reorder_full +
+                            g_worker->batch.heads_shed());
   }
 }
 
@@ -213,7 +215,13 @@ void follow_disk_guard() {
 void drain_while_flushing() {
   try {
     g_worker->capture->drain(g_worker->batch);
-    g_worker->batch.end_of_drain(WallClock::monotonic_ns());
+    const uint64_t now = WallClock::monotonic_ns();
+    g_worker->batch.end_of_drain(now);
+    // A long flush (a worker short of CPU) still shows its counters moving.
+    if (now >= g_worker->next_publish_ns) {
+      publish_counters();
+      g_worker->next_publish_ns = now + kSweepIntervalNs;
+    }
   } catch (const std::exception&) {
     // the next collect() reports it
   }

@@ -101,12 +101,15 @@ TEST(SpanBatch, TheBacklogIsBoundedInBytesWaitingAndFlushingTogether) {
   EXPECT_EQ(b.waiting(), 4u);
   EXPECT_EQ(b.dropped(), 2u);
   EXPECT_EQ(b.pending_bytes(), 10 * sizeof(Span));
-  // Written spans make room.
+  // Written spans make room once their flush ends (their memory is held
+  // until then).
   b.chunk_done(b.next_chunk(6));
+  end_connections(b, 1, 3000);
+  EXPECT_EQ(b.dropped(), 3u);
   b.end_flush();
   end_connections(b, 3, 3000);
   EXPECT_EQ(b.waiting(), 7u);
-  EXPECT_EQ(b.dropped(), 2u);
+  EXPECT_EQ(b.dropped(), 3u);
 }
 
 TEST(SpanBatch, DroppingTheWaitingSpansCountsThem) {
@@ -126,6 +129,26 @@ TEST(SpanBatch, OpenConnectionsAreListedApart) {
   EXPECT_EQ(b.waiting(), 0u);
   ASSERT_EQ(b.open_spans().size(), 1u);
   EXPECT_EQ(b.open_spans()[0].bytes_sent, 7u);
+}
+
+}  // namespace
+}  // namespace ebpfc
+
+namespace ebpfc {
+namespace {
+
+TEST(SpanBatch, HttpSpansCountTheirStringsAndABurstGivesItsMemoryBack) {
+  HttpSpanList list;
+  std::unique_ptr<HttpExchange> ex(new HttpExchange());
+  std::memcpy(ex->target, "/a/rather/long/target/of/forty/bytes/xx", 40);
+  ex->target_len = 40;
+  for (int i = 0; i < 1000; i++) list.append(*ex, HttpQueryMode::Keep);
+  EXPECT_EQ(list.bytes(), 1000 * (sizeof(HttpSpan) + 40));
+  const size_t reserved = list.capacity_bytes();
+  list.clear();
+  EXPECT_EQ(list.capacity_bytes(), reserved) << "kept for the next batch";
+  list.release();
+  EXPECT_EQ(list.capacity_bytes(), 0u);
 }
 
 }  // namespace
