@@ -33,7 +33,7 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 SHLIB_LINK = -lbpf -lelf -lz -lcurl -lstdc++
 EXTRA_CLEAN = $(BUILD) results regression.diffs regression.out
 
-REGRESS = api errors storage writes
+REGRESS = api errors storage writes service_map
 REGRESS_OPTS = --inputdir=tests/regress --outputdir=$(BUILD)/regress
 
 # Debian's PostgreSQL builds JIT bitcode with clang in C++14 mode; we are C++17
