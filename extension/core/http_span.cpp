@@ -145,12 +145,19 @@ void http_attributes(const HttpSpan& span, const char* text, AttributeSink& j) {
       uint16_t bit;
       const char* name;
     } kReasons[] = {
-        {kHttpGapRequest, "request_gap"},           {kHttpGapResponse, "response_gap"},
-        {kHttpHeaderBound, "header_bound"},         {kHttpQueueBound, "queue_bound"},
-        {kHttpNoResponse, "no_response"},           {kHttpNoRequest, "no_request"},
-        {kHttpTargetTruncated, "target_truncated"}, {kHttpHostTruncated, "host_truncated"},
-        {kHttpBadRequest, "bad_request"},           {kHttpBadResponse, "bad_response"},
-        {kHttpRequestCut, "request_cut"},           {kHttpResponseCut, "response_cut"},
+        {kHttpGapRequest, "request_gap"},
+        {kHttpGapResponse, "response_gap"},
+        {kHttpHeaderBound, "header_bound"},
+        {kHttpQueueBound, "queue_bound"},
+        {kHttpNoResponse, "no_response"},
+        {kHttpNoRequest, "no_request"},
+        {kHttpTargetTruncated, "target_truncated"},
+        {kHttpHostTruncated, "host_truncated"},
+        {kHttpBadRequest, "bad_request"},
+        {kHttpBadResponse, "bad_response"},
+        {kHttpRequestCut, "request_cut"},
+        {kHttpResponseCut, "response_cut"},
+        {kHttpUnpaired, "unpaired"},
     };
     j.begin_array("http.incomplete_reasons");
     for (const auto& r : kReasons)
