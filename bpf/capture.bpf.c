@@ -245,6 +245,9 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->stream_start = v->dir[from].isn + 1;
 	if (v->dir[from].flags & EBPFC_TCP_SYN)
 		pe->flags |= EBPFC_PAYLOAD_STREAM_START;
+	pe->peer_start = v->dir[from ^ 1].isn + 1;
+	if (v->dir[from ^ 1].flags & EBPFC_TCP_SYN)
+		pe->flags |= EBPFC_PAYLOAD_PEER_START;
 	__builtin_memcpy(&pe->key, &p->key, sizeof(pe->key));
 	pe->ts_ns = now;
 	pe->flow_first_ns = v->first_ns;

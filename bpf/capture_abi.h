@@ -161,13 +161,14 @@ struct ebpfc_payload_event {
 			     * much of the other direction its sender had received */
 	__u32 stream_start; /* sequence number of the sender's first payload byte, its SYN's
 			     * + 1 (EBPFC_PAYLOAD_STREAM_START: the SYN was seen) */
-	__u32 pad2;
+	__u32 peer_start;   /* the same for the other direction (EBPFC_PAYLOAD_PEER_START) */
 	__u8 data[EBPFC_PAYLOAD_MAX];
 };
 
 /* ebpfc_payload_event.flags */
 #define EBPFC_PAYLOAD_ACK	   1 /* ack is valid (the segment had the ACK flag) */
 #define EBPFC_PAYLOAD_STREAM_START 2 /* stream_start is valid */
+#define EBPFC_PAYLOAD_PEER_START   4 /* peer_start is valid */
 
 #define EBPFC_PAYLOAD_HEADER_LEN ((__u32) __builtin_offsetof(struct ebpfc_payload_event, data))
 

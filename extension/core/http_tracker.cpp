@@ -105,13 +105,15 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
   ids_ = &ids;
   out_ = &out;
   const unsigned dir = head.from_client ? 0 : 1;
-  // Where the direction starts: after the SYN the kernel saw, or unknown
-  // (the connection was first seen mid-stream). Said once, before its first
-  // segment (the stream ignores it after).
+  // Where the directions start: after the SYNs the kernel saw, or unknown
+  // (the connection was first seen mid-stream). Taken before a direction's
+  // first segment (the stream ignores it after). The other direction's start
+  // lets a first response lost whole show as a loss.
   if (head.flags & EBPFC_PAYLOAD_STREAM_START)
     c.stream->set_stream_start(dir, head.stream_start);
   else
     c.stream->set_stream_unknown(dir);
+  if (head.flags & EBPFC_PAYLOAD_PEER_START) c.stream->set_stream_start(dir ^ 1, head.peer_start);
   if (head.segment_len == 0) {
     // The kernel skipped body bytes up to here: this is where they end.
     c.stream->on_progress(dir, head.seq, head.ts_ns, *this);

@@ -178,6 +178,7 @@ class LoadedFilter {
     uint32_t segment_len;
     uint32_t ack;
     uint32_t stream_start;
+    uint32_t peer_start;
     uint8_t flags;  // EBPFC_PAYLOAD_*
     std::string data;
   };
@@ -241,7 +242,8 @@ class LoadedFilter {
       const size_t n = std::min<size_t>({p.data_len, size - EBPFC_PAYLOAD_HEADER_LEN, 64});
       self->payloads_.push_back(
           {p.from_client != 0, p.flow_first_ns, p.seq, p.segment_len, p.ack, p.stream_start,
-           p.flags, std::string(static_cast<const char*>(data) + EBPFC_PAYLOAD_HEADER_LEN, n)});
+           p.peer_start, p.flags,
+           std::string(static_cast<const char*>(data) + EBPFC_PAYLOAD_HEADER_LEN, n)});
       return 0;
     }
     ebpfc_event e;

@@ -185,8 +185,8 @@ TEST_F(SocketFilterHttp, OtherProtocolsAreNotSentAndCounted) {
 }
 
 // Each head carries its segment's acknowledgement number and, for a
-// connection whose SYNs the filter saw, where its direction's stream starts:
-// user space pairs responses after a loss by them.
+// connection whose SYNs the filter saw, where both directions' streams
+// start: user space sees losses and pairs responses after them by these.
 TEST_F(SocketFilterHttp, HeadsCarryTheAckAndTheStreamStart) {
   const std::string req = "GET / HTTP/1.1\r\n\r\n", resp = "HTTP/1.1 204 No Content\r\n\r\n";
   std::vector<ReplayFrame> frames;
@@ -195,15 +195,17 @@ TEST_F(SocketFilterHttp, HeadsCarryTheAckAndTheStreamStart) {
   filter_->events();
   const auto heads = filter_->payloads();
   ASSERT_EQ(heads.size(), 2u);
-  const uint8_t both = EBPFC_PAYLOAD_ACK | EBPFC_PAYLOAD_STREAM_START;
+  const uint8_t all = EBPFC_PAYLOAD_ACK | EBPFC_PAYLOAD_STREAM_START | EBPFC_PAYLOAD_PEER_START;
   EXPECT_EQ(heads[0].seq, 1001u);
   EXPECT_EQ(heads[0].ack, 5001u);
   EXPECT_EQ(heads[0].stream_start, 1001u);
-  EXPECT_EQ(heads[0].flags, both);
+  EXPECT_EQ(heads[0].peer_start, 5001u);
+  EXPECT_EQ(heads[0].flags, all);
   EXPECT_EQ(heads[1].seq, 5001u);
   EXPECT_EQ(heads[1].ack, 1001u + req.size());
   EXPECT_EQ(heads[1].stream_start, 5001u);
-  EXPECT_EQ(heads[1].flags, both);
+  EXPECT_EQ(heads[1].peer_start, 1001u);
+  EXPECT_EQ(heads[1].flags, all);
 }
 
 // A connection first seen mid-stream (the capture started, or its SYNs went
@@ -226,7 +228,7 @@ TEST_F(SocketFilterHttp, MidStreamConnectionIsJudgedAtItsNextMessageHead) {
   const auto heads = filter_->payloads();
   ASSERT_EQ(heads.size(), 2u);
   EXPECT_EQ(heads[0].data.substr(0, 9), "PROPFIND ");
-  EXPECT_EQ(heads[0].flags, EBPFC_PAYLOAD_ACK) << "no stream start without a SYN";
+  EXPECT_EQ(heads[0].flags, EBPFC_PAYLOAD_ACK) << "no stream starts without the SYNs";
   EXPECT_EQ(heads[0].ack, s);
   EXPECT_EQ(heads[1].data.substr(0, 12), "HTTP/1.1 207");
   EXPECT_EQ(filter_->counters().l7_not_http, 0u);

@@ -50,8 +50,8 @@ ebpfc_payload_event head(const ebpfc_flow_key& key, bool from_client, uint32_t s
   e.sender = from_client ? 0 : 1;
   e.from_client = from_client ? 1 : 0;
   if (!mid_stream) {
-    e.flags = EBPFC_PAYLOAD_STREAM_START;
-    e.stream_start = 1;
+    e.flags = EBPFC_PAYLOAD_STREAM_START | EBPFC_PAYLOAD_PEER_START;
+    e.stream_start = e.peer_start = 1;
   }
   e.key = key;
   e.ts_ns = ts;
@@ -275,12 +275,28 @@ TEST_F(HttpTrackerTest, StreamStartsAndAcknowledgementsReachTheStream) {
   EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
   EXPECT_EQ(out_[1].http_status, 404);
   EXPECT_EQ(out_[1].incomplete, 0);
+  // a first response lost whole: the next request's acknowledgement shows it
+  // (the response direction's start came with the requests)
+  out_.clear();
+  const ebpfc_flow_key w = key_for(40202);
+  t.on_payload(with_ack(head(w, true, 1, a, 300), 1), clock_, ids_, out_);
+  t.on_payload(with_ack(head(w, true, 1 + static_cast<uint32_t>(a.size()), b, 320), ra_end), clock_,
+               ids_, out_);
+  t.on_payload(
+      with_ack(head(w, false, ra_end, rb, 330), 1 + static_cast<uint32_t>(a.size() + b.size())),
+      clock_, ids_, out_);
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(text_of(out_.text(), out_[0].target), "/a");
+  EXPECT_EQ(out_[0].http_status, 0);
+  EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
+  EXPECT_EQ(out_[1].http_status, 404);
+  EXPECT_EQ(out_[1].incomplete, 0);
   // mid-stream: the first bytes seen (a body) are not taken for "not HTTP"
   const ebpfc_flow_key m = key_for(40201);
   t.on_payload(head(m, false, 500, "rest of a body", 200, 1, true), clock_, ids_, out_);
   t.on_payload(head(m, true, 900, a, 210, 1, true), clock_, ids_, out_);
   EXPECT_EQ(t.counters().not_http, 0u);
-  EXPECT_EQ(t.open_connections(), 2u);
+  EXPECT_EQ(t.open_connections(), 3u);
 }
 
 }  // namespace
