@@ -161,6 +161,7 @@ void publish_counters() {
     set(kHttpConnections, g_worker->http->open_connections());
     set(kHttpBoundHits, h.pool_full + h.parser.header_bound + h.parser.queue_bound +
                             h.parser.string_bound + h.parser.reorder_full);
+    set(kNotHttpConnections, c.filter.l7_not_http + h.not_http);
   }
 }
 
