@@ -154,11 +154,15 @@ static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
 
 /*
  * Classifies an UNKNOWN connection on this segment's payload (l7_classify.h).
- * Returns whether the segment's payload is to be sent. The payload of a
- * direction's first bytes decides at once; a segment elsewhere (the capture
- * joined mid-stream, or the first bytes did not come this way) may be the
- * middle of a body, so it is only a probe: one that does not look like HTTP
- * is not sent, and EBPFC_L7_PROBES_MAX of them make the connection OTHER.
+ * Returns whether the segment's payload is to be sent.
+ *  - A direction's first bytes decide at once (not HTTP: OTHER), unless too
+ *    few to tell: then they are sent, and so is what continues them (a
+ *    request written a few bytes at a time) until a segment decides or the
+ *    parser tells the filter to stop (l7_control.not_http).
+ *  - A segment elsewhere (the capture joined mid-stream, or earlier bytes of
+ *    the direction never came this way) may be the middle of a body: it is
+ *    only a probe. One that does not look like HTTP is not sent, and
+ *    EBPFC_L7_PROBES_MAX of them make the connection OTHER.
  * The CPU that makes a connection OTHER counts it (l7_not_http).
  */
 static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct ebpfc_packet *p,
@@ -166,23 +170,30 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 					  struct ebpfc_counters *c)
 {
 	const struct ebpfc_flow_dir *d = &v->dir[p->sender & 1];
-	int at_start = (d->flags & EBPFC_TCP_SYN) && data_seq == d->isn + 1;
+	__u32 start = d->isn + 1;
+	int syn = (d->flags & EBPFC_TCP_SYN) != 0;
+	int at_start = syn && data_seq == start;
+	/* every byte of the direction up to this segment's end was seen (counted) */
+	int from_start = syn && d->bytes >= (__u64)(__u32)(data_seq + p->payload_len - start);
 	__u8 head[EBPFC_L7_PROBE_LEN];
 	__u32 len = p->payload_len;
 	__u32 verdict;
 
 	if (len < EBPFC_L7_PROBE_MIN)
-		return at_start; /* too little to tell: the parser sees a stream's start */
+		return from_start; /* too little to tell */
 	if (len > EBPFC_L7_PROBE_LEN)
 		len = EBPFC_L7_PROBE_LEN;
 	if (bpf_skb_load_bytes(skb, p->payload_off, head, len) < 0)
 		return 0;
 	verdict = ebpfc_l7_classify(head, len);
 	if (verdict == EBPFC_L7_UNKNOWN)
-		return at_start;
-	if (verdict == EBPFC_L7_OTHER && !at_start &&
-	    __sync_fetch_and_add(&v->l7_probes, 1) + 1 < EBPFC_L7_PROBES_MAX)
-		return 0;
+		return from_start;
+	if (verdict == EBPFC_L7_OTHER && !at_start) {
+		if (from_start)
+			return 1; /* continues first bytes too few to tell: the parser judges */
+		if (__sync_fetch_and_add(&v->l7_probes, 1) + 1 < EBPFC_L7_PROBES_MAX)
+			return 0;
+	}
 	if (__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN, verdict) == EBPFC_L7_UNKNOWN &&
 	    verdict == EBPFC_L7_OTHER)
 		c->l7_not_http++;

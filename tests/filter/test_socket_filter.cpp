@@ -258,6 +258,38 @@ TEST_F(SocketFilterHttp, MidStreamConnectionIsGivenUpAfterItsProbes) {
   EXPECT_EQ(filter_->counters().l7_not_http, 1u);
 }
 
+// A request written a few bytes at a time (TCP_NODELAY): its first segment
+// is too short to tell, and the segments that continue it are sent to the
+// parser, whatever their length, until the response decides.
+TEST_F(SocketFilterHttp, ARequestInSmallPiecesIsSentWhole) {
+  const std::string req =
+      "POST /raw?len=10&run=ab HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+  const uint16_t cport = 42500;
+  uint32_t c = 1000, s = 5000;
+  replay({replay_frame(true, cport, c, 0, kReplaySyn, 0),
+          replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0)});
+  c++, s++;
+  size_t sent = 0;
+  for (size_t off = 0, k = 0; off < req.size(); k++) {
+    const size_t n = std::min<size_t>(req.size() - off, k % 2 ? 11 : 5);
+    filter_->run(
+        replay_frame(true, cport, c, s, kReplayPsh | kReplayAck, text_bytes(req.substr(off, n))));
+    c += static_cast<uint32_t>(n);
+    off += n;
+    sent++;
+  }
+  filter_->run(replay_frame(false, cport, s, c, kReplayPsh | kReplayAck,
+                            text_bytes("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")));
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), sent + 1);
+  std::string got;
+  for (size_t i = 0; i < sent; i++) got += heads[i].data;
+  EXPECT_EQ(got, req);
+  EXPECT_EQ(filter_->counters().l7_not_http, 0u);
+}
+
 // SYN, SYN-ACK, ACK, the request, then the server resets.
 std::vector<ReplayFrame> reset_connection(uint16_t cport, uint32_t c, uint32_t s) {
   return {replay_frame(true, cport, c, 0, kReplaySyn, 0),
