@@ -35,24 +35,14 @@
 
 #include "core/http_stream.h"
 
+#include "alloc_hooks.h"
 #include "fuzz_check.h"
-
-extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*,
-                                                                             size_t),
-                                                         void (*free_hook)(const volatile void*));
 
 namespace {
 
 using ebpfc::HttpExchange;
 using ebpfc::HttpMethod;
 using ebpfc::HttpStream;
-
-bool g_counting = false;
-size_t g_allocations = 0;
-void on_malloc(const volatile void*, size_t) {
-  if (g_counting) g_allocations++;
-}
-void on_free(const volatile void*) {}
 
 constexpr int kMaxExchanges = 60;
 
@@ -102,7 +92,7 @@ class Sink final : public ebpfc::HttpExchangeSink {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  CHECK(__sanitizer_install_malloc_and_free_hooks(on_malloc, on_free));
+  install_alloc_hooks();
   return 0;
 }
 

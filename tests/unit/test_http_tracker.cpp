@@ -247,7 +247,6 @@ TEST_F(HttpTrackerTest, ConnectionsGivenUpAsNotHttpAreCounted) {
 // unpaired, nor take another request's status.
 TEST_F(HttpTrackerTest, StreamStartsAndAcknowledgementsReachTheStream) {
   HttpTracker& t = tracker();
-  const ebpfc_flow_key k = key_for(40200);
   const std::string a = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
   const std::string b = "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
   const std::string ra = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
@@ -258,41 +257,31 @@ TEST_F(HttpTrackerTest, StreamStartsAndAcknowledgementsReachTheStream) {
     return e;
   };
   const uint32_t ra_end = 1 + static_cast<uint32_t>(ra.size()) + 3;
-  t.on_payload(with_ack(head(k, true, 1, a, 100), 1), clock_, ids_, out_);
-  // the response's head is lost; its body ("abc") is seen
-  t.on_payload(with_ack(head(k, false, 1 + static_cast<uint32_t>(ra.size()), "abc", 110),
-                        1 + static_cast<uint32_t>(a.size())),
-               clock_, ids_, out_);
-  t.on_payload(with_ack(head(k, true, 1 + static_cast<uint32_t>(a.size()), b, 120), ra_end), clock_,
-               ids_, out_);
-  t.on_payload(
-      with_ack(head(k, false, ra_end, rb, 130), 1 + static_cast<uint32_t>(a.size() + b.size())),
-      clock_, ids_, out_);
-  ASSERT_EQ(out_.size(), 2u);
-  EXPECT_EQ(text_of(out_.text(), out_[0].target), "/a");
-  EXPECT_EQ(out_[0].http_status, 0);
-  EXPECT_NE(out_[0].incomplete & kHttpGapResponse, 0);
-  EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
-  EXPECT_EQ(out_[1].http_status, 404);
-  EXPECT_EQ(out_[1].incomplete, 0);
-  // a first response lost whole: the next request's acknowledgement shows it
-  // (the response direction's start came with the requests)
-  out_.clear();
-  const ebpfc_flow_key w = key_for(40202);
-  t.on_payload(with_ack(head(w, true, 1, a, 300), 1), clock_, ids_, out_);
-  t.on_payload(with_ack(head(w, true, 1 + static_cast<uint32_t>(a.size()), b, 320), ra_end), clock_,
-               ids_, out_);
-  t.on_payload(
-      with_ack(head(w, false, ra_end, rb, 330), 1 + static_cast<uint32_t>(a.size() + b.size())),
-      clock_, ids_, out_);
-  ASSERT_EQ(out_.size(), 2u);
-  EXPECT_EQ(text_of(out_.text(), out_[0].target), "/a");
-  EXPECT_EQ(out_[0].http_status, 0);
-  EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
-  EXPECT_EQ(out_[1].http_status, 404);
-  EXPECT_EQ(out_[1].incomplete, 0);
+  const uint32_t a_end = 1 + static_cast<uint32_t>(a.size());
+  const uint32_t b_end = a_end + static_cast<uint32_t>(b.size());
+  // The first response's head is lost (its body, "abc", is seen), or all of
+  // it: then the next request's acknowledgement number shows the loss (the
+  // response direction's start came with the requests).
+  uint16_t port = 40200;
+  for (const bool body_seen : {true, false}) {
+    SCOPED_TRACE(body_seen ? "head lost" : "response lost whole");
+    out_.clear();
+    const ebpfc_flow_key k = key_for(port++);
+    t.on_payload(with_ack(head(k, true, 1, a, 100), 1), clock_, ids_, out_);
+    if (body_seen)
+      t.on_payload(with_ack(head(k, false, ra_end - 3, "abc", 110), a_end), clock_, ids_, out_);
+    t.on_payload(with_ack(head(k, true, a_end, b, 120), ra_end), clock_, ids_, out_);
+    t.on_payload(with_ack(head(k, false, ra_end, rb, 130), b_end), clock_, ids_, out_);
+    ASSERT_EQ(out_.size(), 2u);
+    EXPECT_EQ(text_of(out_.text(), out_[0].target), "/a");
+    EXPECT_EQ(out_[0].http_status, 0);
+    EXPECT_NE(out_[0].incomplete & kHttpGapResponse, 0);
+    EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
+    EXPECT_EQ(out_[1].http_status, 404);
+    EXPECT_EQ(out_[1].incomplete, 0);
+  }
   // mid-stream: the first bytes seen (a body) are not taken for "not HTTP"
-  const ebpfc_flow_key m = key_for(40201);
+  const ebpfc_flow_key m = key_for(port);
   t.on_payload(head(m, false, 500, "rest of a body", 200, 1, true), clock_, ids_, out_);
   t.on_payload(head(m, true, 900, a, 210, 1, true), clock_, ids_, out_);
   EXPECT_EQ(t.counters().not_http, 0u);
