@@ -958,6 +958,15 @@ size_t check_pairing(const std::vector<HttpExchange>& got) {
       continue;
     }
     const std::string t = target(x);
+    if (x.incomplete & ebpfc::kHttpGapRequest) {
+      // bytes of the request were lost, maybe inside its target: the status
+      // is that of an exchange whose target begins so
+      bool some = false;
+      for (int i = 0; i < 1000; i++)
+        some |= exchange_target(i).compare(0, t.size(), t) == 0 && x.status == exchange_status(i);
+      EXPECT_TRUE(some) << "wrong pairing: " << summary(x);
+      continue;
+    }
     if (t.rfind("/e", 0) != 0) continue;
     EXPECT_EQ(x.status, exchange_status(std::stoi(t.substr(2)))) << "wrong pairing: " << summary(x);
   }
