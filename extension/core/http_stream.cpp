@@ -295,13 +295,20 @@ void HttpStream::misaligned() {
 void HttpStream::acked(unsigned dir, uint32_t ack, uint64_t ts_ns) {
   Direction& D = dirs_[dir];
   if (D.busy || !D.started || D.parser.ignoring()) return;
-  if (!D.reorder.empty()) {
+  // Each round consumes at least one held segment (see give_up_hole).
+  while (!D.reorder.empty()) {
     const HttpSegment held = D.reorder.get(D.reorder.earliest(D.next));
-    if (static_cast<int32_t>(ack - held.seq) >= 0) give_up_hole(dir);
-    if (!D.reorder.empty() || D.parser.ignoring()) return;
+    if (static_cast<int32_t>(ack - held.seq) < 0) return;  // a hole beyond `ack` may fill
+    give_up_hole(dir);
+    if (D.parser.ignoring()) return;
   }
   const int32_t ahead = static_cast<int32_t>(ack - D.next);
-  if (ahead <= 0 || D.parser.hunting()) return;
+  if (ahead <= 0) return;
+  if (D.parser.hunting()) {  // bytes it did not see: lost
+    D.next = ack;
+    lost_bytes(dir, ack);
+    return;
+  }
   const uint64_t op = D.parser.opaque();
   if (op == UINT64_MAX) return;  // a body that ends with the connection
   D.busy = true;
