@@ -310,6 +310,9 @@ class Replay {
       }
     }
     acked_[dir] = std::max(acked_[dir], seg.off + seg.bytes.size());
+    // the acknowledged bytes of the other direction count as covered: the
+    // stream counts body bytes from sequence numbers, seen or not
+    if (config_ & 2) note(dir ^ 1, acked_[dir ^ 1], acked_[dir ^ 1]);
     const uint32_t head = kHeads[config_ >> 5];
     const uint32_t data_len = len < head ? len : head;
     // a heap block of exactly the reported head: reads past it are ASan reports
