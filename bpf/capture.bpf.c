@@ -153,9 +153,57 @@ static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
 }
 
 /*
+ * Classifies an UNKNOWN connection on this segment's payload (l7_classify.h).
+ * Returns whether the segment's payload is to be sent.
+ *  - A direction's first bytes decide at once (not HTTP: OTHER), unless too
+ *    few to tell: then they are sent, and so is what continues them (a
+ *    request written a few bytes at a time) until a segment decides or the
+ *    parser tells the filter to stop (l7_control.not_http).
+ *  - A segment elsewhere (the capture joined mid-stream, or earlier bytes of
+ *    the direction never came this way) may be the middle of a body: it is
+ *    only a probe. One that does not look like HTTP is not sent, and
+ *    EBPFC_L7_PROBES_MAX of them make the connection OTHER.
+ * The CPU that makes a connection OTHER counts it (l7_not_http).
+ */
+static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct ebpfc_packet *p,
+					  struct ebpfc_flow_stats *v, __u32 data_seq,
+					  struct ebpfc_counters *c)
+{
+	const struct ebpfc_flow_dir *d = &v->dir[p->sender & 1];
+	__u32 start = d->isn + 1;
+	int syn = (d->flags & EBPFC_TCP_SYN) != 0;
+	int at_start = syn && data_seq == start;
+	/* every byte of the direction up to this segment's end was seen (counted) */
+	int from_start = syn && d->bytes >= (__u64)(__u32)(data_seq + p->payload_len - start);
+	__u8 head[EBPFC_L7_PROBE_LEN];
+	__u32 len = p->payload_len;
+	__u32 verdict;
+
+	if (len < EBPFC_L7_PROBE_MIN)
+		return from_start; /* too little to tell */
+	if (len > EBPFC_L7_PROBE_LEN)
+		len = EBPFC_L7_PROBE_LEN;
+	if (bpf_skb_load_bytes(skb, p->payload_off, head, len) < 0)
+		return 0;
+	verdict = ebpfc_l7_classify(head, len);
+	if (verdict == EBPFC_L7_UNKNOWN)
+		return from_start;
+	if (verdict == EBPFC_L7_OTHER && !at_start) {
+		if (from_start)
+			return 1; /* continues first bytes too few to tell: the parser judges */
+		if (__sync_fetch_and_add(&v->l7_probes, 1) + 1 < EBPFC_L7_PROBES_MAX)
+			return 0;
+	}
+	if (__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN, verdict) == EBPFC_L7_UNKNOWN &&
+	    verdict == EBPFC_L7_OTHER)
+		c->l7_not_http++;
+	return v->l7 == EBPFC_L7_HTTP;
+}
+
+/*
  * Sends user space the head of this segment's payload if the connection is
  * (or may be) HTTP and the parser wants these bytes. Classifies the
- * connection on its first payload of at least EBPFC_L7_PROBE_LEN bytes.
+ * connection first while it is UNKNOWN.
  */
 static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const struct ebpfc_packet *p,
 					       struct ebpfc_flow_stats *v, __u64 now,
@@ -174,17 +222,8 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	l7 = v->l7;
 	if (l7 == EBPFC_L7_OTHER)
 		return;
-	if (l7 == EBPFC_L7_UNKNOWN && p->payload_len >= EBPFC_L7_PROBE_LEN) {
-		__u8 head[EBPFC_L7_PROBE_LEN];
-
-		if (bpf_skb_load_bytes(skb, p->payload_off, head, sizeof(head)) < 0)
-			return;
-		__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN,
-					    ebpfc_looks_like_http(head) ? EBPFC_L7_HTTP
-									: EBPFC_L7_OTHER);
-		if (v->l7 == EBPFC_L7_OTHER)
-			return;
-	}
+	if (l7 == EBPFC_L7_UNKNOWN && !ebpfc_classify(skb, p, v, data_seq, c))
+		return;
 
 	ctl = bpf_map_lookup_elem(&l7_control, &p->key);
 	if (ctl && ctl->first_ns == v->first_ns) { /* not an earlier connection's */
@@ -210,6 +249,16 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->type = EBPFC_EVENT_PAYLOAD;
 	pe->sender = from;
 	pe->from_client = from == v->client;
+	pe->flags = 0;
+	pe->ack = p->ack;
+	if (p->flags & EBPFC_TCP_ACK)
+		pe->flags |= EBPFC_PAYLOAD_ACK;
+	pe->stream_start = v->dir[from].isn + 1;
+	if (v->dir[from].flags & EBPFC_TCP_SYN)
+		pe->flags |= EBPFC_PAYLOAD_STREAM_START;
+	pe->peer_start = v->dir[from ^ 1].isn + 1;
+	if (v->dir[from ^ 1].flags & EBPFC_TCP_SYN)
+		pe->flags |= EBPFC_PAYLOAD_PEER_START;
 	__builtin_memcpy(&pe->key, &p->key, sizeof(pe->key));
 	pe->ts_ns = now;
 	pe->flow_first_ns = v->first_ns;

@@ -84,12 +84,21 @@ struct ebpfc_flow_stats {
 	__u8 rst_from;		      /* endpoint that sent the first RST */
 	__u8 mid_stream;	      /* the connection was first seen without a SYN */
 	__u32 l7;		      /* enum ebpfc_l7: what the payload looks like */
-	__u32 pad;
+	__u32 l7_probes;	      /* payload segments that were looked at and did not decide
+				       * (see l7_classify.h); bounded by EBPFC_L7_PROBES_MAX */
 };
+
+/*
+ * A connection first seen mid-stream (or whose first payload bytes did not
+ * cross this capture point) is not judged by its first segment, which may be
+ * the middle of a body: up to this many of its payload segments are looked at
+ * for a message start (l7_classify.h) before it is taken as not HTTP.
+ */
+#define EBPFC_L7_PROBES_MAX 64
 
 /* What a connection's payload looks like, decided on its first payload bytes. */
 enum ebpfc_l7 {
-	EBPFC_L7_UNKNOWN = 0, /* no payload yet, or too little to tell: payload is sent */
+	EBPFC_L7_UNKNOWN = 0, /* no payload yet, or too little to tell (see l7_classify.h) */
 	EBPFC_L7_HTTP = 1,    /* starts like an HTTP/1.x request or response: heads are sent */
 	EBPFC_L7_OTHER = 2,   /* anything else: no payload is sent */
 };
@@ -139,7 +148,8 @@ struct ebpfc_payload_event {
 	__u32 type;	  /* EBPFC_EVENT_PAYLOAD */
 	__u8 sender;	  /* endpoint index (in key) of the sender */
 	__u8 from_client; /* the sender is the connection's client */
-	__u8 pad[2];
+	__u8 flags;	  /* EBPFC_PAYLOAD_* */
+	__u8 pad;
 	struct ebpfc_flow_key key;
 	__u64 ts_ns;
 	__u64 flow_first_ns; /* the connection's first_ns: tells two connections on one
@@ -147,9 +157,18 @@ struct ebpfc_payload_event {
 	__u32 seq;
 	__u32 segment_len;
 	__u32 data_len;
-	__u32 pad2;
+	__u32 ack;	    /* the segment's acknowledgement number (EBPFC_PAYLOAD_ACK): how
+			     * much of the other direction its sender had received */
+	__u32 stream_start; /* sequence number of the sender's first payload byte, its SYN's
+			     * + 1 (EBPFC_PAYLOAD_STREAM_START: the SYN was seen) */
+	__u32 peer_start;   /* the same for the other direction (EBPFC_PAYLOAD_PEER_START) */
 	__u8 data[EBPFC_PAYLOAD_MAX];
 };
+
+/* ebpfc_payload_event.flags */
+#define EBPFC_PAYLOAD_ACK	   1 /* ack is valid (the segment had the ACK flag) */
+#define EBPFC_PAYLOAD_STREAM_START 2 /* stream_start is valid */
+#define EBPFC_PAYLOAD_PEER_START   4 /* peer_start is valid */
 
 #define EBPFC_PAYLOAD_HEADER_LEN ((__u32) __builtin_offsetof(struct ebpfc_payload_event, data))
 
@@ -181,6 +200,8 @@ struct ebpfc_counters {
 	__u64 payload_events;  /* payload heads sent to user space */
 	__u64 payload_skipped; /* payload segments not sent: body bytes the parser skips */
 	__u64 payload_dropped; /* payload heads lost because the ring buffer was full */
+	__u64 l7_not_http;     /* connections whose first payload was not HTTP: never looked at
+				* again (l7_classify.h) */
 };
 
 #endif /* EBPFC_CAPTURE_ABI_H */

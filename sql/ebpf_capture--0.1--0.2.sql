@@ -714,6 +714,63 @@ END
 $$;
 
 -- ============================================================================
+-- capture_status().not_http_connections
+-- ============================================================================
+--
+-- Connections dropped as not HTTP after their first bytes (the filter's
+-- classifier, and the parser for those the filter took for HTTP). A new OUT
+-- column means a new row type: both functions are dropped and created again,
+-- the 0.1 columns in their order, before the section below gives
+-- capture_status() its search_path.
+DROP FUNCTION @extschema@.capture_status();
+DROP FUNCTION @extschema@._capture_slots();
+
+CREATE FUNCTION @extschema@._capture_slots(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text, OUT not_http_connections bigint)
+    RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
+
+-- One row per capture: what is asked (captures) joined with what runs
+-- (shared memory).
+CREATE FUNCTION @extschema@.capture_status(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text, OUT not_http_connections bigint)
+RETURNS SETOF record LANGUAGE sql STABLE AS $$
+    SELECT c.interface, s.pid,
+           CASE
+             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
+             WHEN c.enabled THEN s.state
+             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
+             ELSE 'stopped'
+           END,
+           s.started_at,
+           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
+           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
+           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
+           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
+           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
+           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
+           s.metadata_state, s.metadata_error, s.last_error,
+           coalesce(s.not_http_connections, 0)
+    FROM @extschema@.captures c
+    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
+    ORDER BY c.interface
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._capture_slots() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;
+
+-- ============================================================================
 -- No function of the extension runs code found on its caller's search_path
 -- ============================================================================
 --

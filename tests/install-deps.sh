@@ -7,7 +7,7 @@ PACKAGES=(
 	postgresql-15 postgresql-server-dev-15
 	libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev
 	libcurl4-openssl-dev nlohmann-json3-dev libgtest-dev libclang-rt-14-dev openssl
-	nginx-light curl wrk tshark tcpdump iproute2 iputils-ping nftables
+	nginx-light curl wrk tshark tcpdump tcpreplay iproute2 iputils-ping nftables
 	python3 python3-pytest python3-psycopg2 python3-yaml
 	make g++ clang-format libcap2-bin util-linux procps
 	graphviz gnuplot-nox

@@ -48,6 +48,11 @@ enum HttpIncomplete : uint16_t {
   kHttpBadResponse = 1 << 9,      // invalid response framing
   kHttpRequestCut = 1 << 10,      // the request had not ended when the exchange was emitted
   kHttpResponseCut = 1 << 11,     // the connection ended inside the response
+  // Bytes of the connection were lost in capture (or it was joined
+  // mid-stream), and this request's response (or this response's request)
+  // could not be told for certain: the exchange is emitted without its
+  // other half rather than with another exchange's.
+  kHttpUnpaired = 1 << 12,
 };
 
 // Facts about a complete or incomplete exchange: HttpExchange::flags.
@@ -121,6 +126,8 @@ struct HttpCounters {
   uint64_t orphan_responses;  // responses dropped: their request was emitted early
   uint64_t not_http;          // directions given up as not HTTP
   uint64_t traceparent_invalid;
+  uint64_t realigned;  // pairing by order resumed after a loss or a mid-stream start
+  uint64_t unpaired;   // responses emitted without a request as they could not be paired
 };
 
 }  // namespace ebpfc

@@ -166,6 +166,8 @@ void HttpMessageParser::reset(bool response, bool hunting) {
   first_ = !hunting;
   announced_ = false;
   leading_ = 0;
+  lead_set_ = false;
+  msg_seq_ = lead_seq_ = 0;
   start_message(0);
 }
 
@@ -229,6 +231,7 @@ void HttpMessageParser::resync() {
   state_ = kStart;
   first_ = false;
   leading_ = 0;
+  lead_set_ = false;
 }
 
 void HttpMessageParser::ignore() {
@@ -265,6 +268,7 @@ void HttpMessageParser::end_message(HttpMessageListener& l) {
   state_ = kStart;
   first_ = false;
   leading_ = 0;
+  lead_set_ = false;
   l.on_message_end(response_, m);
 }
 
@@ -460,7 +464,8 @@ uint64_t HttpMessageParser::skip(uint64_t n, uint64_t ts_ns, bool covered, HttpM
   }
 }
 
-size_t HttpMessageParser::feed(const uint8_t* p, size_t n, uint64_t ts_ns, HttpMessageListener& l) {
+size_t HttpMessageParser::feed(const uint8_t* p, size_t n, uint64_t ts_ns, uint32_t seq,
+                               HttpMessageListener& l) {
   if (state_ != kStart && state_ != kHunt && state_ != kIgnore) last_ns_ = ts_ns;
   size_t i = 0;
   while (i < n) {
@@ -470,17 +475,22 @@ size_t HttpMessageParser::feed(const uint8_t* p, size_t n, uint64_t ts_ns, HttpM
         return i;
 
       case kStart: {
+        if (!lead_set_) {
+          lead_set_ = true;
+          lead_seq_ = seq + static_cast<uint32_t>(i);
+        }
         const uint8_t c = p[i++];
         if (c == '\r' || c == '\n') {
           if (++leading_ > kHttpLeadingEmptyMax) bad_start(l);
           break;
         }
         start_message(ts_ns);
+        msg_seq_ = seq + static_cast<uint32_t>(i - 1);
         head_bytes_ = 1;
         if (response_ && c == 'H') {
           state_ = kRespVersion;
           tok_len_ = 1;
-        } else if (!response_ && is_upper(c)) {
+        } else if (!response_ && is_tchar(c)) {
           state_ = kMethod;
           tok_[0] = static_cast<char>(c);
           tok_len_ = 1;
@@ -498,7 +508,7 @@ size_t HttpMessageParser::feed(const uint8_t* p, size_t n, uint64_t ts_ns, HttpM
           state_ = kTarget;
           line_bytes_ = 0;
           l.on_request_begin(tok_, tok_len_, first_ns_);
-        } else if (is_method_char(c) && tok_len_ < kHttpMethodMax) {
+        } else if (is_tchar(c) && tok_len_ < kHttpMethodMax) {
           tok_[tok_len_++] = static_cast<char>(c);
         } else {
           bad_start(l);

@@ -83,7 +83,9 @@ class HttpMessageListener {
 // Whether a segment whose payload begins with p[0..n) may begin a message: a
 // request line (an uppercase method token, SP, a target byte) or a status line
 // ("HTTP/1." and a digit). `whole`: the n bytes are the whole segment, so a
-// prefix of those suffices.
+// prefix of those suffices. (Stricter than what the parser accepts at a known
+// message start, any RFC 9110 token as the method: a resynchronisation looks at
+// segments that may begin anywhere in a body.)
 bool http_plausible_start(bool response, const uint8_t* p, size_t n, bool whole);
 
 class HttpMessageParser {
@@ -92,10 +94,11 @@ class HttpMessageParser {
   // joined the connection mid-stream).
   void reset(bool response, bool hunting);
 
-  // Parses n contiguous bytes carried by a segment seen at ts_ns. Returns the
-  // bytes consumed: all of them, unless the parser stopped looking at this
-  // segment (it is hunting or ignoring the direction).
-  size_t feed(const uint8_t* p, size_t n, uint64_t ts_ns, HttpMessageListener& l);
+  // Parses n contiguous bytes carried by a segment seen at ts_ns; p[0] is
+  // the byte at sequence number seq. Returns the bytes consumed: all of them,
+  // unless the parser stopped looking at this segment (it is hunting or
+  // ignoring the direction).
+  size_t feed(const uint8_t* p, size_t n, uint64_t ts_ns, uint32_t seq, HttpMessageListener& l);
 
   // Consumes up to n bytes that were not seen, and returns how many it could:
   // bytes of a body of known length or of a chunk (at most opaque()), or any
@@ -124,6 +127,12 @@ class HttpMessageParser {
   bool in_message() const { return announced_; }
   // The current message so far.
   HttpMessageInfo progress() const;
+  // Sequence numbers of the message begun (valid from on_request_begin or
+  // on_response_line on): its first byte, and the first byte the parser read
+  // after the previous message ended or after it resynchronised (the empty
+  // lines a message may begin with lie between the two).
+  uint32_t message_seq() const { return msg_seq_; }
+  uint32_t lead_seq() const { return lead_seq_; }
 
  private:
   enum State : uint8_t {
@@ -188,6 +197,7 @@ class HttpMessageParser {
   bool conn_keep_alive_;
   bool chunked_;
   bool chunk_any_;  // a chunk-size digit was seen
+  bool lead_set_;   // lead_seq_ is this message's
   HttpHeader header_;
   uint8_t tok_len_;  // method bytes, version bytes matched, status digits, header name bytes
   uint8_t version_;  // 10 or 11
@@ -197,6 +207,8 @@ class HttpMessageParser {
   uint16_t val_len_;
   uint32_t head_bytes_;  // header block (or trailer) bytes so far
   uint32_t line_bytes_;  // target bytes, or chunk-size line bytes
+  uint32_t msg_seq_;
+  uint32_t lead_seq_;
   uint64_t cl_;
   uint64_t remaining_;  // body or chunk bytes still to come
   uint64_t body_bytes_;

@@ -56,6 +56,8 @@ bool HttpReorderBuffer::store(const HttpSegment& seg) {
     s.offset = end_;
     s.ts_ns = seg.ts_ns;
     s.at_start = seg.at_start;
+    s.has_ack = seg.has_ack;
+    s.ack = seg.ack;
     if (len) std::memcpy(bytes_ + end_, seg.data, len);
     end_ += len;
     count_++;
@@ -85,6 +87,8 @@ HttpSegment HttpReorderBuffer::get(int i) const {
   seg.segment_len = s.segment_len;
   seg.data_len = s.data_len;
   seg.at_start = s.at_start;
+  seg.has_ack = s.has_ack;
+  seg.ack = s.ack;
   seg.ts_ns = s.ts_ns;
   seg.data = bytes_ + s.offset;
   return seg;

@@ -18,6 +18,8 @@ struct HttpSegment {
   uint32_t segment_len;
   uint32_t data_len;
   bool at_start;  // seq is where the segment began (not a trimmed piece)
+  bool has_ack;
+  uint32_t ack;  // its acknowledgement number: what its sender had of the other direction
   uint64_t ts_ns;
   const uint8_t* data;
 };
@@ -49,8 +51,10 @@ class HttpReorderBuffer {
     uint32_t data_len;
     uint32_t offset;
     uint64_t ts_ns;
+    uint32_t ack;
     bool used;
     bool at_start;
+    bool has_ack;
   };
   void compact();
 

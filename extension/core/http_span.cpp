@@ -33,9 +33,12 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
   out.dst_port = key.port[s];
   std::memcpy(out.connection_span_id, connection_span_id, sizeof(out.connection_span_id));
   // Server-side semantics (we observe the server's answer): 5xx is an error,
-  // 4xx is not; so is an exchange that never got a response. One emitted
-  // early because too many were open has an unknown outcome, not an error.
-  const bool no_response = ex.status == 0 && !(ex.incomplete & kHttpQueueBound);
+  // 4xx is not; so is an exchange that never got a response. Its outcome is
+  // unknown, not an error, when it was emitted early because too many were
+  // open, when its response was lost in capture, or when which response was
+  // its could not be told after a loss (that response has its own span).
+  const bool no_response =
+      ex.status == 0 && !(ex.incomplete & (kHttpQueueBound | kHttpGapResponse | kHttpUnpaired));
   out.status = (ex.status >= 500 || no_response) ? SpanStatus::Error : SpanStatus::Unset;
   out.request_body_bytes = ex.request_body_bytes;
   out.response_body_bytes = ex.response_body_bytes;
@@ -145,12 +148,19 @@ void http_attributes(const HttpSpan& span, const char* text, AttributeSink& j) {
       uint16_t bit;
       const char* name;
     } kReasons[] = {
-        {kHttpGapRequest, "request_gap"},           {kHttpGapResponse, "response_gap"},
-        {kHttpHeaderBound, "header_bound"},         {kHttpQueueBound, "queue_bound"},
-        {kHttpNoResponse, "no_response"},           {kHttpNoRequest, "no_request"},
-        {kHttpTargetTruncated, "target_truncated"}, {kHttpHostTruncated, "host_truncated"},
-        {kHttpBadRequest, "bad_request"},           {kHttpBadResponse, "bad_response"},
-        {kHttpRequestCut, "request_cut"},           {kHttpResponseCut, "response_cut"},
+        {kHttpGapRequest, "request_gap"},
+        {kHttpGapResponse, "response_gap"},
+        {kHttpHeaderBound, "header_bound"},
+        {kHttpQueueBound, "queue_bound"},
+        {kHttpNoResponse, "no_response"},
+        {kHttpNoRequest, "no_request"},
+        {kHttpTargetTruncated, "target_truncated"},
+        {kHttpHostTruncated, "host_truncated"},
+        {kHttpBadRequest, "bad_request"},
+        {kHttpBadResponse, "bad_response"},
+        {kHttpRequestCut, "request_cut"},
+        {kHttpResponseCut, "response_cut"},
+        {kHttpUnpaired, "unpaired"},
     };
     j.begin_array("http.incomplete_reasons");
     for (const auto& r : kReasons)

@@ -23,9 +23,13 @@ void HttpStream::reset(bool mid_stream) {
     D.reorder.clear();
     D.next = 0;
     D.hunt_misses = 0;
+    D.ack = 0;
+    D.has_ack = false;
     D.started = false;
+    D.start_unknown = mid_stream;
     D.validated = false;
     D.busy = false;
+    D.skip_holes = false;
   }
   open_head_ = 0;
   open_count_ = 0;
@@ -38,9 +42,19 @@ void HttpStream::reset(bool mid_stream) {
   resp_status_ = 0;
   req_live_ = false;
   bind_ = Bind::None;
-  realign_ = false;
   mid_stream_ = mid_stream;
   closed_ = false;
+  aligned_ = !mid_stream;
+  pipelines_ = false;
+  req_contiguous_ = !mid_stream;
+  last_req_has_ack_ = false;
+  resp_lost_ = false;
+  last_req_ack_ = 0;
+  resp_lost_end_ = 0;
+  evicted_ = 0;
+  evicted_ack_ = 0;
+  evicted_has_ack_ = false;
+  unpaired_count_ = 0;
   sink_ = nullptr;
   counters_ = HttpCounters{};
 }
@@ -51,10 +65,21 @@ void HttpStream::set_stream_start(unsigned dir, uint32_t seq) {
   dirs_[dir].next = seq;
 }
 
+void HttpStream::set_stream_unknown(unsigned dir) {
+  if (dir > 1 || dirs_[dir].started || dirs_[dir].start_unknown) return;
+  Direction& D = dirs_[dir];
+  D.start_unknown = true;
+  if (!D.parser.ignoring()) D.parser.reset(dir == 1, true);
+  if (dir == 0) req_contiguous_ = false;
+  mid_stream_ = true;
+  misaligned();
+}
+
 // ---- reassembly -----------------------------------------------------------
 
 void HttpStream::on_segment(unsigned dir, uint32_t seq, const uint8_t* data, uint32_t data_len,
-                            uint32_t segment_len, uint64_t ts_ns, HttpExchangeSink& sink) {
+                            uint32_t segment_len, uint64_t ts_ns, HttpExchangeSink& sink,
+                            uint32_t ack, bool has_ack) {
   if (closed_ || dir > 1 || segment_len == 0) return;
   Direction& D = dirs_[dir];
   counters_.segments++;
@@ -66,8 +91,10 @@ void HttpStream::on_segment(unsigned dir, uint32_t seq, const uint8_t* data, uin
   if (!D.started) {
     D.started = true;
     D.next = seq;
+    if (D.start_unknown) lost_bytes(dir, seq);  // what came before is unknown
   }
-  const HttpSegment s{seq, segment_len, data_len, true, ts_ns, data};
+  if (has_ack) acked(dir ^ 1, ack, ts_ns);
+  const HttpSegment s{seq, segment_len, data_len, true, has_ack, ack, ts_ns, data};
   // Each round that gives a hole up consumes at least one held segment (the
   // parser hunts, so the earliest one is taken), so this ends.
   while (!process(dir, s)) {
@@ -79,6 +106,7 @@ void HttpStream::on_segment(unsigned dir, uint32_t seq, const uint8_t* data, uin
     lost(dir);
     drain(dir, &s);
   }
+  D.skip_holes = false;
   drain(dir, nullptr);
   D.busy = false;
   sink_ = nullptr;
@@ -130,7 +158,11 @@ bool HttpStream::process(unsigned dir, HttpSegment s) {
     }
     if (dist > 0) {  // a hole before s
       if (D.parser.hunting()) {
+        // A message head may lie in the hole: wait for it, unless holes
+        // are being given up
+        if (!D.skip_holes) return false;
         D.next = s.seq;
+        lost_bytes(dir, s.seq);
         continue;
       }
       const uint64_t op = D.parser.opaque();
@@ -145,15 +177,19 @@ bool HttpStream::process(unsigned dir, HttpSegment s) {
       if (!s.at_start ||
           !http_plausible_start(dir == 1, s.data, s.data_len, s.data_len == s.segment_len)) {
         D.next += s.segment_len;
+        lost_bytes(dir, D.next);  // unread: message heads inside it are missed
         hunt_miss(dir);
         return true;
       }
       D.parser.resync();
       counters_.resyncs++;
     }
-    const size_t used = D.parser.feed(s.data, s.data_len, s.ts_ns, *this);
+    D.ack = s.ack;
+    D.has_ack = s.has_ack;
+    const size_t used = D.parser.feed(s.data, s.data_len, s.ts_ns, s.seq, *this);
     if (D.parser.hunting() || D.parser.ignoring()) {  // the rest of s is of no use
       D.next = s.seq + s.segment_len;
+      lost_bytes(dir, D.next);
       return true;
     }
     D.next += static_cast<uint32_t>(used);
@@ -168,6 +204,7 @@ bool HttpStream::process(unsigned dir, HttpSegment s) {
     if (rest > 0) {  // bytes the parser needs were not delivered
       lost(dir);
       D.next += rest;
+      lost_bytes(dir, D.next);
     }
     return true;
   }
@@ -188,6 +225,7 @@ void HttpStream::drain(unsigned dir, const HttpSegment* before) {
     const HttpSegment s = D.reorder.get(i);
     if (before && static_cast<int32_t>(s.seq - before->seq) >= 0) return;
     const int32_t dist = static_cast<int32_t>(s.seq - D.next);
+    if (dist > 0 && D.parser.hunting() && !D.skip_holes) return;  // the hole may fill
     if (dist > 0 && !D.parser.hunting()) {
       const uint64_t op = D.parser.opaque();
       if (op == 0) return;
@@ -211,15 +249,84 @@ void HttpStream::give_up_hole(unsigned dir) {
   D.busy = true;
   lost(dir);
   drain(dir, nullptr);
+  D.skip_holes = false;
   D.busy = false;
 }
 
+// The bytes of `dir` up to `end` were not parsed (lost, or skipped while
+// hunting): for the responses, pairing must allow for messages among them.
+void HttpStream::lost_bytes(unsigned dir, uint32_t end) {
+  if (dir == 0) {
+    req_contiguous_ = false;  // requests may have been among them
+    return;
+  }
+  resp_lost_ = true;
+  resp_lost_end_ = end;
+}
+
 // Bytes of `dir` are lost: the message in progress ends, the parser hunts.
-// Whole responses may have been lost with them: pairing is checked again.
+// Whole messages may have been lost with them: pairing by order stops.
 void HttpStream::lost(unsigned dir) {
   counters_.gaps++;
-  if (dir == 1) realign_ = true;
+  dirs_[dir].skip_holes = true;  // up to the segment at hand (see on_segment)
+  if (dir == 0) req_contiguous_ = false;
   dirs_[dir].parser.gap(*this);
+  // Between a 1xx and its final response: the final one may be among the
+  // lost bytes, and the next status line is not known to be its.
+  if (dir == 1 && bind_ != Bind::None) finish_response(nullptr, kHttpGapResponse);
+  misaligned();
+}
+
+// Requests and responses are no longer known to be aligned: the requests
+// whose responses the aligned stream was to drop (emitted early) are now
+// unresolved, and responses are paired only when certain (bind_in_doubt).
+void HttpStream::misaligned() {
+  if (!aligned_) return;
+  aligned_ = false;
+  evicted_ += skip_responses_;
+  skip_responses_ = 0;
+}
+
+// A segment of the other direction says its sender had received `dir` up to
+// `ack` (its acknowledgement number) when it sent it, at ts_ns. Those bytes
+// crossed the capture point: a hole below `ack` will not fill, and bytes
+// beyond what was reported that the parser needs (not body bytes the kernel
+// was told to skip) were lost, even with no later segment to show a hole.
+void HttpStream::acked(unsigned dir, uint32_t ack, uint64_t ts_ns) {
+  Direction& D = dirs_[dir];
+  if (D.busy || !D.started || D.parser.ignoring()) return;
+  // Each round consumes at least one held segment (see give_up_hole).
+  while (!D.reorder.empty()) {
+    const HttpSegment held = D.reorder.get(D.reorder.earliest(D.next));
+    if (static_cast<int32_t>(ack - held.seq) < 0) return;  // a hole beyond `ack` may fill
+    give_up_hole(dir);
+    if (D.parser.ignoring()) return;
+  }
+  const int32_t ahead = static_cast<int32_t>(ack - D.next);
+  if (ahead <= 0) return;
+  if (D.parser.hunting()) {  // bytes it did not see: lost
+    D.next = ack;
+    lost_bytes(dir, ack);
+    return;
+  }
+  const uint64_t op = D.parser.opaque();
+  if (op == UINT64_MAX) return;  // a body that ends with the connection
+  D.busy = true;
+  // Body bytes it need not see (the kernel may have left them out): counted,
+  // and a body that ends there ends. What the parser needed beyond is lost.
+  const uint64_t take = op < static_cast<uint64_t>(ahead) ? op : static_cast<uint64_t>(ahead);
+  if (take > 0) {
+    D.parser.skip(take, ts_ns, false, *this);
+    D.next += static_cast<uint32_t>(take);
+    counters_.skipped_bytes += take;
+  }
+  if (take < static_cast<uint64_t>(ahead) && !D.parser.ignoring()) {
+    lost(dir);
+    D.next = ack;
+    lost_bytes(dir, ack);
+    D.skip_holes = false;
+  }
+  D.busy = false;
 }
 
 void HttpStream::hunt_miss(unsigned dir) {
@@ -287,8 +394,16 @@ void HttpStream::void_request() {
 void HttpStream::evict_front() {
   Open& f = open_[open_head_];
   counters_.queue_bound++;
-  if (!f.response_started) skip_responses_++;  // its response is yet to come: drop it
+  if (!f.response_started) {  // its response is yet to come: drop it
+    if (aligned_)
+      skip_responses_++;
+    else
+      evicted_++;
+    evicted_ack_ = f.ack;
+    evicted_has_ack_ = f.has_ack;
+  }
   f.incomplete |= kHttpQueueBound;
+  if (f.doubt) f.incomplete |= kHttpUnpaired;
   emit(f, true, nullptr);
 }
 
@@ -354,6 +469,107 @@ HttpStream::Open* HttpStream::response_entry() {
     default:
       return nullptr;
   }
+}
+
+void HttpStream::bind_no_request(uint64_t ts_ns, uint16_t incomplete) {
+  bind_ = Bind::NoRequest;
+  std::memset(&no_request_, 0, sizeof(no_request_));
+  no_request_.incomplete = incomplete;
+  no_request_.last_ns = ts_ns;
+  counters_.no_request++;
+}
+
+// A response begins while requests and responses are not known to be aligned
+// (after a loss, or mid-stream). Its request is certain only if
+//   - exactly one open request may be it: one that began before it (at the
+//     capture, and at the server as far as the response's acknowledgement
+//     number tells) whose client, when it sent it, had received the server's
+//     bytes exactly up to where this response begins (its acknowledgement
+//     number lies between the end of what came before and the status line).
+//     A client that waits for each response before its next request sends
+//     every request that way; no other request can have that number unless
+//     the client sent two without reading in between;
+//   - the request before that one was seen, with no request byte lost
+//     between them, and the client had received more of the server's bytes
+//     when it sent this one (after_known): else it may have been sent right
+//     behind a request the capture lost, whose response this would be;
+//   - the client was never seen pipelining on this connection (a request
+//     sent while another waited for its response): a pipelining client may
+//     have sent that request while an earlier one still waited;
+//   - every earlier open request (and every one emitted early) can have had
+//     its response before this one (earlier_answerable()).
+// Then the earlier open requests are emitted without a response (their
+// responses were lost: response_gap, or emitted unpaired: unpaired), this
+// response is that request's, and pairing by order resumes. Otherwise the
+// response is emitted without a request, and the open requests that began
+// before it with kHttpUnpaired when they end.
+void HttpStream::bind_in_doubt(uint64_t ts_ns) {
+  const HttpMessageParser& p = dirs_[1].parser;
+  const Direction& R = dirs_[1];
+  const uint32_t at = p.message_seq();
+  const uint32_t lead = p.lead_seq();
+  uint32_t before = 0, matches = 0, found = 0;
+  for (uint32_t k = 0; k < open_count_; k++) {
+    const Open& e = open_[(open_head_ + k) % kHttpOpenMax];
+    if (e.request_start_ns > ts_ns) break;                             // began after the response
+    if (R.has_ack && static_cast<int32_t>(R.ack - e.seq) <= 0) break;  // not at the server yet
+    before = k + 1;
+    if (e.has_ack && e.ack - lead <= at - lead) {
+      matches++;
+      found = k;
+    }
+  }
+  if (!pipelines_ && matches == 1 && open_[(open_head_ + found) % kHttpOpenMax].after_known &&
+      earlier_answerable(found, at)) {
+    for (uint32_t k = 0; k < found; k++) {
+      Open& f = open_[open_head_];
+      f.incomplete |= f.doubt ? kHttpUnpaired : kHttpGapResponse;
+      emit(f, true, nullptr);
+    }
+    bind_ = Bind::Entry;
+    resp_id_ = open_[open_head_].id;
+    aligned_ = true;
+    resp_lost_ = false;
+    evicted_ = 0;
+    unpaired_count_ = 0;
+    counters_.realigned++;
+    return;
+  }
+  for (uint32_t k = 0; k < before; k++) open_[(open_head_ + k) % kHttpOpenMax].doubt = true;
+  bind_no_request(ts_ns, before > 0 ? kHttpNoRequest | kHttpUnpaired : kHttpNoRequest);
+  if (before > 0) counters_.unpaired++;
+  unpaired_seq_[unpaired_count_ % kHttpOpenMax] = at;
+  unpaired_count_++;
+}
+
+// Whether every open request before open_[head + cand] (and every request
+// emitted early whose response may still come) can have had its response
+// before the response that begins at `at`. A response begins at or after its
+// request's acknowledgement number; before `at` there is room for any number
+// of responses in bytes the capture did not read, and for one at each
+// response emitted unpaired. The requests' intervals [ack, at) are nested
+// (the later the request, the shorter), so counting from the latest request
+// back, the k-th must find k places in its interval.
+bool HttpStream::earlier_answerable(uint32_t cand, uint32_t at) const {
+  uint32_t need = 0;
+  auto room = [&](bool has_ack, uint32_t ack) {
+    need++;
+    const uint32_t span = at - ack;
+    if (!has_ack || span == 0 || span > INT32_MAX) return false;
+    if (resp_lost_ && static_cast<int32_t>(resp_lost_end_ - ack) > 0) return true;
+    const uint32_t n = unpaired_count_ < kHttpOpenMax ? unpaired_count_ : kHttpOpenMax;
+    uint32_t places = 0;
+    for (uint32_t i = 0; i < n; i++)
+      if (unpaired_seq_[i] - ack < span) places++;
+    return places >= need;
+  };
+  for (uint32_t k = cand; k-- > 0;) {
+    const Open& e = open_[(open_head_ + k) % kHttpOpenMax];
+    if (!room(e.has_ack, e.ack)) return false;
+  }
+  for (uint32_t i = 0; i < evicted_; i++)
+    if (!room(evicted_has_ack_, evicted_ack_)) return false;
+  return true;
 }
 
 // The response being parsed ended (m) or was aborted.
@@ -429,7 +645,14 @@ void HttpStream::on_close(HttpExchangeSink& sink) {
   give_up_hole(1);
   dirs_[0].parser.close(*this);
   dirs_[1].parser.close(*this);
-  while (open_count_ > 0) emit(open_[open_head_], true, nullptr);
+  while (open_count_ > 0) {
+    Open& f = open_[open_head_];
+    if (f.doubt) f.incomplete |= kHttpUnpaired;
+    // a response may have been among the bytes lost since it was sent
+    if (!aligned_ && resp_lost_ && (!f.has_ack || static_cast<int32_t>(resp_lost_end_ - f.ack) > 0))
+      f.incomplete |= kHttpGapResponse;
+    emit(f, true, nullptr);
+  }
   closed_ = true;
   sink_ = nullptr;
 }
@@ -460,9 +683,24 @@ void HttpStream::on_request_begin(const char* method, size_t len, uint64_t ts_ns
   // A client sends its next request once it has the response (unless it
   // pipelines): a hole in the responses will not fill.
   give_up_hole(1);
+  const Direction& D = dirs_[0];
+  // A request sent before the response to an earlier one ended (the aligned
+  // queue holds only those), or without the client having received anything
+  // since its previous request: the client pipelines.
+  const bool read_since = D.has_ack && (last_req_has_ack_ ? D.ack != last_req_ack_ : next_id_ == 0);
+  if ((aligned_ && open_count_ > 0) || (D.has_ack && last_req_has_ack_ && D.ack == last_req_ack_))
+    pipelines_ = true;
+  const bool after_known = req_contiguous_ && read_since;
+  req_contiguous_ = true;
+  last_req_has_ack_ = D.has_ack;
+  last_req_ack_ = D.ack;
   if (open_count_ == kHttpOpenMax) evict_front();
   Open& e = push_back();
   e.has_request = true;
+  e.seq = D.parser.message_seq();
+  e.ack = D.ack;
+  e.has_ack = D.has_ack;
+  e.after_known = after_known;
   e.method = http_method_of(method, len);
   e.method_len = static_cast<uint8_t>(len);
   std::memcpy(e.method_text, method, len);
@@ -531,29 +769,16 @@ void HttpStream::on_response_line(uint8_t version, uint16_t status, uint64_t ts_
     // The server answers a request it received in full: if that request (or
     // all of it) is behind a hole, the hole will not fill.
     if (open_count_ == 0 || (req_live_ && req_id_ == open_[open_head_].id)) give_up_hole(0);
-    // After responses were lost (a gap), a request followed by another that
-    // began before this response lost its response (or the client
-    // pipelines, which a gap makes unknowable anyway).
-    if (realign_) {
-      realign_ = false;
-      while (skip_responses_ == 0 && open_count_ >= 2 && !open_[open_head_].response_started &&
-             open_[(open_head_ + 1) % kHttpOpenMax].request_start_ns <= ts_ns) {
-        open_[open_head_].incomplete |= kHttpGapResponse;
-        emit(open_[open_head_], true, nullptr);
-      }
-    }
-    if (skip_responses_ > 0) {
+    if (!aligned_) {
+      bind_in_doubt(ts_ns);
+    } else if (skip_responses_ > 0) {
       bind_ = Bind::Orphan;
       counters_.orphan_responses++;
     } else if (open_count_ > 0 && open_[open_head_].request_start_ns <= ts_ns) {
       bind_ = Bind::Entry;  // a request that began after the response is not its request
       resp_id_ = open_[open_head_].id;
     } else {
-      bind_ = Bind::NoRequest;
-      std::memset(&no_request_, 0, sizeof(no_request_));
-      no_request_.incomplete = kHttpNoRequest;
-      no_request_.last_ns = ts_ns;
-      counters_.no_request++;
+      bind_no_request(ts_ns, kHttpNoRequest);
     }
   }
   Open* e = response_entry();
@@ -611,6 +836,8 @@ void HttpStream::on_message_end(bool response, const HttpMessageInfo& m) {
 void HttpStream::on_message_abort(bool response, HttpAbort why, const HttpMessageInfo& m) {
   if (why == HttpAbort::HeaderBound) counters_.header_bound++;
   if (why == HttpAbort::Malformed) counters_.malformed++;
+  // the parser hunts for the next message: where this one ended is unknown
+  if (why == HttpAbort::HeaderBound || why == HttpAbort::Malformed) misaligned();
   if (!response) {
     Open* e = req_live_ ? entry(req_id_) : nullptr;
     req_live_ = false;
@@ -654,9 +881,20 @@ void HttpStream::on_message_abort(bool response, HttpAbort why, const HttpMessag
 }
 
 void HttpStream::on_bad_start(bool response, bool first) {
-  if (!response) void_request();
+  if (!response) {
+    void_request();
+    req_contiguous_ = false;
+  }
+  if (first && dirs_[!response].validated) {
+    // The other direction is HTTP: this one's first bytes were not its
+    // start after all (they were not seen): it hunts for a message start.
+    dirs_[response].parser.reset(response, true);
+    first = false;
+  }
   if (!first) {
     counters_.junk++;
+    if (response && bind_ != Bind::None) finish_response(nullptr, kHttpBadResponse);
+    misaligned();
     return;
   }
   // the direction's first bytes are not HTTP (the parser ignores them now)

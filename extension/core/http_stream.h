@@ -9,7 +9,8 @@
 // Per direction the stream reassembles by sequence number: every byte is
 // counted once; a segment beyond a hole waits in a bounded out-of-order buffer
 // (HttpReorderBuffer) until the hole fills; when it cannot (the buffer is full,
-// the hole is older than kHttpHoleTimeoutNs, or the connection ends), the
+// the hole is older than kHttpHoleTimeoutNs, the other side acknowledged its
+// bytes, or the connection ends), the
 // bytes are lost: the message in progress ends incomplete and the direction
 // hunts for the next message at the start of a later segment (a request line
 // in direction 0, "HTTP/1." in direction 1). Bytes the parser does not need
@@ -17,17 +18,33 @@
 // connection) need not be delivered: they are counted from sequence numbers,
 // and skip_until() tells the kernel where delivery is needed again.
 //
-// Requests and responses are paired first in, first out; each exchange is
-// handed to an HttpExchangeSink when its final response ends (or when it is
-// given up). A direction whose first bytes are not a start line is not HTTP:
-// it (and the other direction, unless that one already carried a valid
-// message) is ignored from then on.
+// Requests and responses are paired first in, first out while both
+// directions are known to be aligned: from the connection's start, as long as
+// no direction lost bytes its parser needed. Pipelining pairs exactly then.
+// Loss shows as a hole before a later segment, or as an acknowledgement
+// number (each segment's says how much of the other direction its sender had
+// received) beyond the bytes reported. After a loss (or when the capture
+// joined mid-stream) each direction resynchronises at its next message head,
+// and a response is paired only when its request is certain (see
+// bind_in_doubt() in http_stream.cpp): the one request whose client, when it
+// sent it, had received the server's bytes exactly up to where this response
+// begins, sent after a request the capture saw (not behind a lost one), on a
+// connection not seen pipelining, with every request seen before it able to
+// have had its answer earlier. That pairing aligns the stream again. A
+// response in doubt is emitted without a request and the requests it may
+// answer without a response, both with kHttpUnpaired: an exchange never gets
+// another exchange's status. Each exchange is handed to an HttpExchangeSink
+// when its final response ends (or when it is given up). A direction whose
+// first bytes are not a start line is not HTTP: it (and the other direction,
+// unless that one already carried a valid message) is ignored from then on;
+// if the other direction did carry one, it hunts for its next message head.
 //
-// Everything is inside the object: sizeof(HttpStream) is 30,520 bytes on
+// Everything is inside the object: sizeof(HttpStream) is 30,992 bytes on
 // x86-64 (GCC and Clang; at most 32 KiB, checked below): 2 x 8,456 for the
-// out-of-order buffers, 8 KiB for the strings of open exchanges, 33 x 120 for
-// the open exchanges, 2 x 616 for the two message parsers. No allocation,
-// ever; the worker pools these objects and reuses them with reset().
+// out-of-order buffers, 8 KiB for the strings of open exchanges, 33 open
+// exchanges, 2 x 624 for the two message parsers, 32 positions of responses
+// emitted unpaired. No allocation, ever; the worker pools these objects and
+// reuses them with reset().
 #pragma once
 
 #include <cstddef>
@@ -61,16 +78,24 @@ class HttpStream final : private HttpMessageListener {
   void reset(bool mid_stream = false);
 
   // Optional, before the direction's first segment: the sequence number of
-  // its first payload byte (the SYN's sequence number + 1). Without it, the
-  // first segment seen is taken as the direction's start.
+  // its first payload byte (the SYN's sequence number + 1). Without it (and
+  // without set_stream_unknown), the first segment seen is taken as the
+  // direction's start.
   void set_stream_start(unsigned dir, uint32_t seq);
+  // Or: the direction's start was not seen (the capture joined the
+  // connection mid-stream): it hunts for a message start, and pairing waits
+  // for certainty. Ignored once the direction started.
+  void set_stream_unknown(unsigned dir);
 
   // One payload segment of direction `dir` (0 or 1), seen at ts_ns: it holds
   // segment_len bytes from sequence number seq, of which `data` has the first
   // data_len. A caller may also report a piece of a segment (seq advanced
-  // past bytes it does not send, when those precede skip_until()).
+  // past bytes it does not send, when those precede skip_until()). `ack`
+  // (when has_ack): the segment's acknowledgement number, the sequence number
+  // up to which its sender had received the other direction.
   void on_segment(unsigned dir, uint32_t seq, const uint8_t* data, uint32_t data_len,
-                  uint32_t segment_len, uint64_t ts_ns, HttpExchangeSink& sink);
+                  uint32_t segment_len, uint64_t ts_ns, HttpExchangeSink& sink, uint32_t ack = 0,
+                  bool has_ack = false);
 
   // Optional: the kernel saw direction `dir`'s payload up to end_seq
   // (exclusive) by ts_ns, and did not report what was before skip_until().
@@ -98,6 +123,9 @@ class HttpStream final : private HttpMessageListener {
   bool done() const;
   // A valid request or status line was seen in some direction.
   bool is_http() const { return dirs_[0].validated || dirs_[1].validated; }
+  // Requests and responses are paired by order (no loss since the start, or
+  // realigned since).
+  bool aligned() const { return aligned_; }
 
   size_t open_exchanges() const { return open_count_; }
   const HttpCounters& counters() const { return counters_; }
@@ -110,8 +138,12 @@ class HttpStream final : private HttpMessageListener {
     uint32_t next;         // sequence number of the next byte to parse
     uint32_t hunt_misses;  // segment starts that were not message starts (mid-stream)
     bool started;          // `next` is known
-    bool validated;        // a valid start line was seen
-    bool busy;             // being parsed: not to be re-entered (see give_up_hole)
+    uint32_t ack;          // of the segment being parsed (has_ack)
+    bool has_ack;
+    bool start_unknown;  // started mid-stream: what came before `next` is unknown
+    bool validated;      // a valid start line was seen
+    bool busy;           // being parsed: not to be re-entered (see give_up_hole)
+    bool skip_holes;     // holes are being given up: hunting goes past them
   };
 
   // An exchange whose final response has not ended yet.
@@ -120,6 +152,8 @@ class HttpStream final : private HttpMessageListener {
     uint64_t last_ns;  // last byte seen of it
     uint64_t request_body;
     uint32_t id;
+    uint32_t seq;            // of the request's first byte
+    uint32_t ack;            // the client's acknowledgement number then: the server's bytes it had
     uint32_t strings_begin;  // its strings start here in strings_ (monotonic offsets)
     uint32_t target_off;
     uint32_t host_off;
@@ -146,6 +180,12 @@ class HttpStream final : private HttpMessageListener {
     bool traceparent_seen;
     bool has_traceparent;
     bool host_seen;
+    bool has_ack;
+    // The request before it in the stream is known: no request byte was lost
+    // between their starts, and the client received something in between
+    // (not sent behind it without reading: pipelined). Or it is the first.
+    bool after_known;
+    bool doubt;  // a response it may have been the request of was emitted unpaired
   };
 
   // HttpMessageListener
@@ -161,7 +201,12 @@ class HttpStream final : private HttpMessageListener {
 
   bool process(unsigned dir, HttpSegment s);
   void drain(unsigned dir, const HttpSegment* before);
+  void lost_bytes(unsigned dir, uint32_t end);
   void lost(unsigned dir);
+  void misaligned();
+  void acked(unsigned dir, uint32_t ack, uint64_t ts_ns);
+  void bind_in_doubt(uint64_t ts_ns);
+  bool earlier_answerable(uint32_t cand_index, uint32_t at) const;
   void give_up_hole(unsigned dir);
   void hunt_miss(unsigned dir);
   void not_http(unsigned dir);
@@ -172,6 +217,7 @@ class HttpStream final : private HttpMessageListener {
   void void_request();
   void evict_front();
   Open* response_entry();
+  void bind_no_request(uint64_t ts_ns, uint16_t incomplete);
   void finish_response(const HttpMessageInfo* m, uint16_t incomplete);
   void emit(const Open& e, bool queued, const HttpMessageInfo* response);
   bool append(uint32_t* off, uint16_t* len, size_t max, const char* p, size_t n);
@@ -199,10 +245,25 @@ class HttpStream final : private HttpMessageListener {
   uint32_t str_tail_;
   uint16_t resp_status_;
   bool req_live_;
-  Bind bind_;     // set by a status line, kept across 1xx, cleared when a final response ends
-  bool realign_;  // responses were lost: re-pair at the next status line
+  Bind bind_;  // set by a status line, kept across 1xx, cleared when a final response ends
   bool mid_stream_;
   bool closed_;
+  // Pairing (see the top of the file). While !aligned_, what happened in the
+  // response direction since alignment was lost: where its latest lost (or
+  // unread) bytes end, and where the responses emitted unpaired began (at most
+  // kHttpOpenMax: the oldest are forgotten, which only makes pairing rarer).
+  bool aligned_;
+  bool pipelines_;         // a request was seen sent before an earlier one's response
+  bool req_contiguous_;    // no request byte lost since the latest request began
+  bool last_req_has_ack_;  // of the latest request begun
+  bool resp_lost_;         // resp_lost_end_ is valid
+  uint32_t last_req_ack_;
+  uint32_t resp_lost_end_;
+  uint32_t evicted_;      // requests emitted early (queue bound) whose response may come
+  uint32_t evicted_ack_;  // the latest one's acknowledgement number
+  bool evicted_has_ack_;
+  uint32_t unpaired_count_;  // entries of unpaired_seq_ in use (a ring)
+  uint32_t unpaired_seq_[kHttpOpenMax];
   HttpExchangeSink* sink_;  // during a call only
   HttpCounters counters_;
   char strings_[kHttpStringBytes];

@@ -105,12 +105,21 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
   ids_ = &ids;
   out_ = &out;
   const unsigned dir = head.from_client ? 0 : 1;
+  // Where the directions start: after the SYNs the kernel saw, or unknown
+  // (the connection was first seen mid-stream). Taken before a direction's
+  // first segment (the stream ignores it after). The other direction's start
+  // lets a first response lost whole show as a loss.
+  if (head.flags & EBPFC_PAYLOAD_STREAM_START)
+    c.stream->set_stream_start(dir, head.stream_start);
+  else
+    c.stream->set_stream_unknown(dir);
+  if (head.flags & EBPFC_PAYLOAD_PEER_START) c.stream->set_stream_start(dir ^ 1, head.peer_start);
   if (head.segment_len == 0) {
     // The kernel skipped body bytes up to here: this is where they end.
     c.stream->on_progress(dir, head.seq, head.ts_ns, *this);
   } else {
     c.stream->on_segment(dir, head.seq, head.data, head.data_len, head.segment_len, head.ts_ns,
-                         *this);
+                         *this, head.ack, (head.flags & EBPFC_PAYLOAD_ACK) != 0);
   }
   current_ = nullptr;
   update_control(c);
@@ -122,6 +131,7 @@ void HttpTracker::update_control(Conn& c) {
   if (c.stream->done()) {
     // Nothing more will come out of it: free the stream now, and tell the
     // kernel to stop sending its payload.
+    if (!c.stream->is_http()) counters_.not_http++;
     add_counters(released_, c.stream->counters());
     free_.push_back(c.stream);
     c.stream = nullptr;

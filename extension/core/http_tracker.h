@@ -35,6 +35,7 @@ struct HttpTrackerCounters {
   uint64_t connections;  // connections followed so far
   uint64_t pool_full;    // connections not followed: max_connections were open
   uint64_t expired;      // connections given up after silence (their close was not seen)
+  uint64_t not_http;     // connections given up as not HTTP (the kernel took them for HTTP)
   HttpCounters parser;   // summed over every stream, released or not
 };
 

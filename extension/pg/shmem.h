@@ -31,8 +31,12 @@ enum SlotCounter : int {
   kPodsKnown,        // pods in the Kubernetes cache
   kPorts,            // bridge ports captured at now (0: one socket on the interface)
   kPortErrors,       // bridge ports whose socket could not be opened
+  // Columns added after 0.1 come after capture_status()'s text columns (see
+  // ebpf_capture_slots): kFirstLaterCounter is the first of them.
+  kNotHttpConnections,  // connections dropped as not HTTP after their first bytes
   kSlotCounterCount
 };
+constexpr int kFirstLaterCounter = kNotHttpConnections;
 
 struct CaptureSlot {
   // Guarded by SharedState::mutex.

@@ -168,10 +168,12 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     SpinLockRelease(&sh->mutex);
     if (!in_use) continue;
 
-    // interface, pid, state, started_at, the counters, metadata state and
-    // error, last error: see _capture_slots in the SQL script
+    // interface, pid, state, started_at, the 0.1 counters, metadata state
+    // and error, last error, the counters added since: see _capture_slots in
+    // the SQL scripts
     constexpr int kColumns = 4 + kSlotCounterCount + 3;
-    static_assert(kColumns == 21, "capture slot columns: see _capture_slots in the SQL script");
+    constexpr int kText = 4 + kFirstLaterCounter;  // metadata_state
+    static_assert(kColumns == 22, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);
@@ -180,14 +182,16 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     values[2] = CStringGetTextDatum(slot_state_name(copy.state));
     values[3] = TimestampTzGetDatum(copy.started_at);
     nulls[3] = copy.started_at == 0;
-    for (int k = 0; k < kSlotCounterCount; k++)
-      values[4 + k] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->counters[k])));
-    values[kColumns - 3] = CStringGetTextDatum(copy.metadata_state);
-    nulls[kColumns - 3] = copy.metadata_state[0] == '\0';
-    values[kColumns - 2] = CStringGetTextDatum(copy.metadata_error);
-    nulls[kColumns - 2] = copy.metadata_error[0] == '\0';
-    values[kColumns - 1] = CStringGetTextDatum(copy.last_error);
-    nulls[kColumns - 1] = copy.last_error[0] == '\0';
+    for (int k = 0; k < kSlotCounterCount; k++) {
+      const int column = k < kFirstLaterCounter ? 4 + k : kText + 3 + (k - kFirstLaterCounter);
+      values[column] = Int64GetDatum(static_cast<int64>(pg_atomic_read_u64(&s->counters[k])));
+    }
+    values[kText] = CStringGetTextDatum(copy.metadata_state);
+    nulls[kText] = copy.metadata_state[0] == '\0';
+    values[kText + 1] = CStringGetTextDatum(copy.metadata_error);
+    nulls[kText + 1] = copy.metadata_error[0] == '\0';
+    values[kText + 2] = CStringGetTextDatum(copy.last_error);
+    nulls[kText + 2] = copy.last_error[0] == '\0';
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   PG_RETURN_VOID();

@@ -163,6 +163,7 @@ void publish_counters() {
     set(kHttpBoundHits, h.pool_full + h.parser.header_bound + h.parser.queue_bound +
                             h.parser.string_bound + h.parser.reorder_full +
                             g_worker->batch.heads_shed());
+    set(kNotHttpConnections, c.filter.l7_not_http + h.not_http);
   }
 }
 

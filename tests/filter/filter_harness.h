@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -100,6 +101,28 @@ inline void short_connection(std::vector<ReplayFrame>& out, uint16_t cport, uint
   out.push_back(replay_frame(false, cport, s + 2 + resp, c + 2 + req, kReplayAck, 0));
 }
 
+inline Bytes text_bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+// A connection that carries `request` and `response` (any bytes), opened by
+// a handshake and closed by FINs like short_connection(); the request and
+// the response are one segment each.
+inline void exchange_connection(std::vector<ReplayFrame>& out, uint16_t cport,
+                                const std::string& request, const std::string& response,
+                                uint32_t c = 1000, uint32_t s = 5000) {
+  const uint32_t req = static_cast<uint32_t>(request.size());
+  const uint32_t resp = static_cast<uint32_t>(response.size());
+  out.push_back(replay_frame(true, cport, c, 0, kReplaySyn, 0));
+  out.push_back(replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0));
+  out.push_back(replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0));
+  out.push_back(
+      replay_frame(true, cport, c + 1, s + 1, kReplayPsh | kReplayAck, text_bytes(request)));
+  out.push_back(replay_frame(false, cport, s + 1, c + 1 + req, kReplayPsh | kReplayAck,
+                             text_bytes(response)));
+  out.push_back(replay_frame(false, cport, s + 1 + resp, c + 1 + req, kReplayFin | kReplayAck, 0));
+  out.push_back(replay_frame(true, cport, c + 1 + req, s + 2 + resp, kReplayFin | kReplayAck, 0));
+  out.push_back(replay_frame(false, cport, s + 2 + resp, c + 2 + req, kReplayAck, 0));
+}
+
 // The filter, loaded; destroyed with the object.
 class LoadedFilter {
  public:
@@ -147,10 +170,17 @@ class LoadedFilter {
     return opts.duration;
   }
 
-  // A payload head's header (its bytes are not kept).
+  // A payload head: its header, and its first bytes (at most 64).
   struct PayloadHead {
     bool from_client;
     uint64_t flow_first_ns;
+    uint32_t seq;
+    uint32_t segment_len;
+    uint32_t ack;
+    uint32_t stream_start;
+    uint32_t peer_start;
+    uint8_t flags;  // EBPFC_PAYLOAD_*
+    std::string data;
   };
 
   // The events the ring buffer holds now, oldest first; payload heads go to
@@ -209,7 +239,11 @@ class LoadedFilter {
     if (type == EBPFC_EVENT_PAYLOAD && size >= EBPFC_PAYLOAD_HEADER_LEN) {
       ebpfc_payload_event p;
       std::memcpy(&p, data, EBPFC_PAYLOAD_HEADER_LEN);
-      self->payloads_.push_back({p.from_client != 0, p.flow_first_ns});
+      const size_t n = std::min<size_t>({p.data_len, size - EBPFC_PAYLOAD_HEADER_LEN, 64});
+      self->payloads_.push_back(
+          {p.from_client != 0, p.flow_first_ns, p.seq, p.segment_len, p.ack, p.stream_start,
+           p.peer_start, p.flags,
+           std::string(static_cast<const char*>(data) + EBPFC_PAYLOAD_HEADER_LEN, n)});
       return 0;
     }
     ebpfc_event e;

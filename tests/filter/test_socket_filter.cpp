@@ -132,6 +132,164 @@ TEST_F(SocketFilterHttp, AnEarlierConnectionsControlIsIgnoredAndItsOwnApplies) {
   EXPECT_TRUE(filter_->payloads().empty()) << "the connection's own entry was not applied";
 }
 
+// The classifier in the kernel (bpf/l7_classify.h): a connection whose first
+// request uses any RFC 9110 token as its method is HTTP, and both of its heads
+// are sent to user space. (Before, only nine methods were known: a connection
+// that began with QUERY or PROPFIND was never parsed.)
+TEST_F(SocketFilterHttp, AnyTokenMethodMakesAConnectionHttp) {
+  uint16_t port = 42000;
+  for (const std::string m : {"QUERY", "PROPFIND", "MKCOL", "VERSION-CONTROL", "get",
+                              "X!#$%&'*+.^_`|~9", "UPDATEREDIRECTREF", "GET"}) {
+    std::vector<ReplayFrame> frames;
+    exchange_connection(frames, port++, m + " /x HTTP/1.1\r\nHost: h\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    replay(frames);
+    ASSERT_EQ(filter_->events().size(), 1u) << m;
+    const auto heads = filter_->payloads();
+    ASSERT_EQ(heads.size(), 2u) << m;
+    EXPECT_TRUE(heads[0].from_client);
+    EXPECT_EQ(heads[0].data.substr(0, m.size() + 1), m + " ");
+    EXPECT_EQ(heads[1].data.substr(0, 12), "HTTP/1.1 200");
+  }
+  EXPECT_EQ(filter_->counters().l7_not_http, 0u);
+}
+
+// Line protocols whose commands are tokens too, TLS and HTTP/2: no head is
+// sent, and each connection is counted once as not HTTP.
+TEST_F(SocketFilterHttp, OtherProtocolsAreNotSentAndCounted) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"EHLO client.example\r\n", "250 mail.example\r\n"},
+      {"get key\r\n", "END\r\n\r\n"},
+      {"INVITE sip:bob@example.com SIP/2.0\r\n", "SIP/2.0 100 Trying\r\n"},
+      {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", std::string("\0\0\0\x04\0\0\0\0\0", 9)},
+      {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),
+       std::string("\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03", 11)},
+  };
+  uint16_t port = 42100;
+  for (const auto& [request, response] : cases) {
+    std::vector<ReplayFrame> frames;
+    exchange_connection(frames, port++, request, response);
+    replay(frames);
+    EXPECT_EQ(filter_->events().size(), 1u) << request;
+    EXPECT_TRUE(filter_->payloads().empty()) << request;
+  }
+  EXPECT_EQ(filter_->counters().l7_not_http, 5u);
+  // a server that speaks first (SMTP) is judged on its greeting
+  std::vector<ReplayFrame> smtp;
+  exchange_connection(smtp, port++, "", "220 mail.example ESMTP\r\n");
+  smtp.erase(smtp.begin() + 3);  // no request segment
+  replay(smtp);
+  filter_->events();
+  EXPECT_TRUE(filter_->payloads().empty());
+  EXPECT_EQ(filter_->counters().l7_not_http, 6u);
+}
+
+// Each head carries its segment's acknowledgement number and, for a
+// connection whose SYNs the filter saw, where both directions' streams
+// start: user space sees losses and pairs responses after them by these.
+TEST_F(SocketFilterHttp, HeadsCarryTheAckAndTheStreamStart) {
+  const std::string req = "GET / HTTP/1.1\r\n\r\n", resp = "HTTP/1.1 204 No Content\r\n\r\n";
+  std::vector<ReplayFrame> frames;
+  exchange_connection(frames, 42200, req, resp, 1000, 5000);
+  replay(frames);
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), 2u);
+  const uint8_t all = EBPFC_PAYLOAD_ACK | EBPFC_PAYLOAD_STREAM_START | EBPFC_PAYLOAD_PEER_START;
+  EXPECT_EQ(heads[0].seq, 1001u);
+  EXPECT_EQ(heads[0].ack, 5001u);
+  EXPECT_EQ(heads[0].stream_start, 1001u);
+  EXPECT_EQ(heads[0].peer_start, 5001u);
+  EXPECT_EQ(heads[0].flags, all);
+  EXPECT_EQ(heads[1].seq, 5001u);
+  EXPECT_EQ(heads[1].ack, 1001u + req.size());
+  EXPECT_EQ(heads[1].stream_start, 5001u);
+  EXPECT_EQ(heads[1].peer_start, 1001u);
+  EXPECT_EQ(heads[1].flags, all);
+}
+
+// A connection first seen mid-stream (the capture started, or its SYNs went
+// another way): its first payload may be the middle of a body, so it does
+// not decide. Segments that start no message are not sent; the first request
+// or status line makes it HTTP and is sent, with no stream start.
+TEST_F(SocketFilterHttp, MidStreamConnectionIsJudgedAtItsNextMessageHead) {
+  const uint16_t cport = 42300;
+  uint32_t c = 70000, s = 90000;
+  for (int i = 0; i < 5; i++) {  // the rest of a response body
+    filter_->run(replay_frame(false, cport, s, c, kReplayAck, payload_of(1000, 'r')));
+    s += 1000;
+  }
+  const std::string req = "PROPFIND /dav/ HTTP/1.1\r\nDepth: 1\r\n\r\n";
+  filter_->run(replay_frame(true, cport, c, s, kReplayPsh | kReplayAck, text_bytes(req)));
+  c += static_cast<uint32_t>(req.size());
+  filter_->run(replay_frame(false, cport, s, c, kReplayPsh | kReplayAck,
+                            text_bytes("HTTP/1.1 207 Multi-Status\r\nContent-Length: 0\r\n\r\n")));
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), 2u);
+  EXPECT_EQ(heads[0].data.substr(0, 9), "PROPFIND ");
+  EXPECT_EQ(heads[0].flags, EBPFC_PAYLOAD_ACK) << "no stream starts without the SYNs";
+  EXPECT_EQ(heads[0].ack, s);
+  EXPECT_EQ(heads[1].data.substr(0, 12), "HTTP/1.1 207");
+  EXPECT_EQ(filter_->counters().l7_not_http, 0u);
+  auto flows = filter_->flows();
+  ASSERT_EQ(flows.size(), 1u);
+  EXPECT_EQ(flows[0].second.l7, static_cast<__u32>(EBPFC_L7_HTTP));
+  EXPECT_EQ(flows[0].second.l7_probes, 5u);
+}
+
+// ... and is given up as not HTTP after EBPFC_L7_PROBES_MAX segments that
+// start no message: then it is never looked at again.
+TEST_F(SocketFilterHttp, MidStreamConnectionIsGivenUpAfterItsProbes) {
+  const uint16_t cport = 42400;
+  uint32_t s = 90000;
+  for (int i = 0; i < EBPFC_L7_PROBES_MAX; i++) {
+    filter_->run(replay_frame(false, cport, s, 1, kReplayAck, payload_of(100, 'x')));
+    s += 100;
+    EXPECT_EQ(filter_->counters().l7_not_http, i + 1 == EBPFC_L7_PROBES_MAX ? 1u : 0u) << i;
+  }
+  filter_->run(replay_frame(true, cport, 1, s, kReplayPsh | kReplayAck,
+                            text_bytes("GET / HTTP/1.1\r\n\r\n")));
+  filter_->events();
+  EXPECT_TRUE(filter_->payloads().empty());
+  auto flows = filter_->flows();
+  ASSERT_EQ(flows.size(), 1u);
+  EXPECT_EQ(flows[0].second.l7, static_cast<__u32>(EBPFC_L7_OTHER));
+  EXPECT_EQ(filter_->counters().l7_not_http, 1u);
+}
+
+// A request written a few bytes at a time (TCP_NODELAY): its first segment
+// is too short to tell, and the segments that continue it are sent to the
+// parser, whatever their length, until the response decides.
+TEST_F(SocketFilterHttp, ARequestInSmallPiecesIsSentWhole) {
+  const std::string req =
+      "POST /raw?len=10&run=ab HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+  const uint16_t cport = 42500;
+  uint32_t c = 1000, s = 5000;
+  replay({replay_frame(true, cport, c, 0, kReplaySyn, 0),
+          replay_frame(false, cport, s, c + 1, kReplaySyn | kReplayAck, 0),
+          replay_frame(true, cport, c + 1, s + 1, kReplayAck, 0)});
+  c++, s++;
+  size_t sent = 0;
+  for (size_t off = 0, k = 0; off < req.size(); k++) {
+    const size_t n = std::min<size_t>(req.size() - off, k % 2 ? 11 : 5);
+    filter_->run(
+        replay_frame(true, cport, c, s, kReplayPsh | kReplayAck, text_bytes(req.substr(off, n))));
+    c += static_cast<uint32_t>(n);
+    off += n;
+    sent++;
+  }
+  filter_->run(replay_frame(false, cport, s, c, kReplayPsh | kReplayAck,
+                            text_bytes("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")));
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), sent + 1);
+  std::string got;
+  for (size_t i = 0; i < sent; i++) got += heads[i].data;
+  EXPECT_EQ(got, req);
+  EXPECT_EQ(filter_->counters().l7_not_http, 0u);
+}
+
 // SYN, SYN-ACK, ACK, the request, then the server resets.
 std::vector<ReplayFrame> reset_connection(uint16_t cport, uint32_t c, uint32_t s) {
   return {replay_frame(true, cport, c, 0, kReplaySyn, 0),

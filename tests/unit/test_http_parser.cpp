@@ -80,7 +80,7 @@ std::string parse(bool response, const std::string& text, size_t piece = SIZE_MA
   const auto* b = reinterpret_cast<const uint8_t*>(text.data());
   for (size_t off = 0; off < text.size(); off += piece) {
     const size_t n = std::min(piece, text.size() - off);
-    p.feed(b + off, n, 7, ev);
+    p.feed(b + off, n, 7, static_cast<uint32_t>(off), ev);
   }
   return joined(ev.log);
 }
@@ -163,7 +163,7 @@ TEST(HttpParser, InvalidFramingAborts) {
 TEST(HttpParser, BadStartLines) {
   // the direction's first bytes: not HTTP
   for (const std::string& text :
-       {"get / HTTP/1.1\r\n"s, "GET / HTTP/2.0\r\n"s, "GET /\r\n"s, "GET  / HTTP/1.1\r\n"s,
+       {"g@t / HTTP/1.1\r\n"s, "GET / HTTP/2.0\r\n"s, "GET /\r\n"s, "GET  / HTTP/1.1\r\n"s,
         "GET / HTTP/1.1 \r\n"s, "GE\0T / HTTP/1.1\r\n"s, "*1\r\n$4\r\nPING\r\n"s,
         "\x16\x03\x01\x02\x00"s, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"s,
         "AVERYLONGMETHODTOKENXX / HTTP/1.1\r\n"s}) {
@@ -183,8 +183,28 @@ TEST(HttpParser, BadStartLines) {
   EXPECT_EQ(parse(false, std::string(17, '\n') + "GET / HTTP/1.1\r\n\r\n"),
             "request bad start first\n");
   // after a first message, a bad start line is junk, not "not HTTP"
-  EXPECT_EQ(parse(false, "GET / HTTP/1.1\r\n\r\nxyz"),
+  EXPECT_EQ(parse(false, "GET / HTTP/1.1\r\n\r\n{xyz"),
             "begin GET @7\nline / 11\nrequest end 0 keep-alive\nrequest bad start\n");
+}
+
+// RFC 9110 9.1: the method is any token, case-sensitive; methods outside the
+// nine of RFC 9110 (QUERY, WebDAV's, private ones) are requests too.
+TEST(HttpParser, AnyTokenIsAMethod) {
+  for (const char* m : {"QUERY", "PROPFIND", "MKCOL", "VERSION-CONTROL", "get", "M-SEARCH",
+                        "X!#$%&'*+.^_`|~9", "UPDATEREDIRECTREF", "A2345678901234567890"}) {
+    const std::string req = std::string(m) + " /x HTTP/1.1\r\nHost: h\r\n\r\n";
+    EXPECT_EQ(parse(false, req),
+              "begin " + std::string(m) + " @7\nline /x 11\nheader 1 h\nrequest end 0 keep-alive\n")
+        << m;
+    EXPECT_EQ(parse(false, req, 1), parse(false, req)) << m;
+  }
+  // longer than kHttpMethodMax (20), or with a byte that is no tchar
+  for (const char* m : {"A23456789012345678901", "PROP\"FIND", "PROP(FIND", "PROP/FIND"}) {
+    const std::string req = std::string(m) + " /x HTTP/1.1\r\n\r\n";
+    EXPECT_EQ(parse(false, req).rfind("request bad start first\n"),
+              parse(false, req).size() - std::strlen("request bad start first\n"))
+        << m;
+  }
 }
 
 TEST(HttpParser, HeaderFieldsLenient) {
@@ -233,7 +253,7 @@ TEST(HttpParser, SkipAndOpaque) {
   p.reset(true, false);
   Events ev;
   const std::string h = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
-  EXPECT_EQ(p.feed(u8(h.data()), h.size(), 1, ev), h.size());
+  EXPECT_EQ(p.feed(u8(h.data()), h.size(), 1, 0, ev), h.size());
   EXPECT_EQ(p.opaque(), 1000u);
   EXPECT_EQ(p.skip(400, 2, true, ev), 400u);
   EXPECT_EQ(p.opaque(), 600u);
@@ -243,7 +263,7 @@ TEST(HttpParser, SkipAndOpaque) {
   EXPECT_EQ(p.skip(10, 4, true, ev), 0u);  // a start line must be seen
   // until close: unbounded
   const std::string h2 = "HTTP/1.1 200 OK\r\n\r\n";
-  p.feed(u8(h2.data()), h2.size(), 5, ev);
+  p.feed(u8(h2.data()), h2.size(), 5, 0, ev);
   EXPECT_EQ(p.opaque(), UINT64_MAX);
   EXPECT_EQ(p.skip(12345, 6, true, ev), 12345u);
   p.close(ev);
@@ -256,13 +276,13 @@ TEST(HttpParser, GapAndClose) {
   p.reset(false, false);
   Events ev;
   const std::string h = "POST /x HTTP/1.1\r\nContent-";
-  p.feed(u8(h.data()), h.size(), 1, ev);
+  p.feed(u8(h.data()), h.size(), 1, 0, ev);
   p.gap(ev);
   EXPECT_TRUE(p.hunting());
   EXPECT_EQ(ev.log.back(), "request abort 0 0");
   p.resync();
   const std::string r = "GET /y HTTP/1.1\r\n\r\nGET /z HTTP/1.1\r\nHost: a";
-  p.feed(u8(r.data()), r.size(), 2, ev);
+  p.feed(u8(r.data()), r.size(), 2, 0, ev);
   p.close(ev);
   EXPECT_EQ(joined(ev.log),
             "begin POST @1\nline /x 11\nrequest abort 0 0\nbegin GET @2\nline /y 11\nrequest end 0 "
@@ -330,6 +350,8 @@ HttpSegment seg(uint32_t seq, const std::string& data, uint64_t ts = 1) {
                      static_cast<uint32_t>(data.size()),
                      static_cast<uint32_t>(data.size()),
                      true,
+                     false,
+                     0,
                      ts,
                      u8(data.data())};
 }

@@ -67,5 +67,38 @@ TEST_F(HttpSpanIds, ATraceparentsIdsAreKeptAsTheyCame) {
   EXPECT_EQ(std::memcmp(span_->connection_span_id, conn_span_, 8), 0);
 }
 
+// OpenTelemetry server-side status: 5xx and no response are errors; an
+// exchange whose outcome the capture does not know is not (emitted early
+// with too many open, its response lost in capture, or written unpaired
+// after a loss: the response, if seen, has its own span with its status).
+TEST_F(HttpSpanIds, StatusIsAnErrorOnlyWhenTheOutcomeIsKnownToBeOne) {
+  using ebpfc::SpanStatus;
+  const struct {
+    uint16_t status;
+    uint16_t incomplete;
+    SpanStatus want;
+  } cases[] = {
+      {200, 0, SpanStatus::Unset},
+      {404, 0, SpanStatus::Unset},
+      {503, 0, SpanStatus::Error},
+      {0, ebpfc::kHttpNoResponse, SpanStatus::Error},
+      {0, ebpfc::kHttpNoResponse | ebpfc::kHttpResponseCut, SpanStatus::Error},
+      {0, ebpfc::kHttpNoResponse | ebpfc::kHttpQueueBound, SpanStatus::Unset},
+      {0, ebpfc::kHttpNoResponse | ebpfc::kHttpGapResponse, SpanStatus::Unset},
+      {0, ebpfc::kHttpNoResponse | ebpfc::kHttpUnpaired, SpanStatus::Unset},
+      {500, ebpfc::kHttpNoRequest | ebpfc::kHttpUnpaired, SpanStatus::Error},
+      {200, ebpfc::kHttpNoRequest | ebpfc::kHttpUnpaired, SpanStatus::Unset},
+      {200, ebpfc::kHttpGapResponse, SpanStatus::Unset},
+  };
+  for (const auto& c : cases) {
+    ex_->request_start_ns = now_;
+    ex_->response_end_ns = now_ + kMs;
+    ex_->status = c.status;
+    ex_->incomplete = c.incomplete;
+    build();
+    EXPECT_EQ(span_->status, c.want) << c.status << " " << c.incomplete;
+  }
+}
+
 }  // namespace
 }  // namespace ebpfc_test

@@ -38,14 +38,21 @@ ebpfc_flow_key key_for(uint16_t client_port) {
   return k;
 }
 
-// first_ns names the kernel flow (one connection on the four-tuple).
+// first_ns names the kernel flow (one connection on the four-tuple). Each
+// direction starts at sequence number 1 (the kernel saw the SYNs), unless
+// mid_stream.
 ebpfc_payload_event head(const ebpfc_flow_key& key, bool from_client, uint32_t seq,
-                         const std::string& data, uint64_t ts, uint64_t first_ns = 1) {
+                         const std::string& data, uint64_t ts, uint64_t first_ns = 1,
+                         bool mid_stream = false) {
   ebpfc_payload_event e;
   std::memset(&e, 0, EBPFC_PAYLOAD_HEADER_LEN);
   e.type = EBPFC_EVENT_PAYLOAD;
   e.sender = from_client ? 0 : 1;
   e.from_client = from_client ? 1 : 0;
+  if (!mid_stream) {
+    e.flags = EBPFC_PAYLOAD_STREAM_START | EBPFC_PAYLOAD_PEER_START;
+    e.stream_start = e.peer_start = 1;
+  }
   e.key = key;
   e.ts_ns = ts;
   e.flow_first_ns = first_ns;
@@ -217,6 +224,68 @@ TEST_F(HttpTrackerTest, BodyIsSkippedInTheKernelAndItsEntryRemovedAtTheEnd) {
   EXPECT_EQ(out_[0].response_body_bytes, 100000u);
   t.end_of_drain(400, clock_, ids_, out_);
   EXPECT_TRUE(control_.entries.empty()) << "the kernel is left an l7_control entry";
+}
+
+// A connection the kernel took for HTTP whose first bytes are not: it is
+// given up, the kernel is told to stop, and it is counted.
+TEST_F(HttpTrackerTest, ConnectionsGivenUpAsNotHttpAreCounted) {
+  HttpTracker& t = tracker();
+  const ebpfc_flow_key k = key_for(40100);
+  t.on_payload(head(k, true, 1, "GET key\r\nmore", 100), clock_, ids_, out_);
+  EXPECT_EQ(t.counters().not_http, 1u);
+  EXPECT_EQ(control_.stops, 1);
+  EXPECT_TRUE(out_.empty());
+  // an HTTP connection is not
+  bool followed = false;
+  short_exchange(t, 40101, 200, &followed);
+  EXPECT_EQ(t.counters().not_http, 1u);
+}
+
+// Heads say where each direction starts (the kernel saw the SYNs) or not (the
+// connection was first seen mid-stream), and carry acknowledgement numbers:
+// a response whose first segment was lost does not make every later one go
+// unpaired, nor take another request's status.
+TEST_F(HttpTrackerTest, StreamStartsAndAcknowledgementsReachTheStream) {
+  HttpTracker& t = tracker();
+  const std::string a = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string b = "GET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string ra = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+  const std::string rb = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+  auto with_ack = [](ebpfc_payload_event e, uint32_t ack) {
+    e.flags |= EBPFC_PAYLOAD_ACK;
+    e.ack = ack;
+    return e;
+  };
+  const uint32_t ra_end = 1 + static_cast<uint32_t>(ra.size()) + 3;
+  const uint32_t a_end = 1 + static_cast<uint32_t>(a.size());
+  const uint32_t b_end = a_end + static_cast<uint32_t>(b.size());
+  // The first response's head is lost (its body, "abc", is seen), or all of
+  // it: then the next request's acknowledgement number shows the loss (the
+  // response direction's start came with the requests).
+  uint16_t port = 40200;
+  for (const bool body_seen : {true, false}) {
+    SCOPED_TRACE(body_seen ? "head lost" : "response lost whole");
+    out_.clear();
+    const ebpfc_flow_key k = key_for(port++);
+    t.on_payload(with_ack(head(k, true, 1, a, 100), 1), clock_, ids_, out_);
+    if (body_seen)
+      t.on_payload(with_ack(head(k, false, ra_end - 3, "abc", 110), a_end), clock_, ids_, out_);
+    t.on_payload(with_ack(head(k, true, a_end, b, 120), ra_end), clock_, ids_, out_);
+    t.on_payload(with_ack(head(k, false, ra_end, rb, 130), b_end), clock_, ids_, out_);
+    ASSERT_EQ(out_.size(), 2u);
+    EXPECT_EQ(text_of(out_.text(), out_[0].target), "/a");
+    EXPECT_EQ(out_[0].http_status, 0);
+    EXPECT_NE(out_[0].incomplete & kHttpGapResponse, 0);
+    EXPECT_EQ(text_of(out_.text(), out_[1].target), "/b");
+    EXPECT_EQ(out_[1].http_status, 404);
+    EXPECT_EQ(out_[1].incomplete, 0);
+  }
+  // mid-stream: the first bytes seen (a body) are not taken for "not HTTP"
+  const ebpfc_flow_key m = key_for(port);
+  t.on_payload(head(m, false, 500, "rest of a body", 200, 1, true), clock_, ids_, out_);
+  t.on_payload(head(m, true, 900, a, 210, 1, true), clock_, ids_, out_);
+  EXPECT_EQ(t.counters().not_http, 0u);
+  EXPECT_EQ(t.open_connections(), 3u);
 }
 
 }  // namespace
