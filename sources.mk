@@ -6,7 +6,7 @@
 
 # PostgreSQL-free, libbpf-free, libcurl-free: unit-tested.
 CORE_NAMES := wall_clock span_ids flow_span span_attributes text_sanitize \
-	http_exchange http_traceparent http_message http_reorder http_stream http_span http_tracker \
+	http_exchange http_traceparent trace_links http_message http_reorder http_stream http_span http_tracker \
 	edge_rollup span_batch chunk_resolve disk_guard fault
 CAPTURE_PLAIN_NAMES := link_messages capture_checks
 KUBE_PLAIN_NAMES := line_splitter kube_time ip_addr kube_objects workload string_pool pod_cache \
@@ -16,4 +16,4 @@ CAPTURE_SYSTEM_NAMES := packet_capture bridge_watch
 KUBE_CURL_NAMES := curl_driver kube_client
 # The PostgreSQL shell.
 PG_NAMES := module guc shmem supervisor launcher storage_maintenance worker span_store \
-	direct_insert jsonb_attributes sql_api catalog
+	direct_insert jsonb_attributes sql_api catalog otlp_export

@@ -28,6 +28,7 @@
 #include "kube/kube_config.h"
 #include "kube/pod_cache.h"
 #include "pg/guc.h"
+#include "pg/otlp_export.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/span_store.h"
@@ -53,6 +54,7 @@ struct Worker {
   HttpTracker* http = nullptr;
   kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
   kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
+  PodPeerKeys* peer_keys = nullptr;          // pods as peers of the trace parent rules
   std::vector<kube::PodRecord> pod_changes;  // to mirror into the pods table, until written
   SpanBatch batch{static_cast<size_t>(g_max_pending_memory_kb) * 1024};
   ResolvedChunk resolved;  // the chunk being written, or the open connections, named
@@ -424,6 +426,7 @@ HttpTrackerOptions http_options() {
   // An HTTP connection whose close we never see (its flow was reported idle,
   // or events were lost) is given up after the idle timeout, and a bit.
   o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
+  o.trace = trace_links_options();
   return o;
 }
 
@@ -535,6 +538,8 @@ void run() {
     // then idles and says why in capture_status).
     g_worker->pods = new kube::PodCache();
     g_worker->kube = new kube::KubeClient(kube_config(), *g_worker->pods);
+    g_worker->peer_keys = new PodPeerKeys(*g_worker->pods);
+    if (g_worker->http != nullptr) g_worker->http->set_peer_keys(g_worker->peer_keys);
     opened = true;
   } catch (const std::bad_alloc&) {
     strlcpy(error, "out of memory", sizeof(error));
