@@ -981,3 +981,95 @@ REVOKE ALL ON FUNCTION @extschema@._trace_tags(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.trace_view(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.slowest_requests(timestamptz, timestamptz, text, text, int)
     FROM PUBLIC;
+
+-- ============================================================================
+-- OTLP export (docs/otlp.md)
+-- ============================================================================
+--
+-- With ebpf_capture.otlp_endpoint set, the worker encodes each batch of spans
+-- it writes as one OTLP request and stores it here, in the same transaction
+-- as the spans: whatever is in spans is in the outbox too, and survives a
+-- restart with it. The worker sends the rows in order and deletes each one
+-- the endpoint accepted (or refused for good): delivery is at least once.
+-- The table is bounded by ebpf_capture.otlp_max_queue_size; beyond it the
+-- oldest rows go (counted in capture_status().otlp_dropped). Not dumped: a
+-- restored database starts with an empty queue.
+CREATE TABLE @extschema@._otlp_outbox (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    interface        text NOT NULL,
+    queued_at        timestamptz NOT NULL DEFAULT now(),
+    spans            int NOT NULL,
+    content_type     text NOT NULL,
+    content_encoding text,
+    body             bytea NOT NULL
+);
+-- the bodies are compressed already (gzip), or protobuf that TOAST would
+-- compress poorly: stored as they are
+ALTER TABLE @extschema@._otlp_outbox ALTER COLUMN body SET STORAGE EXTERNAL;
+CREATE INDEX _otlp_outbox_interface_idx ON @extschema@._otlp_outbox (interface, id);
+REVOKE ALL ON @extschema@._otlp_outbox FROM PUBLIC;
+
+-- The exporters' state in shared memory, one row per capture slot in use.
+CREATE FUNCTION @extschema@._otlp_slots(
+    OUT interface text, OUT otlp_state text, OUT otlp_exported bigint, OUT otlp_failed bigint,
+    OUT otlp_dropped bigint, OUT otlp_queued bigint, OUT otlp_queued_bytes bigint,
+    OUT otlp_requests bigint, OUT otlp_retries bigint, OUT otlp_cpu_us bigint,
+    OUT otlp_last_error text)
+RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_otlp_slots';
+REVOKE ALL ON FUNCTION @extschema@._otlp_slots() FROM PUBLIC;
+
+-- capture_status() gains the exporter's state and counters (the columns
+-- after last_error).
+DROP FUNCTION @extschema@.capture_status();
+CREATE FUNCTION @extschema@.capture_status(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text,
+    OUT otlp_state text, OUT otlp_exported bigint, OUT otlp_failed bigint,
+    OUT otlp_dropped bigint, OUT otlp_queued bigint, OUT otlp_last_error text)
+RETURNS SETOF record LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.interface, s.pid,
+           CASE
+             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
+             WHEN c.enabled THEN s.state
+             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
+             ELSE 'stopped'
+           END,
+           s.started_at,
+           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
+           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
+           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
+           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
+           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
+           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
+           s.metadata_state, s.metadata_error, s.last_error,
+           coalesce(o.otlp_state, 'off'), coalesce(o.otlp_exported, 0),
+           coalesce(o.otlp_failed, 0), coalesce(o.otlp_dropped, 0),
+           coalesce(o.otlp_queued, 0), o.otlp_last_error
+    FROM @extschema@.captures c
+    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
+    LEFT JOIN @extschema@._otlp_slots() o ON o.interface = c.interface
+    ORDER BY c.interface
+$$;
+REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;
+
+-- Every counter of the exporters, for the benchmark and for monitoring
+-- (requests, retries, CPU time, bytes queued).
+CREATE FUNCTION @extschema@.otlp_status(
+    OUT interface text, OUT state text, OUT exported bigint, OUT failed bigint,
+    OUT dropped bigint, OUT queued bigint, OUT queued_bytes bigint, OUT requests bigint,
+    OUT retries bigint, OUT cpu_us bigint, OUT last_error text)
+RETURNS SETOF record LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT o.interface, o.otlp_state, o.otlp_exported, o.otlp_failed, o.otlp_dropped,
+           o.otlp_queued, o.otlp_queued_bytes, o.otlp_requests, o.otlp_retries, o.otlp_cpu_us,
+           o.otlp_last_error
+    FROM @extschema@._otlp_slots() o ORDER BY o.interface;
+END;
+REVOKE ALL ON FUNCTION @extschema@.otlp_status() FROM PUBLIC;
