@@ -130,11 +130,20 @@ const char* content_encoding(Compression c) { return c == Compression::Gzip ? "g
 
 std::string address_text(uint8_t family, const uint8_t addr[16]) {
   char buf[INET6_ADDRSTRLEN];
-  if (family == 4)
-    inet_ntop(AF_INET, addr + 12, buf, sizeof(buf));
-  else
+  if (family != 4) {
     inet_ntop(AF_INET6, addr, buf, sizeof(buf));
-  return buf;
+    return buf;
+  }
+  // IPv4 by hand: inet_ntop formats with sprintf, a third of the encoding's time
+  char* o = buf;
+  for (int i = 12; i < 16; i++) {
+    unsigned v = addr[i];
+    if (v >= 100) *o++ = static_cast<char>('0' + v / 100);
+    if (v >= 10) *o++ = static_cast<char>('0' + v / 10 % 10);
+    *o++ = static_cast<char>('0' + v % 10);
+    if (i < 15) *o++ = '.';
+  }
+  return std::string(buf, static_cast<size_t>(o - buf));
 }
 
 void Encoder::resource(Writer& w, const Item& it) {

@@ -7,7 +7,12 @@
 
 namespace ebpfc::otlp {
 
-const std::string& Writer::sanitize(const char* s, size_t n) {
+std::string_view Writer::sanitize(const char* s, size_t n) {
+  size_t i = 0;
+  while (i < n && static_cast<unsigned char>(s[i]) >= 0x20 &&
+         static_cast<unsigned char>(s[i]) < 0x7f)
+    i++;
+  if (i == n) return std::string_view(s, n);
   scratch_.resize(3 * n + 1);
   scratch_.resize(sanitize_utf8(s, n, &scratch_[0], scratch_.size()));
   return scratch_;
@@ -20,22 +25,26 @@ constexpr int kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 5;
 }  // namespace
 
 void ProtobufWriter::clear() {
-  out_.clear();
+  len_ = 0;
+  out_.resize(out_.capacity());
   lists_.clear();
   open_.clear();
 }
 
 void ProtobufWriter::raw(const void* p, size_t n) {
-  const uint8_t* b = static_cast<const uint8_t*>(p);
-  out_.insert(out_.end(), b, b + n);
+  std::memcpy(room(n), p, n);
+  len_ += n;
 }
 
 void ProtobufWriter::varint(uint64_t v) {
+  uint8_t* o = room(10);
+  size_t k = 0;
   while (v >= 0x80) {
-    out_.push_back(static_cast<uint8_t>(v | 0x80));
+    o[k++] = static_cast<uint8_t>(v | 0x80);
     v >>= 7;
   }
-  out_.push_back(static_cast<uint8_t>(v));
+  o[k++] = static_cast<uint8_t>(v);
+  len_ += k;
 }
 
 void ProtobufWriter::tag(int field, int wire_type) {
@@ -48,15 +57,19 @@ void ProtobufWriter::begin(int field, const char*) {
     return;
   }
   tag(field, kLen);
-  open_.push_back(out_.size());
-  out_.push_back(0);  // the length, if it fits in one byte
+  open_.push_back(len_);
+  *room(1) = 0;  // the length, if it fits in one byte
+  len_++;
 }
 
 void ProtobufWriter::end() {
   const size_t at = open_.back();
   open_.pop_back();
-  if (at == SIZE_MAX) return;
-  const size_t len = out_.size() - at - 1;
+  if (at == SIZE_MAX) {
+    out_.resize(len_);  // the request is whole
+    return;
+  }
+  const size_t len = len_ - at - 1;
   uint8_t buf[10];
   size_t n = 0;
   uint64_t v = len;
@@ -66,13 +79,15 @@ void ProtobufWriter::end() {
   }
   buf[n++] = static_cast<uint8_t>(v);
   if (n > 1) {
-    out_.insert(out_.begin() + static_cast<std::ptrdiff_t>(at) + 1, n - 1, 0);
+    room(n - 1);
+    std::memmove(&out_[at + n], &out_[at + 1], len);
+    len_ += n - 1;
   }
   std::memcpy(&out_[at], buf, n);
 }
 
 void ProtobufWriter::string(int field, const char*, const char* s, size_t n) {
-  const std::string& v = sanitize(s, n);
+  const std::string_view v = sanitize(s, n);
   tag(field, kLen);
   varint(v.size());
   raw(v.data(), v.size());
@@ -133,7 +148,7 @@ void JsonWriter::key(const char* name) {
   put("\":");
 }
 
-void JsonWriter::quoted(const std::string& s) {
+void JsonWriter::quoted(std::string_view s) {
   // json_string needs room for the worst case: every byte escaped (\u00XX)
   const size_t at = out_.size();
   out_.resize(at + 6 * s.size() + 3);

@@ -18,7 +18,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ebpfc::otlp {
@@ -60,7 +62,9 @@ class Writer {
   std::vector<uint8_t> out_;
   std::vector<int> lists_;
   std::string scratch_;  // sanitized strings
-  const std::string& sanitize(const char* s, size_t n);
+  // The bytes as valid UTF-8: themselves when they are printable ASCII
+  // (nearly always), else a sanitized copy.
+  std::string_view sanitize(const char* s, size_t n);
 };
 
 class ProtobufWriter final : public Writer {
@@ -79,9 +83,16 @@ class ProtobufWriter final : public Writer {
  private:
   void open_list(const char*) override {}
   void close_list() override {}
+  // Room for n more bytes at out_[len_] (out_ grows by doubling; its size is
+  // its capacity until the request ends, then len_).
+  uint8_t* room(size_t n) {
+    if (len_ + n > out_.size()) out_.resize(std::max(2 * out_.size(), len_ + n + 4096));
+    return out_.data() + len_;
+  }
   void tag(int field, int wire_type);
   void varint(uint64_t v);
   void raw(const void* p, size_t n);
+  size_t len_ = 0;
   std::vector<size_t> open_;  // where each open message's reserved length byte is
 };
 
@@ -103,7 +114,7 @@ class JsonWriter final : public Writer {
   void close_list() override;
   void key(const char* name);  // a comma if needed, then "name": (or nothing for elements)
   void put(const char* s);
-  void quoted(const std::string& s);
+  void quoted(std::string_view s);
   std::vector<bool> first_;  // per open object or list: nothing written in it yet
 };
 
