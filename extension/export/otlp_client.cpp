@@ -95,8 +95,10 @@ void Client::configure(const ClientOptions& options, uint64_t now_ns) {
   if (moved && state_ == State::Waiting) {
     backoff_.reset();
     retry_at_ns_ = now_ns;  // to the new endpoint at once
-    driver_.set_wakeup(0);
   }
+  // A batch waiting for a retry wakes the loop when it is due, and not at
+  // all while export is off (the timer would fire again and again).
+  if (state_ == State::Waiting) driver_.set_wakeup(enabled() ? retry_at_ns_ : UINT64_MAX);
 }
 
 void Client::reload_headers(uint64_t now_ns, bool force) {
@@ -255,6 +257,7 @@ void Client::on_done(CURLcode rc) {
 void Client::on_ready(uint64_t now_ns) {
   driver_.run();
   if (state_ == State::Waiting && enabled() && now_ns >= retry_at_ns_) start(now_ns);
+  if (state_ != State::Waiting || !enabled()) driver_.set_wakeup(UINT64_MAX);
 }
 
 bool Client::take_finished(Finished* out) {

@@ -415,7 +415,17 @@ def test_export_to_a_hanging_endpoint_is_bounded_and_costs_the_capture_nothing(
               f"from the outbox, {st['queued_bytes']} bytes queued")
     finally:
         backend.stop()
+    # export turned off while a request waits to be retried: the worker idles
+    # (its timer must not fire again and again), and resumes when it is on
+    export("otlp_endpoint", "")
+    wait_for(lambda: otlp(cluster)["state"] == "off", 10, desc="export off")
+    pid = cluster.status()["pid"]
+    ticks = lambda: sum(int(x) for x in Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[11:13])  # noqa: E731
+    t0 = ticks()
+    time.sleep(2)
+    assert ticks() - t0 < 40, "the worker spun while export was off"
     receiver.command(mode="ok")
+    export("otlp_endpoint", ENDPOINT)
     wait_for(lambda: otlp(cluster)["queued"] == 0, 90, desc="the outbox drained")
     assert otlp(cluster)["exported"] > 0
 
