@@ -8,6 +8,7 @@ import os
 import signal
 import secrets
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +25,10 @@ from httpenv import (
 )
 
 COOKIE_SECRET = "setck" + secrets.token_hex(8)
+# How far a child exchange's timestamps may stray outside its parent's: the
+# filter's clock lags the wire by tens of microseconds on a loaded node, by
+# bridge port (35 us seen); ten times that and more.
+NESTING_SLACK = timedelta(microseconds=500)
 
 
 # ----------------------------------------------------------------------------
@@ -211,8 +216,13 @@ def test_proxy_chain_trace_context(cluster, capture, chain):
                 if "tracestate" in h["attributes"]:
                     problems.append(f"{key} {name}: tracestate without a valid traceparent")
         # The proxy forwards the request after it arrived and answers after
-        # the backend did: hop 2 lies within hop 1 on the same clock.
-        if not (h1["start_time"] <= h2["start_time"] <= h2["end_time"] <= h1["end_time"]):
+        # the backend did: hop 2 lies within hop 1. The parent link above does
+        # not depend on it (docs/traces.md); the timestamps do: each is taken
+        # when the filter runs at its bridge port, which on a busy node lags
+        # the wire by tens of microseconds and differs between ports (hop 2
+        # was once seen to end 35 us after hop 1). Allowed: NESTING_SLACK.
+        if not (h1["start_time"] - NESTING_SLACK <= h2["start_time"] <= h2["end_time"]
+                <= h1["end_time"] + NESTING_SLACK):
             problems.append(f"{key}: hop 2 [{h2['start_time']}, {h2['end_time']}] not within "
                             f"hop 1 [{h1['start_time']}, {h1['end_time']}]")
         # Each exchange names its connection's tcp span.
