@@ -170,7 +170,15 @@ def test_postgres_exporter_queries_run_on_captured_traffic(cluster, capture, pod
             path = "/e500" if i % 4 == 0 else "/ok"
             subprocess.run(in_pod(1, "curl", "-s", "-o", "/dev/null",
                                   f"http://{pod_ip4(2)}:{port}{path}"), check=True, timeout=30)
-        src, dst = pod_ip4(1), pod_ip4(2)
+        # the edge as the rollup names it (pods named by an earlier test's
+        # fake API may still be named)
+        ends = wait_for(lambda: cluster.sql(
+            "SELECT DISTINCT _service_map_node_id(src_namespace, src_workload, src_pod, src_node, "
+            "src_addr) AS src, _service_map_node_id(dst_namespace, dst_workload, dst_pod, "
+            "dst_node, dst_addr) AS dst FROM spans WHERE protocol = 'http' AND dst_port = %s",
+            (port,)), 20, desc="the requests' spans")
+        assert len(ends) == 1, ends
+        src, dst = ends[0]["src"], ends[0]["dst"]
         wait_for(lambda: cluster.value(
             "SELECT coalesce(sum(spans), 0) FROM service_map_minutes WHERE src_id = %s AND "
             "dst_id = %s AND bucket > 0 AND minute >= date_trunc('hour', now())",
