@@ -15,8 +15,9 @@ include sources.mk
 CORE_OBJS = $(patsubst %,extension/core/%.o,$(CORE_NAMES))
 CAPTURE_OBJS = $(patsubst %,extension/capture/%.o,$(CAPTURE_PLAIN_NAMES) $(CAPTURE_SYSTEM_NAMES))
 KUBE_OBJS = $(patsubst %,extension/kube/%.o,$(KUBE_PLAIN_NAMES) $(KUBE_CURL_NAMES))
+EXPORT_OBJS = $(patsubst %,extension/export/%.o,$(EXPORT_PLAIN_NAMES) $(EXPORT_CURL_NAMES))
 PG_OBJS = $(patsubst %,extension/pg/%.o,$(PG_NAMES))
-OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(PG_OBJS)
+OBJS = $(CORE_OBJS) $(CAPTURE_OBJS) $(KUBE_OBJS) $(EXPORT_OBJS) $(PG_OBJS)
 
 BUILD = build
 BPF_OBJ = $(BUILD)/capture.bpf.o

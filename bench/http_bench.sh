@@ -241,7 +241,7 @@ put capture.http_check "$(psql_q "SELECT
 	count(*) FILTER (WHERE src_addr = '$CLIENT_IP'),
 	count(*) FILTER (WHERE status = 'ERROR'),
 	count(*) FILTER (WHERE (attributes->>'http.response.body.size')::bigint = ${#BODY}),
-	count(*) FILTER (WHERE attributes->>'server.address' = '$SERVER_IP:$NGINX_PORT'),
+	count(*) FILTER (WHERE attributes->>'server.address' = '$SERVER_IP' AND (attributes->>'server.port')::int = $NGINX_PORT),
 	count(*) - count(DISTINCT (src_port, start_time, end_time)),
 	count(DISTINCT attributes->>'tcp.span_id'),
 	coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY end_time - start_time), '0'),

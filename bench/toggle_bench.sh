@@ -25,6 +25,18 @@
 # Reported: the worker's CPU per span and the spans written per second in
 # each, and their ratio.
 #
+# TOGGLE_MODE=export keeps the capture on and switches the OTLP export: A =
+# off, B = on (ebpf_capture.otlp_endpoint set, reloaded), to a receiver on the
+# node namespace's loopback that reads each request and answers 200 (an nginx:
+# what a collector does with the spans is not the capture's cost). Reported:
+# the throughput with export over without, the worker's CPU per span in each,
+# the exporter's own CPU per exported span (otlp_status().cpu_us: encoding,
+# the outbox, sending), the spans exported, and the recall of each phase
+# (spans that start in a window over what the load did in it; keepalive:
+# HTTP spans over nginx's requests, short: tcp spans over connections).
+# TOGGLE_EXPORT_CONF: extra otlp settings for the run, one per line, e.g.
+# "ebpf_capture.otlp_compression = 'none'".
+#
 # TOGGLE_LOAD=short (the default) makes wrk open a connection per request and
 # counts connections (pod1's TcpActiveOpens); TOGGLE_LOAD=keepalive keeps
 # wrk's connections open and counts the requests nginx served (its
@@ -40,7 +52,8 @@
 # Usage (as root, from anywhere):  bench/toggle_bench.sh [-h]
 #
 # Environment (defaults in brackets):
-#   TOGGLE_MODE        capture or layout [capture]
+#   TOGGLE_MODE        capture, layout or export [capture]
+#   TOGGLE_EXPORT_CONF extra settings of the export (TOGGLE_MODE=export) []
 #   TOGGLE_LAYOUT_B    plain, brin or no_trace (TOGGLE_MODE=layout) [plain]
 #   TOGGLE_LOAD        short or keepalive [short]
 #   TOGGLE_PAIRS       pairs of windows [12]
@@ -92,8 +105,9 @@ keepalive)
 	;;
 *) echo "TOGGLE_LOAD must be short or keepalive" >&2 && exit 2 ;;
 esac
-[[ "$TOGGLE_MODE" == capture || "$TOGGLE_MODE" == layout ]] ||
-	{ echo "TOGGLE_MODE must be capture or layout" >&2 && exit 2; }
+[[ "$TOGGLE_MODE" == capture || "$TOGGLE_MODE" == layout || "$TOGGLE_MODE" == export ]] ||
+	{ echo "TOGGLE_MODE must be capture, layout or export" >&2 && exit 2; }
+TOGGLE_EXPORT_CONF="${TOGGLE_EXPORT_CONF:-}"
 URL_PATH=/
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -183,10 +197,61 @@ spans_written() {
 	psql_q "SELECT coalesce(sum(spans_written), 0) FROM capture_status()"
 }
 
+# TOGGLE_MODE=export: the receiver (nginx on the node namespace's loopback)
+# and the switch.
+OTLP_PORT=4318
+EXPORT=A
+setup_export() {
+	local dir="$WORK/otlp-receiver"
+	mkdir -p "$dir"
+	cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    client_body_buffer_size 16m;
+    client_max_body_size 64m;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$OTLP_PORT;
+        location / {
+            access_log $dir/access.log;
+            return 200;
+        }
+    }
+}
+EOF
+	ip netns exec "$(topo_node_ns)" nginx -c "$dir/nginx.conf" -p "$dir" 2>>"$dir/error.log" &
+	BENCH_BG_PID="${BENCH_BG_PID:-} $!"
+	local line
+	while IFS= read -r line; do
+		[[ -n "$line" ]] && psql_q "ALTER SYSTEM SET ${line%%=*} = ${line#*=}" >/dev/null
+	done <<<"$TOGGLE_EXPORT_CONF"
+	psql_q "SELECT pg_reload_conf()" >/dev/null
+}
+use_export() {
+	[[ "$EXPORT" == "$1" ]] && return 0
+	if [[ "$1" == B ]]; then
+		psql_q "ALTER SYSTEM SET ebpf_capture.otlp_endpoint = 'http://127.0.0.1:$OTLP_PORT'" >/dev/null
+	else
+		psql_q "ALTER SYSTEM RESET ebpf_capture.otlp_endpoint" >/dev/null
+	fi
+	psql_q "SELECT pg_reload_conf()" >/dev/null
+	EXPORT="$1"
+}
+otlp_counts() {
+	psql_q "SELECT coalesce(sum(exported), 0) || ' ' || coalesce(sum(cpu_us), 0) FROM otlp_status()"
+}
+
 # window N PHASE: one measured window; appends a "window" line to RESULTS:
 # pair phase load_count seconds worker_ticks spans_written.
 window() {
-	local a0 a1 t0 t1 w0="" w1="" s0=0 s1=0
+	local a0 a1 t0 t1 w0="" w1="" s0=0 s1=0 o0="0 0" o1="0 0"
+	[[ "$TOGGLE_MODE" == export ]] && o0="$(otlp_counts)"
 	a0="$(load_count)"
 	[[ -n "$WORKER_PID" ]] && s0="$(spans_written)"
 	t0="$(now_s)"
@@ -196,8 +261,12 @@ window() {
 	t1="$(now_s)"
 	a1="$(load_count)"
 	[[ -n "$WORKER_PID" ]] && s1="$(spans_written)"
+	[[ "$TOGGLE_MODE" == export ]] && o1="$(otlp_counts)"
 	put window "$1 $2 $((a1 - a0)) $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') \
 $(((${w1:-0}) - (${w0:-0}))) $((s1 - s0))"
+	if [[ "$TOGGLE_MODE" == export ]]; then
+		put export "$1 $2 $t0 $t1 $((${o1% *} - ${o0% *})) $((${o1#* } - ${o0#* }))"
+	fi
 	log "pair $1 $2: $((a1 - a0)) $TOGGLE_LOAD, $((s1 - s0)) spans"
 }
 
@@ -213,6 +282,9 @@ log "wrk for up to ${total}s; $TOGGLE_PAIRS pairs of ${TOGGLE_WINDOW}s windows (
 WORKER_PID=""
 if [[ "$TOGGLE_MODE" == layout ]]; then
 	setup_layouts
+	switch_on
+elif [[ "$TOGGLE_MODE" == export ]]; then
+	setup_export
 	switch_on
 fi
 ip netns exec "$(topo_pod_ns 1)" wrk -t"$BENCH_THREADS" -c"$BENCH_CONNECTIONS" -d"${total}s" \
@@ -230,8 +302,10 @@ for pair in $(seq "$TOGGLE_PAIRS"); do
 			else
 				[[ -z "$WORKER_PID" ]] || switch_off
 			fi
-		else
+		elif [[ "$TOGGLE_MODE" == layout ]]; then
 			use_layout "$phase"
+		else
+			use_export "$phase"
 		fi
 		sleep "$TOGGLE_SETTLE"
 		window "$pair" "$phase"
@@ -239,10 +313,22 @@ for pair in $(seq "$TOGGLE_PAIRS"); do
 	done
 done
 [[ "$TOGGLE_MODE" != layout ]] || use_layout A
+[[ "$TOGGLE_MODE" != export ]] || use_export A
 [[ -z "$WORKER_PID" ]] || switch_off
 kill "$WRK_PID" 2>/dev/null || true
 wait "$WRK_PID" 2>/dev/null || true
 WRK_PID=""
+
+# TOGGLE_MODE=export: each window's recall, from the spans that start in it
+# (all written by now: the capture stopped, its final flush is in).
+if [[ "$TOGGLE_MODE" == export ]]; then
+	proto=http
+	[[ "$TOGGLE_LOAD" == short ]] && proto=tcp
+	got export | while read -r pair phase t0 t1 _; do
+		put recall "$pair $phase $(psql_q "SELECT count(*) FROM spans WHERE protocol = '$proto'
+			AND start_time >= to_timestamp($t0) AND start_time < to_timestamp($t1)")"
+	done
+fi
 
 JSON="$BENCH_RESULTS_DIR/toggle_bench-$STAMP.json"
 MD="$BENCH_RESULTS_DIR/toggle_bench-$STAMP.md"
@@ -260,9 +346,15 @@ python3 - "$RESULTS" "$JSON" "$MD" <<'PY'
 import json, math, statistics, sys
 
 tsv, json_path, md_path = sys.argv[1:4]
-meta, windows, status = {}, [], []
+meta, windows, status, export, recall = {}, [], [], {}, {}
 for line in open(tsv):
     key, _, value = line.rstrip("\n").partition("\t")
+    if key == "export":
+        pair, phase, _, _, exported, cpu_us = value.split()
+        export[(int(pair), phase)] = (int(exported), int(cpu_us))
+    elif key == "recall":
+        pair, phase, n = value.split()
+        recall[(int(pair), phase)] = int(n)
     if key == "window":
         pair, phase, count, secs, ticks, spans = value.split()
         windows.append(dict(pair=int(pair), phase=phase, count=int(count), seconds=float(secs),
@@ -313,7 +405,21 @@ summary = dict(meta=meta, windows=windows, pairs=pairs,
                ratio_standard_error=round(sem, 4) if sem is not None else None,
                ratio_pooled=round(pooled(B, "count") / pooled(A, "count"), 4),
                status_with_drops=drops)
-if mode == "capture":
+if mode == "export":
+    for w in windows:
+        w["exported"], w["export_cpu_us"] = export.get((w["pair"], w["phase"]), (0, 0))
+    exported = sum(w["exported"] for w in B)
+    summary.update(
+        worker_cpu_us_per_span_off=round(worker_us(A), 2),
+        worker_cpu_us_per_span_on=round(worker_us(B), 2),
+        exported_spans=exported, spans_written_on=sum(w["spans"] for w in B),
+        exporter_cpu_us_per_span=round(sum(w["export_cpu_us"] for w in B) / exported, 3)
+        if exported else None,
+        recall_off=round(sum(recall.get((w["pair"], "A"), 0) for w in A)
+                         / sum(w["count"] for w in A), 5),
+        recall_on=round(sum(recall.get((w["pair"], "B"), 0) for w in B)
+                        / sum(w["count"] for w in B), 5))
+elif mode == "capture":
     summary["worker_cpu_us_per_span"] = round(worker_us(B), 2) if worker_us(B) else None
     summary["worker_cpu_us_per_span_median"] = round(statistics.median(
         x["us_b"] for x in pairs if x["us_b"]), 2) if any(x["us_b"] for x in pairs) else None
@@ -334,7 +440,29 @@ lines = [f"# toggle_bench {meta['stamp']} ({meta['git']}; {mode}"
          f"{len(pairs)} pairs of {meta['duration']} s windows, {meta['settle']} s after each switch; "
          f"wrk -t{meta['threads']} -c{meta['connections']}; {meta['cpus']} CPUs, "
          f"Linux {meta['kernel']}, PostgreSQL {meta['postgres']}", ""]
-if mode == "capture":
+if mode == "export":
+    lines += [f"| pair | order | {unit}/s export off | on | on / off | worker µs/span off | on | "
+              f"exporter µs/span |", "|---|---|---|---|---|---|---|---|"]
+    for x in pairs:
+        wa = next(w for w in windows if w["pair"] == x["pair"] and w["phase"] == "A")
+        wb = next(w for w in windows if w["pair"] == x["pair"] and w["phase"] == "B")
+        order = "off, on" if x["pair"] % 2 else "on, off"
+        ex = f"{wb['export_cpu_us'] / wb['exported']:.2f}" if wb["exported"] else "–"
+        lines.append(f"| {x['pair']} | {order} | {x['rate_a']:,} | {x['rate_b']:,} | "
+                     f"{x['ratio']:.3f} | {wa['worker_us_per_span'] or 0:.2f} | "
+                     f"{wb['worker_us_per_span'] or 0:.2f} | {ex} |")
+    lines += ["", f"on / off: median **{summary['ratio_median']:.3f}**, mean "
+              f"{summary['ratio_mean']:.3f} ± {summary['ratio_standard_error'] or 0:.3f} "
+              f"(standard error), pooled {summary['ratio_pooled']:.3f}; range "
+              f"{min(ratios):.3f}–{max(ratios):.3f}",
+              f"worker CPU per span: export off {summary['worker_cpu_us_per_span_off']} µs, on "
+              f"{summary['worker_cpu_us_per_span_on']} µs; the exporter's own "
+              f"{summary['exporter_cpu_us_per_span']} µs per exported span "
+              f"({summary['exported_spans']:,} exported while on, "
+              f"{summary['spans_written_on']:,} written)",
+              f"recall (spans starting in a window / {unit}): off {summary['recall_off']}, on "
+              f"{summary['recall_on']}"]
+elif mode == "capture":
     lines += [f"| pair | order | {unit}/s without | with | with / without | worker µs per span |",
               "|---|---|---|---|---|---|"]
     for x in pairs:

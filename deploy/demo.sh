@@ -22,7 +22,8 @@
 # one (tests/kube/fake_kube_api.py: TLS, bearer token, list + watch).
 #
 # The demo starts a capture on cni0, sends 200 page requests, each in its
-# own W3C trace, and prints from SQL: the hops of one trace, the service map
+# own W3C trace, and prints from SQL: the hops of one trace as a tree
+# (trace_tree), the service map
 # edges and nodes, and capture_status(). It writes the map as Graphviz DOT
 # and renders it with dot to service_map.png in $EBPFC_DEMO_OUT (default
 # ./ebpf_capture-demo). Everything else is removed at the end (set
@@ -193,11 +194,12 @@ for _ in $(seq 150); do
 done
 echo "HTTP spans recorded: $have of $want"
 
-say "One request, every hop: SELECT ... FROM spans WHERE trace_id = '$TRACE'"
+say "One request, every hop, as a tree: SELECT ... FROM trace_tree('$TRACE')"
 psql_demo -c "SELECT src_workload AS caller, dst_workload AS callee, http_method AS method,
        http_target AS target, http_status AS status,
-       round(extract(epoch FROM end_time - start_time) * 1000, 3) AS latency_ms
-FROM spans WHERE trace_id = '$TRACE' ORDER BY start_time"
+       round(extract(epoch FROM end_time - start_time) * 1000, 3) AS latency_ms,
+       depth, span_id, parent_span_id
+FROM trace_tree('$TRACE')"
 
 say "Connections: SELECT ... FROM spans WHERE protocol = 'tcp' (first 8)"
 psql_demo -c "SELECT src_pod, dst_pod, dst_port, bytes_sent, bytes_received, status,

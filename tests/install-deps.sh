@@ -19,6 +19,12 @@ if ! command -v kubectl >/dev/null 2>&1; then
 	PACKAGES+=(kubernetes-client)
 fi
 
+# Node.js for the tests' OTLP receiver (tests/otlp): Debian's, unless a node
+# is installed already.
+if ! command -v node >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status="$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null || true)"
@@ -27,19 +33,28 @@ for pkg in "${PACKAGES[@]}"; do
 	fi
 done
 
-if ((${#missing[@]} == 0)); then
-	echo "install-deps: all ${#PACKAGES[@]} packages present"
-	exit 0
-fi
+install_packages() {
+	if ((${#missing[@]} == 0)); then
+		echo "install-deps: all ${#PACKAGES[@]} packages present"
+		return 0
+	fi
+	if ((EUID != 0)); then
+		echo "install-deps: missing packages (${missing[*]}) and not root" >&2
+		exit 1
+	fi
+	echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# tshark asks whether non-root users may capture; answer it up front.
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+	apt-get update
+	apt-get install -y --no-install-recommends "${missing[@]}"
+}
+install_packages
 
-if ((EUID != 0)); then
-	echo "install-deps: missing packages (${missing[*]}) and not root" >&2
-	exit 1
+# The OTLP receiver's decoder: the OpenTelemetry JavaScript protobuf code,
+# from the npm registry, at the versions tests/otlp/package-lock.json pins.
+OTLP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/otlp"
+if [[ ! -f "$OTLP_DIR/node_modules/@opentelemetry/otlp-transformer/build/src/generated/root.js" ]]; then
+	echo "install-deps: npm ci in tests/otlp"
+	(cd "$OTLP_DIR" && npm ci --ignore-scripts --no-audit --no-fund)
 fi
-
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-# tshark asks whether non-root users may capture; answer it up front.
-echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
-apt-get update
-apt-get install -y --no-install-recommends "${missing[@]}"

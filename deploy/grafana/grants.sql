@@ -3,7 +3,9 @@
 -- password=... to set its password). The service map functions are plain SQL
 -- run with the caller's rights, so the role needs SELECT on spans and on
 -- the rollup they read, and EXECUTE on them and on their helpers; and SELECT
--- on open_connections for the panel of connections open now.
+-- on open_connections for the panel of connections open now; the trace view
+-- and the slowest-requests table read spans through trace_view,
+-- trace_tree and slowest_requests.
 \set ON_ERROR_STOP 1
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
 \if :create_role
@@ -29,5 +31,9 @@ GRANT EXECUTE ON FUNCTION
     service_map_edges(timestamptz, timestamptz),
     service_map_edges(interval),
     service_map_dot(timestamptz, timestamptz),
-    service_map_dot(interval)
+    service_map_dot(interval),
+    trace_tree(text),
+    _trace_tags(jsonb),
+    trace_view(text),
+    slowest_requests(timestamptz, timestamptz, text, text, int)
 TO grafana_reader;

@@ -1,5 +1,6 @@
 #include "core/chunk_resolve.h"
 
+#include <cstring>
 #include <new>
 
 namespace ebpfc {
@@ -53,6 +54,29 @@ void ResolvedChunk::resolve_open(const Span* open, size_t n, const kube::PodCach
     clear();
     throw;
   }
+}
+
+void PodPeerKeys::key(const uint8_t addr[16], int64_t at_unix_us, uint8_t out[16]) const {
+  const kube::PeerIdentity* id = pods_.lookup(addr, at_unix_us);
+  if (id == nullptr || id->pod.empty()) {
+    std::memcpy(out, addr, 16);
+    return;
+  }
+  // Two FNV-1a hashes of "namespace/pod" (different offsets); the first byte
+  // marks a pod key (0xfe begins no unicast address).
+  uint64_t h[2] = {1469598103934665603ull, 14695981039346656037ull ^ 0x9e3779b97f4a7c15ull};
+  auto mix = [&](std::string_view s) {
+    for (const char c : s)
+      for (uint64_t& x : h) {
+        x ^= static_cast<unsigned char>(c);
+        x *= 1099511628211ull;
+      }
+  };
+  mix(id->ns);
+  mix("/");
+  mix(id->pod);
+  std::memcpy(out, h, 16);
+  out[0] = 0xfe;
 }
 
 }  // namespace ebpfc

@@ -9,6 +9,7 @@
 
 #include "core/edge_rollup.h"
 #include "core/span_batch.h"
+#include "core/trace_links.h"
 #include "kube/pod_cache.h"
 
 namespace ebpfc {
@@ -35,6 +36,19 @@ class ResolvedChunk {
 
   std::vector<const kube::PeerIdentity*> peers_;
   Rollup rollup_;
+};
+
+// The peers of the trace parent rules (core/trace_links.h) by pod: an
+// address the cache knows stands for its pod (a key made from the pod's
+// namespace and name), so a pod's IPv4 and IPv6 addresses are one peer;
+// any other address stands for itself.
+class PodPeerKeys final : public PeerKeys {
+ public:
+  explicit PodPeerKeys(const kube::PodCache& pods) : pods_(pods) {}
+  void key(const uint8_t addr[16], int64_t at_unix_us, uint8_t out[16]) const override;
+
+ private:
+  const kube::PodCache& pods_;
 };
 
 }  // namespace ebpfc

@@ -67,6 +67,26 @@ enum HttpFlag : uint16_t {
                             // response_end_ns is the last time seen, a lower bound
 };
 
+// Where a request's trace context came from (HttpExchange::trace_origin).
+enum class TraceOrigin : uint8_t {
+  None,  // no valid context: the span starts a trace of its own
+  W3C,   // a valid traceparent (which wins when B3 headers come too)
+  B3,    // the b3 header, or X-B3-TraceId and X-B3-SpanId
+};
+
+// The ids the span of an exchange with trace context takes, decided when
+// its request's header block ended (HttpExchangeSink::on_request_context,
+// core/trace_links.h) or, if it never did, when the exchange is emitted.
+struct TraceIds {
+  bool assigned;         // the fields below are set
+  bool has_parent;       // parent_id is the parent span's id
+  uint8_t resend_count;  // the caller reused its id for this request: the n-th resend
+  uint8_t span_id[8];
+  uint8_t parent_id[8];
+  uint32_t link;      // the request's entry in the TraceLinks index (0: none)
+  uint32_t link_gen;  // ... in its use of that entry
+};
+
 // One exchange. Plain data, fixed size: strings are NUL-terminated, with their
 // length; they hold the bytes as sent, which are printable ASCII except for
 // bytes >= 0x80 (not validated as UTF-8).
@@ -83,11 +103,14 @@ struct HttpExchange {
   HttpMethod method;
   uint8_t request_version;   // 10 (HTTP/1.0) or 11 (HTTP/1.1); 0 without a request
   uint8_t response_version;  // same, 0 without a response
-  // W3C trace context of the request (version 00), when valid.
-  bool has_traceparent;
-  uint8_t trace_flags;
+  // Trace context of the request: trace_id and the caller's id for the
+  // request (W3C parent-id, B3 SpanId) when trace_origin is not None.
+  bool has_traceparent;  // a valid W3C traceparent (tracestate goes with it)
+  TraceOrigin trace_origin;
+  uint8_t trace_flags;  // W3C trace flags (B3: sampled -> 01)
   uint8_t trace_id[16];
   uint8_t parent_id[8];
+  TraceIds ids;
   uint16_t method_len;  // of method_text
   uint16_t target_len;
   uint16_t host_len;
@@ -104,6 +127,15 @@ class HttpExchangeSink {
  public:
   virtual ~HttpExchangeSink() = default;
   virtual void on_exchange(const HttpExchange& exchange) = 0;
+  // A request with trace context (trace_id, and caller_id: the id its
+  // caller gave it) ended its header block: the sink may decide the ids of
+  // its span now, into `ids` (left unassigned otherwise).
+  virtual void on_request_context(const uint8_t trace_id[16], const uint8_t caller_id[8],
+                                  TraceIds* ids) {
+    (void)trace_id;
+    (void)caller_id;
+    (void)ids;
+  }
 };
 
 // What one connection's parser counted, for the worker to add up (events, not

@@ -139,6 +139,10 @@ constexpr KnownHeader kKnownHeaders[] = {
     {"connection", HttpHeader::Connection, false},
     {"traceparent", HttpHeader::Traceparent, true},
     {"tracestate", HttpHeader::Tracestate, true},
+    {"b3", HttpHeader::B3, true},
+    {"x-b3-traceid", HttpHeader::B3TraceId, true},
+    {"x-b3-spanid", HttpHeader::B3SpanId, true},
+    {"x-b3-sampled", HttpHeader::B3Sampled, true},
 };
 
 }  // namespace
@@ -367,6 +371,10 @@ void HttpMessageParser::value_done(HttpMessageListener& l) {
     case HttpHeader::Host:
     case HttpHeader::Traceparent:
     case HttpHeader::Tracestate:
+    case HttpHeader::B3:
+    case HttpHeader::B3TraceId:
+    case HttpHeader::B3SpanId:
+    case HttpHeader::B3Sampled:
       if (!val_bad_) l.on_request_header(header_, val_, val_len_, val_trunc_);
       break;
     case HttpHeader::Other:
@@ -375,6 +383,7 @@ void HttpMessageParser::value_done(HttpMessageListener& l) {
 }
 
 void HttpMessageParser::headers_done(HttpMessageListener& l) {
+  if (!response_) l.on_request_headers();
   if (response_) {
     const HttpBody rule = l.on_response_headers();
     if (rule != HttpBody::Framed) {

@@ -5,9 +5,9 @@
 // and is told about bytes it does not see (skip): body bytes the kernel did not
 // send. It keeps no line buffer (it is a byte-level state machine); of the
 // header fields it keeps only the values it needs (Content-Length,
-// Transfer-Encoding, Connection; for requests Host, traceparent and
-// tracestate), one at a time, in a fixed buffer. Everything it finds is
-// reported to an HttpMessageListener. Bounded work per byte, no allocation.
+// Transfer-Encoding, Connection; for requests Host, traceparent, tracestate
+// and B3's b3, X-B3-TraceId, X-B3-SpanId, X-B3-Sampled), one at a time, in a fixed buffer.
+// Everything it finds is reported to an HttpMessageListener. Bounded work per byte, no allocation.
 #pragma once
 
 #include <cstddef>
@@ -31,6 +31,10 @@ enum class HttpHeader : uint8_t {
   Connection,
   Traceparent,
   Tracestate,
+  B3,         // the single header
+  B3TraceId,  // X-B3-TraceId
+  B3SpanId,   // X-B3-SpanId
+  B3Sampled,  // X-B3-Sampled
 };
 
 // Why a message ended before its end.
@@ -66,9 +70,11 @@ class HttpMessageListener {
   virtual void on_request_begin(const char* method, size_t len, uint64_t ts_ns) = 0;
   virtual void on_request_target(const char* p, size_t n) = 0;
   virtual void on_request_line(uint8_t version) = 0;  // 10 or 11
-  // Host, traceparent or tracestate of the current request, whitespace
+  // Host, a trace context header of the current request, whitespace
   // trimmed; `truncated`: the value was longer than kHttpValueMax.
   virtual void on_request_header(HttpHeader h, const char* value, size_t len, bool truncated) = 0;
+  // The current request's header block ended (its body, if any, follows).
+  virtual void on_request_headers() {}
   // A valid status line (its reason phrase follows).
   virtual void on_response_line(uint8_t version, uint16_t status, uint64_t ts_ns) = 0;
   virtual HttpBody on_response_headers() = 0;

@@ -5,7 +5,8 @@
 
 namespace ebpfc {
 
-void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, unsigned client,
+void http_span_from_exchange(const HttpExchange& ex, const TraceIds& trace,
+                             const ebpfc_flow_key& key, unsigned client,
                              const uint8_t connection_span_id[8], const WallClock& clock,
                              SpanIdGenerator& ids, HttpSpan& out) {
   const unsigned c = client & 1;
@@ -14,18 +15,21 @@ void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, 
   const uint64_t end = ex.response_end_ns >= start ? ex.response_end_ns : start;
   out.start_unix_us = clock.to_unix_us(start);
   out.end_unix_us = clock.to_unix_us(end);
-  // A request that carries a valid traceparent joins its trace: the hop we
-  // see is a child of the caller's span.
-  if (ex.has_traceparent) {
+  out.resend_count = 0;
+  out.trace_flags = 0;
+  if (ex.trace_origin != TraceOrigin::None && trace.assigned) {
     std::memcpy(out.trace_id, ex.trace_id, sizeof(out.trace_id));
-    std::memcpy(out.parent_span_id, ex.parent_id, sizeof(out.parent_span_id));
-    out.has_parent = true;
+    std::memcpy(out.span_id, trace.span_id, sizeof(out.span_id));
+    std::memcpy(out.parent_span_id, trace.parent_id, sizeof(out.parent_span_id));
+    out.has_parent = trace.has_parent;
+    out.resend_count = trace.resend_count;
+    out.trace_flags = ex.trace_flags;
   } else {
     ids.trace_id(out.trace_id, out.start_unix_us);
+    ids.span_id(out.span_id);
     std::memset(out.parent_span_id, 0, sizeof(out.parent_span_id));
     out.has_parent = false;
   }
-  ids.span_id(out.span_id);
   out.family = key.family;
   std::memcpy(out.src_addr, key.addr[c], sizeof(out.src_addr));
   std::memcpy(out.dst_addr, key.addr[s], sizeof(out.dst_addr));
@@ -115,6 +119,31 @@ void HttpSpanList::pop_back() {
   spans_.pop_back();
 }
 
+HostPort split_host(std::string_view v) {
+  HostPort out{v, 0};
+  size_t colon = std::string_view::npos;
+  if (!v.empty() && v.front() == '[') {
+    const size_t close = v.find(']');
+    if (close == std::string_view::npos) return out;
+    out.host = v.substr(1, close - 1);
+    if (close + 1 < v.size() && v[close + 1] == ':') colon = close + 1;
+  } else {
+    colon = v.find(':');
+    if (colon != std::string_view::npos && v.find(':', colon + 1) != std::string_view::npos)
+      return out;  // an IPv6 address without brackets: no port in it
+    if (colon != std::string_view::npos) out.host = v.substr(0, colon);
+  }
+  if (colon == std::string_view::npos) return out;
+  const std::string_view port = v.substr(colon + 1);
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || port.size() > 5) return HostPort{out.host, 0};
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  out.port = p <= 65535 ? static_cast<uint16_t>(p) : 0;
+  return out;
+}
+
 const char* http_span_name(const HttpSpan& span) {
   switch (span.method) {
     case HttpMethod::None:
@@ -131,7 +160,12 @@ const char* http_span_name(const HttpSpan& span) {
 void http_attributes(const HttpSpan& span, const char* text, AttributeSink& j) {
   const HttpSpan& ex = span;
   auto str = [&](const char* key, TextRef ref) { j.string(key, text + ref.offset, ref.len); };
-  if (ex.host.len > 0) str("server.address", ex.host);
+  if (ex.host.len > 0) {
+    const HostPort hp = split_host(text_of(text, ex.host));
+    if (!hp.host.empty()) j.string("server.address", hp.host.data(), hp.host.size());
+    if (hp.port != 0) j.number("server.port", hp.port);
+  }
+  if (ex.resend_count > 0) j.number("http.request.resend_count", ex.resend_count);
   if (ex.request_version != 0 || ex.response_version != 0) {
     const uint8_t v = ex.response_version != 0 ? ex.response_version : ex.request_version;
     j.string("network.protocol.version", v == 10 ? "1.0" : "1.1", 3);

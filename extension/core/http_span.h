@@ -49,6 +49,8 @@ struct HttpSpan {
   uint16_t incomplete;
   uint16_t flags;
   uint8_t interim_responses;
+  uint8_t resend_count;  // the caller reused its id for this request: the n-th resend
+  uint8_t trace_flags;   // W3C trace flags of the request's context (0 without one)
   HttpMethod method;
   uint8_t request_version;
   uint8_t response_version;
@@ -123,10 +125,23 @@ inline std::string_view text_of(const char* text, TextRef ref) {
 
 // Fills in the span of `ex` (appended by HttpSpanList::append), seen on
 // connection `key` whose client is endpoint `client`; connection_span_id is
-// the id the connection's tcp span will carry.
-void http_span_from_exchange(const HttpExchange& ex, const ebpfc_flow_key& key, unsigned client,
+// the id the connection's tcp span will carry. A request with trace context
+// joins its trace with the ids `trace` says (core/trace_links.h: the span id
+// and parent decided when its header block ended); one without gets a trace
+// of its own.
+void http_span_from_exchange(const HttpExchange& ex, const TraceIds& trace,
+                             const ebpfc_flow_key& key, unsigned client,
                              const uint8_t connection_span_id[8], const WallClock& clock,
                              SpanIdGenerator& ids, HttpSpan& out);
+
+// The Host header split the way OpenTelemetry's server.address and
+// server.port want it: the host without brackets or port, and the port (0
+// when the value names none, or not a valid one).
+struct HostPort {
+  std::string_view host;
+  uint16_t port;
+};
+HostPort split_host(std::string_view host_header);
 
 // The span name per OpenTelemetry: the method ("GET"), or "HTTP" when it is
 // not a known one (or there was no request).

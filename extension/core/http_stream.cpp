@@ -618,7 +618,10 @@ void HttpStream::emit(const Open& e, bool queued, const HttpMessageInfo* respons
   x.request_version = e.request_version;
   x.response_version = e.response_version;
   x.has_traceparent = e.has_traceparent;
-  x.trace_flags = e.has_traceparent ? e.trace_flags : 0;
+  // A context whose header block did not end (cut by a gap or the header
+  // bound) is taken as it stands.
+  x.trace_origin = origin_of(e, &x.trace_flags);
+  x.ids = e.ids;
   std::memcpy(x.trace_id, e.trace_id, sizeof(x.trace_id));
   std::memcpy(x.parent_id, e.parent_id, sizeof(x.parent_id));
   x.method_len = e.method_len;
@@ -741,6 +744,7 @@ void HttpStream::on_request_header(HttpHeader h, const char* v, size_t len, bool
       TraceParent tp;
       const bool ok = !e->traceparent_seen && !truncated && parse_traceparent(v, len, &tp);
       if (ok) {
+        e->b3 = 0;  // its ids are overwritten: W3C wins
         std::memcpy(e->trace_id, tp.trace_id, sizeof(e->trace_id));
         std::memcpy(e->parent_id, tp.parent_id, sizeof(e->parent_id));
         e->trace_flags = tp.flags;
@@ -757,9 +761,78 @@ void HttpStream::on_request_header(HttpHeader h, const char* v, size_t len, bool
     case HttpHeader::Tracestate:
       add_tracestate(*e, v, len, truncated);
       break;
+    case HttpHeader::B3:
+    case HttpHeader::B3TraceId:
+    case HttpHeader::B3SpanId:
+    case HttpHeader::B3Sampled:
+      if (!truncated) add_b3(*e, h, v, len);
+      break;
     default:
       break;
   }
+}
+
+// B3 headers, kept in the request's trace_id/parent_id unless a traceparent
+// is there (W3C wins); the single header wins over the multi ones. The
+// first of each counts.
+void HttpStream::add_b3(Open& e, HttpHeader h, const char* v, size_t len) {
+  if (e.has_traceparent) return;
+  switch (h) {
+    case HttpHeader::B3: {
+      TraceParent tp;
+      if ((e.b3 & kB3Single) || !parse_b3_single(v, len, &tp)) return;
+      std::memcpy(e.trace_id, tp.trace_id, sizeof(e.trace_id));
+      std::memcpy(e.parent_id, tp.parent_id, sizeof(e.parent_id));
+      e.trace_flags = tp.flags;
+      e.b3 |= kB3Single;
+      break;
+    }
+    case HttpHeader::B3TraceId:
+      if ((e.b3 & (kB3Single | kB3Trace)) || !parse_b3_trace_id(v, len, e.trace_id)) return;
+      e.b3 |= kB3Trace;
+      break;
+    case HttpHeader::B3SpanId:
+      if ((e.b3 & (kB3Single | kB3Span)) || !parse_b3_span_id(v, len, e.parent_id)) return;
+      e.b3 |= kB3Span;
+      break;
+    case HttpHeader::B3Sampled: {
+      bool sampled = true;
+      if ((e.b3 & (kB3Single | kB3Sampled)) || !parse_b3_sampled(v, len, &sampled)) return;
+      e.b3 |= sampled ? kB3Sampled : kB3Sampled | kB3NotSampled;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// The header block ended: the request's trace context is known. The sink may
+// decide its span's ids now, while the exchanges that enclose it (the calling
+// pod's incoming requests of the same trace) are still open.
+void HttpStream::on_request_headers() {
+  Open* e = req_live_ ? entry(req_id_) : nullptr;
+  uint8_t flags;
+  if (!e || origin_of(*e, &flags) == TraceOrigin::None) return;
+  if (sink_) sink_->on_request_context(e->trace_id, e->parent_id, &e->ids);
+}
+
+// The request's trace context as its headers say so far: a traceparent, else
+// the b3 header, else X-B3-TraceId with X-B3-SpanId.
+TraceOrigin HttpStream::origin_of(const Open& e, uint8_t* flags) {
+  if (e.has_traceparent) {
+    *flags = e.trace_flags;
+    return TraceOrigin::W3C;
+  }
+  if (e.b3 & kB3Single) {
+    *flags = e.trace_flags;
+    return TraceOrigin::B3;
+  }
+  if ((e.b3 & (kB3Trace | kB3Span)) == (kB3Trace | kB3Span)) {
+    *flags = (e.b3 & kB3NotSampled) ? 0 : 1;
+    return TraceOrigin::B3;
+  }
+  *flags = 0;
+  return TraceOrigin::None;
 }
 
 void HttpStream::on_response_line(uint8_t version, uint16_t status, uint64_t ts_ns) {

@@ -186,6 +186,8 @@ class HttpStream final : private HttpMessageListener {
     // (not sent behind it without reading: pipelined). Or it is the first.
     bool after_known;
     bool doubt;  // a response it may have been the request of was emitted unpaired
+    uint8_t b3;  // B3 headers found valid (kB3* bits); their ids are in trace_id/parent_id
+    TraceIds ids;
   };
 
   // HttpMessageListener
@@ -193,6 +195,7 @@ class HttpStream final : private HttpMessageListener {
   void on_request_target(const char* p, size_t n) override;
   void on_request_line(uint8_t version) override;
   void on_request_header(HttpHeader h, const char* value, size_t len, bool truncated) override;
+  void on_request_headers() override;
   void on_response_line(uint8_t version, uint16_t status, uint64_t ts_ns) override;
   HttpBody on_response_headers() override;
   void on_message_end(bool response, const HttpMessageInfo& m) override;
@@ -223,6 +226,10 @@ class HttpStream final : private HttpMessageListener {
   bool append(uint32_t* off, uint16_t* len, size_t max, const char* p, size_t n);
   void copy_string(uint32_t off, uint16_t len, char* out) const;
   void add_tracestate(Open& e, const char* v, size_t len, bool truncated);
+  // B3 headers found valid (Open::b3).
+  enum : uint8_t { kB3Single = 1, kB3Trace = 2, kB3Span = 4, kB3Sampled = 8, kB3NotSampled = 16 };
+  void add_b3(Open& e, HttpHeader h, const char* v, size_t len);
+  static TraceOrigin origin_of(const Open& e, uint8_t* flags);
 
   // What the response being parsed belongs to.
   enum class Bind : uint8_t {

@@ -35,7 +35,7 @@ bool HttpTracker::KeyEq::operator()(const ebpfc_flow_key& a, const ebpfc_flow_ke
 }
 
 HttpTracker::HttpTracker(const HttpTrackerOptions& options, PayloadControl& control)
-    : options_(options), control_(control) {
+    : options_(options), control_(control), links_(options.trace) {
   conns_.reserve(options.max_connections * 2);
   free_.reserve(options.max_connections);
 }
@@ -47,6 +47,7 @@ HttpTracker::~HttpTracker() {
 
 void HttpTracker::set_options(const HttpTrackerOptions& options) {
   options_ = options;
+  links_.set_options(options.trace);
   free_.reserve(options.max_connections);
 }
 
@@ -98,6 +99,7 @@ void HttpTracker::on_payload(const ebpfc_payload_event& head, const WallClock& c
   }
   Conn& c = it->second;
   c.last_ns = head.ts_ns;
+  if (head.ts_ns > now_ns_) now_ns_ = head.ts_ns;
   if (c.stream == nullptr || c.ended) return;
 
   current_ = &c;
@@ -229,11 +231,32 @@ void HttpTracker::close_all(const WallClock& clock, SpanIdGenerator& ids, HttpSp
   ended_.clear();
 }
 
+void HttpTracker::peer_key(const uint8_t addr[16], uint8_t out[16]) const {
+  if (peers_ != nullptr)
+    peers_->key(addr, clock_->to_unix_us(now_ns_), out);
+  else
+    std::memcpy(out, addr, 16);
+}
+
+void HttpTracker::on_request_context(const uint8_t trace_id[16], const uint8_t caller_id[8],
+                                     TraceIds* ids) {
+  if (current_ == nullptr || ids_ == nullptr || clock_ == nullptr) return;
+  uint8_t client[16], server[16];
+  peer_key(current_->key.addr[current_->client & 1], client);
+  peer_key(current_->key.addr[(current_->client & 1) ^ 1], server);
+  links_.open(trace_id, caller_id, client, server, now_ns_, *ids_, ids);
+}
+
 void HttpTracker::on_exchange(const HttpExchange& exchange) {
   if (current_ == nullptr || out_ == nullptr) return;
+  TraceIds ids = exchange.ids;
+  // A request whose header block never ended had no ids decided.
+  if (exchange.trace_origin != TraceOrigin::None && !ids.assigned)
+    on_request_context(exchange.trace_id, exchange.parent_id, &ids);
   HttpSpan& span = out_->append(exchange, options_.query);
-  http_span_from_exchange(exchange, current_->key, current_->client, current_->span_id, *clock_,
-                          *ids_, span);
+  http_span_from_exchange(exchange, ids, current_->key, current_->client, current_->span_id,
+                          *clock_, *ids_, span);
+  links_.close(ids, now_ns_);
 }
 
 HttpTrackerCounters HttpTracker::counters() const {

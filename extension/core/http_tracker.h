@@ -18,6 +18,7 @@
 #include "core/http_span.h"
 #include "core/http_stream.h"
 #include "core/span_ids.h"
+#include "core/trace_links.h"
 #include "core/wall_clock.h"
 
 namespace ebpfc {
@@ -43,6 +44,7 @@ struct HttpTrackerOptions {
   size_t max_connections = 2048;
   HttpQueryMode query = HttpQueryMode::Redact;  // what becomes of targets' query strings
   uint64_t expire_after_ns = 0;  // a connection silent this long is given up (0: never)
+  TraceLinksOptions trace;       // span ids and parents of requests with trace context
 };
 
 class HttpTracker final : private HttpExchangeSink {
@@ -53,6 +55,9 @@ class HttpTracker final : private HttpExchangeSink {
   HttpTracker& operator=(const HttpTracker&) = delete;
 
   void set_options(const HttpTrackerOptions& options);
+  // Who is behind an address, for the parent rules (trace_links.h); null:
+  // addresses. Must outlive the tracker.
+  void set_peer_keys(const PeerKeys* peers) { peers_ = peers; }
 
   // A payload head from the kernel; finished exchanges are appended to out.
   void on_payload(const ebpfc_payload_event& head, const WallClock& clock, SpanIdGenerator& ids,
@@ -80,6 +85,7 @@ class HttpTracker final : private HttpExchangeSink {
 
   size_t open_connections() const { return conns_.size(); }
   HttpTrackerCounters counters() const;
+  const TraceLinksCounters& trace_counters() const { return links_.counters(); }
 
  private:
   struct Conn {
@@ -102,6 +108,9 @@ class HttpTracker final : private HttpExchangeSink {
   };
 
   void on_exchange(const HttpExchange& exchange) override;
+  void on_request_context(const uint8_t trace_id[16], const uint8_t caller_id[8],
+                          TraceIds* ids) override;
+  void peer_key(const uint8_t addr[16], uint8_t out[16]) const;
   void update_control(Conn& c);
   void finish(Conn& c);
   void release(Conn& c);
@@ -115,6 +124,9 @@ class HttpTracker final : private HttpExchangeSink {
   HttpTrackerCounters counters_{};
   HttpCounters released_{};            // parser counters of released streams
   std::vector<ebpfc_flow_key> ended_;  // connections that ended in this drain
+  TraceLinks links_;
+  const PeerKeys* peers_ = nullptr;
+  uint64_t now_ns_ = 0;  // the newest kernel time seen
 
   // Context of the exchange callbacks.
   Conn* current_ = nullptr;

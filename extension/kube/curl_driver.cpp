@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -42,7 +43,47 @@ class SignalBlock {
   sigset_t old_;
 };
 
+bool iequals_prefix(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); i++) {
+    char a = s[i];
+    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+    if (a != prefix[i]) return false;
+  }
+  return true;
+}
+
+std::string_view trim_line(std::string_view line) {
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  return line;
+}
+
 }  // namespace
+
+int status_line_code(std::string_view line) {
+  line = trim_line(line);
+  if (line.rfind("HTTP/", 0) != 0) return -1;
+  const size_t sp = line.find(' ');
+  if (sp == std::string_view::npos || line.size() < sp + 4) return 0;
+  int code = 0;
+  for (size_t i = sp + 1; i < sp + 4; i++)
+    code = code * 10 + (line[i] >= '0' && line[i] <= '9' ? line[i] - '0' : 0);
+  return code;
+}
+
+double retry_after_seconds(std::string_view line, double now_unix_s) {
+  line = trim_line(line);
+  if (!iequals_prefix(line, "retry-after:")) return -1;
+  std::string value(line.substr(12));
+  const size_t b = value.find_first_not_of(" \t");
+  value = b == std::string::npos ? std::string() : value.substr(b);
+  if (value.empty()) return -1;
+  if (value[0] >= '0' && value[0] <= '9') return std::strtod(value.c_str(), nullptr);
+  const time_t at = curl_getdate(value.c_str(), nullptr);
+  if (at <= 0) return -1;
+  const double s = static_cast<double>(at) - now_unix_s;
+  return s > 0 ? s : 0;
+}
 
 CurlDriver::CurlDriver() {
   static std::once_flag once;

@@ -20,8 +20,17 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace ebpfc::kube {
+
+// A response header line (CR LF trimmed or not): the status code of a
+// status line ("HTTP/1.1 429 Too Many Requests"), or -1 if it is not one.
+int status_line_code(std::string_view line);
+// The delay a Retry-After header line asks for, in seconds ("Retry-After:
+// 120", or an HTTP date, against now_unix_s; 0 for a date past), or -1 if
+// the line is not a valid Retry-After.
+double retry_after_seconds(std::string_view line, double now_unix_s);
 
 class CurlDriver {
  public:

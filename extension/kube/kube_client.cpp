@@ -54,16 +54,6 @@ bool host_is_name(const std::string& url) {
   return inet_pton(AF_INET, host.c_str(), buf) != 1;
 }
 
-bool iequals_prefix(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); i++) {
-    char a = s[i], b = prefix[i];
-    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
-    if (a != b) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 const char* resource_name(Resource r) { return kSpecs[static_cast<int>(r)].name; }
@@ -237,32 +227,15 @@ size_t KubeClient::on_header(char* data, size_t size, size_t n, void* userp) {
 }
 
 void KubeClient::Transfer::parse_header(std::string_view line) {
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (line.rfind("HTTP/", 0) == 0) {
+  const int code = status_line_code(line);
+  if (code >= 0) {
     // A new response (after a 100 Continue, say): forget the last one's.
-    header_code = 0;
+    header_code = code;
     retry_after_s = -1;
-    const size_t sp = line.find(' ');
-    if (sp != std::string_view::npos && line.size() >= sp + 4) {
-      int code = 0;
-      for (size_t i = sp + 1; i < sp + 4; i++)
-        code = code * 10 + (line[i] >= '0' && line[i] <= '9' ? line[i] - '0' : 0);
-      header_code = code;
-    }
-  } else if (iequals_prefix(line, "retry-after:")) {
-    std::string value(line.substr(12));
-    const size_t b = value.find_first_not_of(" \t");
-    value = b == std::string::npos ? std::string() : value.substr(b);
-    if (!value.empty() && value[0] >= '0' && value[0] <= '9') {
-      retry_after_s = std::strtod(value.c_str(), nullptr);
-    } else if (!value.empty()) {
-      const time_t at = curl_getdate(value.c_str(), nullptr);
-      if (at > 0) {
-        const double s = static_cast<double>(at) - static_cast<double>(client.now_.unix_us) / 1e6;
-        retry_after_s = s > 0 ? s : 0;
-      }
-    }
+    return;
   }
+  const double after = retry_after_seconds(line, static_cast<double>(client.now_.unix_us) / 1e6);
+  if (after >= 0) retry_after_s = after;
 }
 
 size_t KubeClient::on_write(char* data, size_t size, size_t n, void* userp) {

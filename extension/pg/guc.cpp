@@ -5,6 +5,7 @@
 #include "core/disk_guard.h"
 #include "core/fault.h"
 #include "core/http_span.h"
+#include "pg/otlp_export.h"
 #include "pg/pg_headers.h"
 
 namespace ebpfc::pg {
@@ -226,6 +227,7 @@ void define_gucs(bool preloading) {
   define_test_gucs();
   define_reloadable_gucs();
   define_storage_gucs();
+  define_trace_gucs();
   MarkGUCPrefixReserved("ebpf_capture");
 }
 

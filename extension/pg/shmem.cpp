@@ -57,6 +57,7 @@ static void startup_shmem() {
     for (int i = 0; i < g_max_captures; i++) {
       CaptureSlot* s = &g_shared->slots[i];
       for (auto& c : s->counters) pg_atomic_init_u64(&c, 0);
+      for (auto& c : s->otlp) pg_atomic_init_u64(&c, 0);
     }
   }
   LWLockRelease(AddinShmemInitLock);
@@ -72,6 +73,7 @@ void install_shmem_hooks() {
 
 void reset_slot_counters(CaptureSlot* slot) {
   for (auto& c : slot->counters) pg_atomic_write_u64(&c, 0);
+  for (auto& c : slot->otlp) pg_atomic_write_u64(&c, 0);
 }
 
 void set_slot_error(int slot, const char* message) {

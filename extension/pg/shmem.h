@@ -38,6 +38,20 @@ enum SlotCounter : int {
 };
 constexpr int kFirstLaterCounter = kNotHttpConnections;
 
+// The OTLP exporter's counters (pg/otlp_export.cpp), in the order
+// _otlp_slots() shows them.
+enum OtlpCounter : int {
+  kOtlpExported,     // spans the endpoint accepted
+  kOtlpFailed,       // spans it refused for good
+  kOtlpDropped,      // spans dropped from the outbox at its size bound
+  kOtlpQueued,       // spans in the outbox, waiting to be sent
+  kOtlpQueuedBytes,  // their request bodies' bytes
+  kOtlpRequests,     // requests made (retries included)
+  kOtlpRetries,
+  kOtlpCpuUs,  // the worker's CPU time spent exporting (encoding, outbox, sending)
+  kOtlpCounterCount
+};
+
 struct CaptureSlot {
   // Guarded by SharedState::mutex.
   bool in_use;
@@ -51,6 +65,11 @@ struct CaptureSlot {
   char metadata_error[256];  // its last error
   // Written by the slot's worker only; read by anyone.
   pg_atomic_uint64 counters[kSlotCounterCount];
+  // The OTLP exporter: state and last error guarded by the mutex, counters
+  // written by the worker only.
+  char otlp_state[16];
+  char otlp_error[kErrorLen];
+  pg_atomic_uint64 otlp[kOtlpCounterCount];
 };
 
 // What the launcher's storage maintenance did last, and the disk guard's

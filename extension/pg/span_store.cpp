@@ -663,7 +663,7 @@ void lock_table_now(const char* name, Oid nsp) {
 
 void SpanStore::write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolved,
                       const kube::PodRecord* pods, size_t npods, const char* interface,
-                      Outcome* out) {
+                      Outcome* out, ChunkSideWrite* side) {
   *out = Outcome();
   if (chunk.size() == 0 && npods == 0) {
     out->spans_written = out->pods_written = true;
@@ -701,6 +701,12 @@ void SpanStore::write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolv
             },
             &why);
         int side_state = 0;
+        if (side != nullptr) {
+          char side_write_error[kErrorLen];
+          if (!in_subtransaction([&] { side->write_in_transaction(); }, side_write_error,
+                                 sizeof(side_write_error), &side_state))
+            side->failed(side_write_error);
+        }
         if (npods > 0) {
           Datum pod_args[kPodArgs];
           pod_values(pods, static_cast<int>(npods), pod_args);

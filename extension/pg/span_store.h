@@ -24,6 +24,19 @@ namespace ebpfc::pg {
 
 class DirectInsert;
 
+// Something else a chunk's transaction writes, after its spans (the OTLP
+// outbox, pg/otlp_export.cpp): called inside the transaction, in a
+// subtransaction of its own, so that its failure never holds up the spans.
+class ChunkSideWrite {
+ public:
+  virtual void write_in_transaction() = 0;
+  // It failed (its subtransaction was rolled back) with `error`.
+  virtual void failed(const char* error) = 0;
+
+ protected:
+  ~ChunkSideWrite() = default;
+};
+
 class SpanStore {
  public:
   // Prepares and keeps the plans. Call inside the worker, connected to the
@@ -45,7 +58,8 @@ class SpanStore {
   // Writes `chunk` (named by `resolved`) and the pod changes in one
   // transaction; see above.
   void write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolved,
-             const kube::PodRecord* pods, size_t npods, const char* interface, Outcome* out);
+             const kube::PodRecord* pods, size_t npods, const char* interface, Outcome* out,
+             ChunkSideWrite* side = nullptr);
 
   // Whether rollup rows are staged (written, or found at start).
   bool has_staged() const { return staged_; }

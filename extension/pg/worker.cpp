@@ -28,6 +28,7 @@
 #include "kube/kube_config.h"
 #include "kube/pod_cache.h"
 #include "pg/guc.h"
+#include "pg/otlp_export.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/span_store.h"
@@ -53,6 +54,8 @@ struct Worker {
   HttpTracker* http = nullptr;
   kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
   kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
+  PodPeerKeys* peer_keys = nullptr;          // pods as peers of the trace parent rules
+  OtlpExport* otlp = nullptr;                // the OTLP exporter; driven by its fd in the wait set
   std::vector<kube::PodRecord> pod_changes;  // to mirror into the pods table, until written
   SpanBatch batch{static_cast<size_t>(g_max_pending_memory_kb) * 1024};
   ResolvedChunk resolved;  // the chunk being written, or the open connections, named
@@ -147,6 +150,7 @@ void publish_counters() {
   set(kSpansWritten, g_worker->spans_written);
   set(kSpansDropped, g_worker->batch.dropped());
   set(kPayloadDropped, c.filter.payload_dropped);
+  g_worker->otlp->publish();
   if (g_worker->kube != nullptr) {
     kube::KubeStatus k;
     g_worker->kube->status(&k);
@@ -265,10 +269,12 @@ void flush(bool final = false) {
       continue;
     }
     or_fail("naming the spans", [&] { g_worker->resolved.resolve(chunk, g_worker->pods); });
+    g_worker->otlp->encode(chunk, g_worker->resolved);
     SpanStore::Outcome out;
-    g_worker->store.write(chunk, g_worker->resolved,
-                          pods_due ? g_worker->pod_changes.data() : nullptr,
-                          pods_due ? g_worker->pod_changes.size() : 0, g_worker->interface, &out);
+    g_worker->store.write(
+        chunk, g_worker->resolved, pods_due ? g_worker->pod_changes.data() : nullptr,
+        pods_due ? g_worker->pod_changes.size() : 0, g_worker->interface, &out, g_worker->otlp);
+    g_worker->otlp->chunk_done(out.spans_written);
     pods_due = false;  // once per flush; kept for the next one if not written
     if (out.spans_written) {
       b.chunk_done(chunk);
@@ -433,6 +439,7 @@ HttpTrackerOptions http_options() {
   // An HTTP connection whose close we never see (its flow was reported idle,
   // or events were lost) is given up after the idle timeout, and a bit.
   o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
+  o.trace = trace_links_options();
   return o;
 }
 
@@ -544,6 +551,9 @@ void run() {
     // then idles and says why in capture_status).
     g_worker->pods = new kube::PodCache();
     g_worker->kube = new kube::KubeClient(kube_config(), *g_worker->pods);
+    g_worker->peer_keys = new PodPeerKeys(*g_worker->pods);
+    g_worker->otlp = new OtlpExport(g_worker->slot, g_worker->interface);
+    if (g_worker->http != nullptr) g_worker->http->set_peer_keys(g_worker->peer_keys);
     opened = true;
   } catch (const std::bad_alloc&) {
     strlcpy(error, "out of memory", sizeof(error));
@@ -554,6 +564,8 @@ void run() {
 
   try {
     g_worker->store.prepare();
+    g_worker->otlp->prepare(g_worker->store.schema());
+    g_worker->otlp->configure();
   } catch (const std::exception& e) {
     strlcpy(error, e.what(), sizeof(error));
     opened = false;
@@ -566,12 +578,14 @@ void run() {
   // the unlogged table anyway).
   write_open_connections(true);
 
-  WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 4);
+  WaitEventSet* wes = CreateWaitEventSet(TopMemoryContext, 5);
   AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
   AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
   AddWaitEventToSet(wes, WL_SOCKET_READABLE, g_worker->capture->event_fd(), nullptr, nullptr);
   const int kube_fd = g_worker->kube->fd();
   AddWaitEventToSet(wes, WL_SOCKET_READABLE, kube_fd, nullptr, nullptr);
+  const int otlp_fd = g_worker->otlp->fd();
+  AddWaitEventToSet(wes, WL_SOCKET_READABLE, otlp_fd, nullptr, nullptr);
 
   publish_counters();  // capture_status shows the metadata state from the start
   set_state(SlotState::Running);
@@ -586,13 +600,14 @@ void run() {
   g_worker->next_sweep_ns = WallClock::monotonic_ns() + kSweepIntervalNs;
 
   for (;;) {
-    WaitEvent events[4];
-    int n = WaitEventSetWait(wes, wait_timeout_ms(WallClock::monotonic_ns()), events, 4,
+    WaitEvent events[5];
+    int n = WaitEventSetWait(wes, wait_timeout_ms(WallClock::monotonic_ns()), events, 5,
                              PG_WAIT_EXTENSION);
-    bool kube_ready = false;
+    bool kube_ready = false, otlp_ready = false;
     for (int i = 0; i < n; i++) {
       if (events[i].events & WL_LATCH_SET) ResetLatch(MyLatch);
       if ((events[i].events & WL_SOCKET_READABLE) && events[i].fd == kube_fd) kube_ready = true;
+      if ((events[i].events & WL_SOCKET_READABLE) && events[i].fd == otlp_fd) otlp_ready = true;
     }
 
     if (ProcDiePending || stop_requested()) {
@@ -612,6 +627,7 @@ void run() {
         fault::at("sighup");
         if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
         g_worker->batch.set_max_bytes(static_cast<size_t>(g_max_pending_memory_kb) * 1024);
+        g_worker->otlp->configure();
       });
       if (!reconfigure_kube(error, sizeof(error))) fail_and_exit(error);
     }
@@ -631,6 +647,7 @@ void run() {
       write_open_connections(false);
     else if (g_worker->open_rows && g_open_connections_interval_ms == 0)
       write_open_connections(true);  // the report was turned off
+    g_worker->otlp->serve(otlp_ready);
     RESUME_INTERRUPTS();
     if (g_worker->swept) {
       follow_disk_guard();

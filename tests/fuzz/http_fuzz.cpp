@@ -74,6 +74,11 @@ const char* const kCanned[] = {
     "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
     "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01\r\n",
     "tracestate: a=1,b=2\r\n",
+    "b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90\r\n",
+    "b3: 64fe8b2a57d3eff7-e457b5a2e4d86bd1\r\n",
+    "X-B3-TraceId: 463ac35c9f6413ad48485a3953bb6124\r\n",
+    "X-B3-SpanId: a2fb4a1d1a96d312\r\n",
+    "X-B3-Sampled: 0\r\n",
     "Expect: 100-continue\r\n",
     "Cookie: secret\r\n",
     "\r\n",
@@ -383,8 +388,8 @@ bool same(const HttpExchange& a, const HttpExchange& b) {
          a.incomplete == b.incomplete && a.flags == b.flags &&
          a.interim_responses == b.interim_responses && a.method == b.method &&
          a.request_version == b.request_version && a.response_version == b.response_version &&
-         a.has_traceparent == b.has_traceparent && a.trace_flags == b.trace_flags &&
-         std::memcmp(a.trace_id, b.trace_id, 16) == 0 &&
+         a.has_traceparent == b.has_traceparent && a.trace_origin == b.trace_origin &&
+         a.trace_flags == b.trace_flags && std::memcmp(a.trace_id, b.trace_id, 16) == 0 &&
          std::memcmp(a.parent_id, b.parent_id, 8) == 0 && a.method_len == b.method_len &&
          std::memcmp(a.method_text, b.method_text, a.method_len) == 0 &&
          a.target_len == b.target_len && std::memcmp(a.target, b.target, a.target_len) == 0 &&

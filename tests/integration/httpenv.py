@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,8 @@ HTTPUTIL = HERE / "httputil.py"
 
 # Every attribute key an http row may carry (the documented set).
 HTTP_ATTR_KEYS = {
-    "server.address", "network.protocol.version", "http.interim_responses",
+    "server.address", "server.port", "http.request.resend_count",
+    "network.protocol.version", "http.interim_responses",
     "tracestate", "http.traceparent_invalid", "http.request.chunked", "http.response.chunked",
     "http.tunnel", "http.incomplete", "http.incomplete_reasons", "tcp.span_id",
 }
@@ -299,7 +301,8 @@ def check_http_span(span, t0=None, t1=None):
         p.append("interface")
     if not HEX32.match(span["trace_id"] or "") or span["trace_id"] == "0" * 32:
         p.append(f"trace_id {span['trace_id']!r}")
-    elif span["parent_span_id"] is None and not trace_id_is_timed(span):
+    elif (span["parent_span_id"] is None and span["trace_id"] not in CLIENT_TRACE_IDS
+          and not trace_id_is_timed(span)):
         p.append(f"trace_id {span['trace_id']!r} does not start with {span['start_time']}")
     if not HEX16.match(span["span_id"] or "") or span["span_id"] == "0" * 16:
         p.append(f"span_id {span['span_id']!r}")
@@ -395,6 +398,19 @@ def secrets_in_spans(cluster, secrets):
 
 
 _traceparent_re = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$")
+
+
+# Trace ids the tests' clients sent (new_traceparent): a span of such a
+# request that has no parent is the root of the client's trace, whose id does
+# not start with a time.
+CLIENT_TRACE_IDS = set()
+
+
+def new_traceparent():
+    """A W3C traceparent of a new trace (registered in CLIENT_TRACE_IDS)."""
+    trace = secrets.token_hex(16)
+    CLIENT_TRACE_IDS.add(trace)
+    return f"00-{trace}-{secrets.token_hex(8)}-01"
 
 
 def traceparent_ids(tp):

@@ -8,6 +8,7 @@ import os
 import signal
 import secrets
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -19,11 +20,15 @@ from conftest import (
 )
 from httpenv import (
     Nginx, Tshark, assert_http_spans_ok, brief, check_http_span, http_rows, raw_client,
-    raw_server, request, secrets_in_spans, send_step, traceparent_ids, wait_http,
+    new_traceparent, raw_server, request, secrets_in_spans, send_step, traceparent_ids, wait_http,
     wait_listening, worker_rss_kb,
 )
 
 COOKIE_SECRET = "setck" + secrets.token_hex(8)
+# How far a child exchange's timestamps may stray outside its parent's: the
+# filter's clock lags the wire by tens of microseconds on a loaded node, by
+# bridge port (35 us seen); ten times that and more.
+NESTING_SLACK = timedelta(microseconds=500)
 
 
 # ----------------------------------------------------------------------------
@@ -100,10 +105,6 @@ def conn_http(cluster, info, count, timeout=15.0, settle=0.7):
     return http_rows(cluster, where, params)
 
 
-def new_traceparent():
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
 # ----------------------------------------------------------------------------
 # nginx reverse proxy chain
 
@@ -175,20 +176,29 @@ def test_proxy_chain_trace_context(cluster, capture, chain):
                                 f"{have}, expected {want}")
             if h["attributes"].get("http.incomplete") is not False:
                 problems.append(f"{key} {name}: incomplete {h['attributes']}")
-        want_host = f"[{pod_ip6(2)}]:{chain.pport}" if v6 else f"{pod_ip4(2)}:{chain.pport}"
-        for name, h, want in (("hop 1", h1, want_host),
-                              ("hop 2", h2, f"{pod_ip4(3)}:{chain.bport}")):
-            if h["attributes"].get("server.address") != want:
-                problems.append(f"{key} {name}: server.address "
-                                f"{h['attributes'].get('server.address')!r}, expected {want!r}")
+        # server.address is Host without its port (and an IPv6 address
+        # without brackets), server.port the port
+        want_host = pod_ip6(2) if v6 else pod_ip4(2)
+        for name, h, want in (("hop 1", h1, (want_host, chain.pport)),
+                              ("hop 2", h2, (pod_ip4(3), chain.bport))):
+            have = (h["attributes"].get("server.address"), h["attributes"].get("server.port"))
+            if have != want:
+                problems.append(f"{key} {name}: server.address/port {have}, expected {want}")
         if traceparent and key != "badtp":
+            # hop 1 is the request curl made: it takes curl's id for it and
+            # has no parent (nothing entered pod1). The proxy copies the
+            # header: hop 2 is hop 1's child with an id of its own.
             trace, parent = traceparent_ids(traceparent)
+            want1 = (trace, parent, None)
+            want2 = (trace, h1["span_id"])
+            if (h1["trace_id"], h1["span_id"], h1["parent_span_id"]) != want1:
+                problems.append(f"{key} hop 1: trace/span/parent {h1['trace_id']}/"
+                                f"{h1['span_id']}/{h1['parent_span_id']}, expected {want1}")
+            if (h2["trace_id"], h2["parent_span_id"]) != want2 or h2["span_id"] == parent:
+                problems.append(f"{key} hop 2: trace/span/parent {h2['trace_id']}/"
+                                f"{h2['span_id']}/{h2['parent_span_id']}, expected "
+                                f"{want2} and an id of its own")
             for name, h in (("hop 1", h1), ("hop 2", h2)):
-                if (h["trace_id"], h["parent_span_id"]) != (trace, parent):
-                    problems.append(f"{key} {name}: trace/parent {h['trace_id']}/"
-                                    f"{h['parent_span_id']}, expected {trace}/{parent}")
-                if h["span_id"] == parent:
-                    problems.append(f"{key} {name}: span_id is the caller's id")
                 if tracestate and h["attributes"].get("tracestate") != tracestate:
                     problems.append(f"{key} {name}: tracestate "
                                     f"{h['attributes'].get('tracestate')!r}")
@@ -206,8 +216,13 @@ def test_proxy_chain_trace_context(cluster, capture, chain):
                 if "tracestate" in h["attributes"]:
                     problems.append(f"{key} {name}: tracestate without a valid traceparent")
         # The proxy forwards the request after it arrived and answers after
-        # the backend did: hop 2 lies within hop 1 on the same clock.
-        if not (h1["start_time"] <= h2["start_time"] <= h2["end_time"] <= h1["end_time"]):
+        # the backend did: hop 2 lies within hop 1. The parent link above does
+        # not depend on it (docs/traces.md); the timestamps do: each is taken
+        # when the filter runs at its bridge port, which on a busy node lags
+        # the wire by tens of microseconds and differs between ports (hop 2
+        # was once seen to end 35 us after hop 1). Allowed: NESTING_SLACK.
+        if not (h1["start_time"] - NESTING_SLACK <= h2["start_time"] <= h2["end_time"]
+                <= h1["end_time"] + NESTING_SLACK):
             problems.append(f"{key}: hop 2 [{h2['start_time']}, {h2['end_time']}] not within "
                             f"hop 1 [{h1['start_time']}, {h1['end_time']}]")
         # Each exchange names its connection's tcp span.
@@ -422,8 +437,14 @@ def test_header_blocks_larger_than_a_payload_head(cluster, capture, pods):
     have = [(r["http_target"], r["http_status"], r["bytes_received"],
              r["attributes"]["http.incomplete"], r["attributes"].get("server.address"),
              r["trace_id"], r["parent_span_id"]) for r in rows]
-    assert have == [(targets[0], 200, 500, False, "late.example:30", trace, parent),
-                    (targets[1], 200, 500, False, "late.example:60", trace, parent)], brief(rows)
+    # the second request reuses the first one's traceparent: a resend, with
+    # an id of its own
+    assert have == [(targets[0], 200, 500, False, "late.example", trace, None),
+                    (targets[1], 200, 500, False, "late.example", trace, None)], brief(rows)
+    assert [r["attributes"].get("server.port") for r in rows] == [30, 60], brief(rows)
+    assert rows[0]["span_id"] == parent and rows[1]["span_id"] != parent, brief(rows)
+    assert [r["attributes"].get("http.request.resend_count") for r in rows] == [None, 1], \
+        brief(rows)
 
 
 def test_chunked_bodies_beyond_a_payload_head(cluster, capture, pods):
@@ -831,8 +852,9 @@ def test_secrets_never_stored(cluster, capture, chain, pods):
     found = secrets_in_spans(cluster, [auth, cookie, apikey, body, setck, COOKIE_SECRET])
     assert not found, f"secrets stored in spans (value: rows): {found}\n" + brief(rows)
     # Host is what may be kept
-    assert {r["attributes"].get("server.address") for r in rows} == \
-        {f"{chain.proxy_addr}:{chain.pport}", f"{chain.backend_addr}:{chain.bport}", "h"}, \
+    assert {(r["attributes"].get("server.address"), r["attributes"].get("server.port"))
+            for r in rows} == \
+        {(chain.proxy_addr, chain.pport), (chain.backend_addr, chain.bport), ("h", None)}, \
         brief(rows)
 
 

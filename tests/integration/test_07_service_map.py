@@ -679,6 +679,10 @@ def test_dot_quoting(smdb):
 # (c) the Grafana dashboard's queries
 
 
+TRACE_FIELDS = ["traceID", "spanID", "parentSpanID", "operationName", "serviceName",
+                "serviceTags", "startTime", "duration"]
+
+
 def dashboard_targets():
     dash = json.loads(DASHBOARD.read_text())
     out = []
@@ -694,10 +698,16 @@ def dashboard_targets():
     return dash, out
 
 
-def expand_macros(sql, t_from, t_to, interval_s):
+# The dashboard's variables, as they stand when nothing was clicked.
+DASHBOARD_VARIABLES = {"trace_id": "", "edge_source": "", "edge_target": ""}
+
+
+def expand_macros(sql, t_from, t_to, interval_s, variables=None):
     """Grafana's PostgreSQL macros, expanded as Grafana does, to a literal
-    time range. A macro not handled here fails the test rather than passing
-    through unexpanded."""
+    time range, and the dashboard's variables. A macro or variable not
+    handled here fails the test rather than passing through unexpanded."""
+    for name, value in (variables or DASHBOARD_VARIABLES).items():
+        sql = sql.replace(f"${name}", value)
     f = t_from.isoformat()
     t = t_to.isoformat()
 
@@ -724,7 +734,21 @@ def expand_macros(sql, t_from, t_to, interval_s):
 def test_dashboard_is_grafana_json():
     dash, targets = dashboard_targets()
     types = {p["type"] for p, _ in targets}
-    assert {"nodeGraph", "table", "timeseries"} <= types, types
+    assert {"nodeGraph", "table", "timeseries", "traces"} <= types, types
+    # the variables the queries use are the dashboard's
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert set(DASHBOARD_VARIABLES) <= names, names
+    for _, t in targets:
+        for var in re.findall(r"\$(\w+)", t["rawSql"]):
+            assert var.startswith("__") or var in names, (var, t["rawSql"])
+    # data links: the map's edges to the slowest requests, trace ids to the trace view
+    links = [(p["title"], o["matcher"], prop["value"][0]["url"])
+             for p in dash["panels"] for o in p.get("fieldConfig", {}).get("overrides", [])
+             for prop in o["properties"] if prop["id"] == "links"]
+    assert any(m == {"id": "byFrameRefID", "options": "edges"} and "var-edge_source=" in u
+               for _, m, u in links), links
+    assert sum(1 for _, m, u in links if m.get("options") == "trace_id" and "var-trace_id="
+               in u) >= 2, links
     graph = [p for p in dash["panels"] if p["type"] == "nodeGraph"]
     assert len(graph) == 1
     refs = {t["refId"] for t in graph[0]["targets"]}
@@ -760,6 +784,15 @@ def test_dashboard_queries_run(smdb, mix):
                 assert cols[:7] == NODE_FIELDS, where
             elif target["refId"] == "edges":
                 assert cols[:5] == EDGE_FIELDS, where
+            if panel["type"] == "traces":
+                # the fields Grafana's trace view reads
+                assert cols[:8] == TRACE_FIELDS, where
+                for row in rows:
+                    r = dict(zip(cols, row))
+                    assert r["spanID"] and r["traceID"] and r["duration"] >= 0, (where, r)
+                    for tags in (r["serviceTags"], r["tags"]):
+                        assert isinstance(tags, list) and all(set(t) == {"key", "value"}
+                                                              for t in tags), (where, r)
             if target["format"] == "time_series":
                 assert cols[0] == "time" and "metric" in cols, where
                 for row in rows:

@@ -39,9 +39,15 @@ def test_demo_bookinfo(tmp_path):
 
     # one request, every hop, named through the Kubernetes API
     hops = table_after(text, "One request, every hop")
-    assert [(h[0], h[1], h[4]) for h in hops] == [
-        ("loadgen", "productpage-v1", "200"), ("productpage-v1", "details-v1", "200"),
-        ("productpage-v1", "reviews-v1", "200"), ("reviews-v1", "ratings-v1", "200")], hops
+    assert [(h[0], h[1], h[4], h[6]) for h in hops] == [
+        ("loadgen", "productpage-v1", "200", "1"), ("productpage-v1", "details-v1", "200", "2"),
+        ("productpage-v1", "reviews-v1", "200", "2"), ("reviews-v1", "ratings-v1", "200", "3")], hops
+    # a tree of depth three: productpage's two calls hang under the page
+    # request, ratings under reviews (whose nginx copied the header)
+    span, parent = {h[1]: h[7] for h in hops}, {h[1]: h[8] for h in hops}
+    assert parent["productpage-v1"] == "", hops
+    assert parent["details-v1"] == parent["reviews-v1"] == span["productpage-v1"], hops
+    assert parent["ratings-v1"] == span["reviews-v1"] != span["ratings-v1"], hops
 
     # the edges: ratings fails the 20 book ids of 200 that end in 7, reviews
     # passes that on, productpage degrades the page instead of failing it

@@ -252,8 +252,9 @@ ebpfc::HttpSpan& span_of(ebpfc::HttpSpanList& list, const ebpfc::HttpExchange& e
   ebpfc::SpanIdGenerator ids(7);
   uint8_t connection_span_id[8];
   for (int i = 0; i < 8; i++) connection_span_id[i] = static_cast<uint8_t>(0xa0 + i);
-  ebpfc::http_span_from_exchange(ex, ebpfc_test::ipv4_flow_key(40000, 80), 0, connection_span_id,
-                                 clock, ids, s);
+  const ebpfc::TraceIds trace{};
+  ebpfc::http_span_from_exchange(ex, trace, ebpfc_test::ipv4_flow_key(40000, 80), 0,
+                                 connection_span_id, clock, ids, s);
   return s;
 }
 
@@ -285,6 +286,18 @@ TEST(HttpAttributes, CompleteExchange) {
   EXPECT_EQ(j["tcp.span_id"], "a0a1a2a3a4a5a6a7");
   EXPECT_EQ(list[0].http_status, 200);
   EXPECT_EQ(std::string(ebpfc::http_span_name(list[0])), "GET");
+}
+
+TEST(HttpAttributes, ServerAddressIsTheHostAndServerPortItsPort) {
+  auto ex = exchange_base();
+  std::memcpy(ex->host, "[fd00::12]:9080", 15);
+  ex->host_len = 15;
+  ebpfc::HttpSpanList list;
+  span_of(list, *ex).resend_count = 3;
+  const json j = http_json(list, 0);
+  EXPECT_EQ(j["server.address"], "fd00::12");
+  EXPECT_EQ(j["server.port"], 9080);
+  EXPECT_EQ(j["http.request.resend_count"], 3);
 }
 
 TEST(HttpAttributes, IncompleteWithReasonsFlagsAndTracestate) {
@@ -327,6 +340,7 @@ TEST(HttpAttributes, NoRequestNoMethod) {
   span_of(list, *ex);
   const json j = http_json(list, 0);
   EXPECT_EQ(j.count("server.address"), 0u);
+  EXPECT_EQ(j.count("server.port"), 0u);
   EXPECT_EQ(j["network.protocol.version"], "1.1");  // from the response
   EXPECT_EQ(std::string(ebpfc::http_span_name(list[0])), "HTTP");
 }
