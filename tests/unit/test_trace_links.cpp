@@ -264,6 +264,9 @@ class TrackerTrees : public ::testing::Test {
     e.type = EBPFC_EVENT_PAYLOAD;
     e.sender = from_client ? 0 : 1;
     e.from_client = from_client ? 1 : 0;
+    // both directions start at sequence number 1: the kernel saw the SYNs
+    e.flags = EBPFC_PAYLOAD_STREAM_START | EBPFC_PAYLOAD_PEER_START;
+    e.stream_start = e.peer_start = 1;
     e.key = k;
     e.ts_ns = ts_ += 1000;
     e.flow_first_ns = 1;
