@@ -45,6 +45,17 @@ HttpTracker::~HttpTracker() {
   for (HttpStream* s : free_) delete s;
 }
 
+size_t HttpTracker::bytes_per_connection() {
+  // an unordered_map node holds the value and a next pointer, plus its bucket
+  constexpr size_t kEntry = sizeof(std::pair<const ebpfc_flow_key, Conn>) + 3 * sizeof(void*);
+  return sizeof(HttpStream) + 2 * kEntry + sizeof(HttpStream*);
+}
+
+size_t HttpTracker::connections_within(size_t bytes) {
+  const size_t n = bytes / bytes_per_connection();
+  return n > 0 ? n : 1;
+}
+
 void HttpTracker::set_options(const HttpTrackerOptions& options) {
   options_ = options;
   links_.set_options(options.trace);

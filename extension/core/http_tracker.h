@@ -41,7 +41,7 @@ struct HttpTrackerCounters {
 };
 
 struct HttpTrackerOptions {
-  size_t max_connections = 2048;
+  size_t max_connections = 2048;                // see HttpTracker::connections_within
   HttpQueryMode query = HttpQueryMode::Redact;  // what becomes of targets' query strings
   uint64_t expire_after_ns = 0;  // a connection silent this long is given up (0: never)
   TraceLinksOptions trace;       // span ids and parents of requests with trace context
@@ -55,6 +55,13 @@ class HttpTracker final : private HttpExchangeSink {
   HttpTracker& operator=(const HttpTracker&) = delete;
 
   void set_options(const HttpTrackerOptions& options);
+
+  // What one followed connection costs at most: its stream, its entries in
+  // the connections table (which holds up to twice as many as are followed:
+  // those that ended in this drain wait for its end) and on the free list.
+  static size_t bytes_per_connection();
+  // How many connections fit in `bytes` (at least one).
+  static size_t connections_within(size_t bytes);
   // Who is behind an address, for the parent rules (trace_links.h); null:
   // addresses. Must outlive the tracker.
   void set_peer_keys(const PeerKeys* peers) { peers_ = peers; }

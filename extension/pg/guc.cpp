@@ -7,6 +7,7 @@
 #include "core/http_span.h"
 #include "pg/otlp_export.h"
 #include "pg/pg_headers.h"
+#include "pg/shmem.h"
 
 namespace ebpfc::pg {
 
@@ -23,7 +24,7 @@ bool g_promiscuous = true;
 int g_flow_table_size = 65536;
 int g_ring_buffer_kb = 16384;
 bool g_http = true;
-int g_max_http_connections = 2048;
+int g_max_http_memory_kb = 64 * 1024;
 int g_http_query = static_cast<int>(HttpQueryMode::Redact);
 
 static const struct config_enum_entry kHttpQueryModes[] = {
@@ -92,9 +93,9 @@ static void define_postmaster_gucs() {
   DefineCustomStringVariable(
       "ebpf_capture.database", "Database that holds the ebpf_capture tables and runs its workers.",
       nullptr, &g_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("ebpf_capture.max_captures",
-                          "Maximum number of interfaces captured at once.", nullptr,
-                          &g_max_captures, 4, 1, 64, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.max_captures", "Maximum number of interfaces captured at once.", nullptr,
+      &g_max_captures, 4, 1, kMaxCaptures, PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
 }
 
 static void define_storage_gucs() {
@@ -177,10 +178,12 @@ static void define_reloadable_gucs() {
   DefineCustomBoolVariable("ebpf_capture.http",
                            "Parse HTTP/1.x exchanges and write one span per exchange.", nullptr,
                            &g_http, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
-  DefineCustomIntVariable("ebpf_capture.max_http_connections",
-                          "HTTP connections followed at once per capture (about 31 kB each).",
-                          nullptr, &g_max_http_connections, 2048, 16, 1000000, PGC_SIGHUP, 0,
-                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.max_http_memory",
+      "Memory for the HTTP connections a capture follows at once (about 31 kB each).",
+      "A connection beyond it is not parsed, and counted in http_bound_hits.",
+      &g_max_http_memory_kb, 64 * 1024, 512, 4 * 1024 * 1024, PGC_SIGHUP, GUC_UNIT_KB, nullptr,
+      nullptr, nullptr);
   DefineCustomEnumVariable(
       "ebpf_capture.http_query",
       "What http_target keeps of a request's query string: keep, redact (each value "

@@ -10,14 +10,14 @@ extern int g_flush_interval_ms;             // sighup: oldest span waits at most
 extern int g_open_connections_interval_ms;  // sighup: open_connections rewritten this often; 0 off
 extern int g_batch_size;                    // sighup: spans per insert transaction
 extern int g_max_pending_memory_kb;         // sighup: backlog bound (spans waiting), in kB
-extern bool g_direct_insert;        // sighup: write spans through the table AM when possible
-extern bool g_bridge_ports;         // sighup (next start): on a bridge, capture at its ports
-extern bool g_promiscuous;          // sighup (next start): join the interface promiscuously
-extern int g_flow_table_size;       // sighup (next start): entries in the kernel flows map
-extern int g_ring_buffer_kb;        // sighup (next start): ring buffer size
-extern bool g_http;                 // sighup (next start): parse HTTP/1.x exchanges
-extern int g_max_http_connections;  // sighup (next start): HTTP connections followed at once
-extern int g_http_query;            // sighup: HttpQueryMode of targets' query strings
+extern bool g_direct_insert;      // sighup: write spans through the table AM when possible
+extern bool g_bridge_ports;       // sighup (next start): on a bridge, capture at its ports
+extern bool g_promiscuous;        // sighup (next start): join the interface promiscuously
+extern int g_flow_table_size;     // sighup (next start): entries in the kernel flows map
+extern int g_ring_buffer_kb;      // sighup (next start): ring buffer size
+extern bool g_http;               // sighup (next start): parse HTTP/1.x exchanges
+extern int g_max_http_memory_kb;  // sighup (next start): HTTP connection pool, in kB
+extern int g_http_query;          // sighup: HttpQueryMode of targets' query strings
 
 // Storage (the launcher keeps it; see sql/ebpf_capture--0.1--0.2.sql).
 extern int g_partition_interval_min;         // sighup: time covered by one spans partition
@@ -28,13 +28,14 @@ extern int g_rollup_retention_min;           // sighup: rollup older than this i
 extern char* g_min_free_disk;                // sighup: free space the data directory keeps
 extern bool g_synchronous_commit;            // sighup: worker commits wait for the WAL flush
 
-// Defines the ebpf_capture.* parameters; the postmaster-level ones only while
-// shared_preload_libraries is being processed.
+// The Kubernetes API the pod cache lists and watches.
 extern char* g_kube_api_url;             // sighup: Kubernetes API URL ("" = in-cluster)
 extern char* g_kube_token_file;          // sighup: bearer token file ("" = in-cluster)
 extern char* g_kube_ca_file;             // sighup: CA bundle ("" = in-cluster)
 extern bool g_kube_allow_insecure_http;  // sighup: accept an http:// API URL
 
+// Defines the ebpf_capture.* parameters; the postmaster-level ones only while
+// shared_preload_libraries is being processed.
 void define_gucs(bool preloading);
 
 // The free bytes ebpf_capture.min_free_disk asks for on a file system of

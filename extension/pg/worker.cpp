@@ -434,7 +434,8 @@ kube::KubeConfig kube_config() {
 
 HttpTrackerOptions http_options() {
   HttpTrackerOptions o;
-  o.max_connections = static_cast<size_t>(g_max_http_connections);
+  o.max_connections =
+      HttpTracker::connections_within(static_cast<size_t>(g_max_http_memory_kb) * 1024);
   o.query = static_cast<HttpQueryMode>(g_http_query);
   // An HTTP connection whose close we never see (its flow was reported idle,
   // or events were lost) is given up after the idle timeout, and a bit.

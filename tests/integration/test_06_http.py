@@ -1159,15 +1159,15 @@ def test_tshark_reference(cluster, capture, pods, tmp_path):
 
 
 def test_connections_that_come_and_go_within_one_drain(cluster, capture, chain):
-    """More short connections than ebpf_capture.max_http_connections (16,
-    the smallest) open, exchange and close while the worker is stopped
+    """More short connections than ebpf_capture.max_http_memory allows (512kB,
+    the smallest: 16 connections) open, exchange and close while the worker is stopped
     (SIGSTOP), so that one drain reads the whole life of every one of them.
     Each connection gives its parser back when it ends: every exchange has
     its span and no bound is hit. (A worker busy inserting a batch under load
     is in the same position; before, a fifth of the HTTP spans of a
     short-connection benchmark were missing this way.)"""
     n = 120
-    with capture_restarted_with(cluster, "ebpf_capture.max_http_connections", "16"):
+    with capture_restarted_with(cluster, "ebpf_capture.max_http_memory", "512kB"):
         before = cluster.status()["http_bound_hits"]
         pid = cluster.status()["pid"]
         url = f"http://{chain.backend_addr}:{chain.bport}/ok"

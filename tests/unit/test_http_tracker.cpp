@@ -143,6 +143,23 @@ TEST_F(HttpTrackerTest, OpenConnectionsBeyondThePoolAreNotFollowed) {
   EXPECT_EQ(t.open_connections(), 17u);
 }
 
+// ebpf_capture.max_http_memory is turned into a number of connections: each
+// costs its stream and its table entries, and what is allowed is followed.
+TEST_F(HttpTrackerTest, AMemoryBoundFollowsAsManyConnectionsAsFitInIt) {
+  const size_t per = HttpTracker::bytes_per_connection();
+  EXPECT_GT(per, sizeof(HttpStream));
+  EXPECT_LT(per, sizeof(HttpStream) + 1024);
+  EXPECT_EQ(HttpTracker::connections_within(16 * per), 16u);
+  EXPECT_EQ(HttpTracker::connections_within(17 * per - 1), 16u);
+  EXPECT_EQ(HttpTracker::connections_within(512 * 1024), 16u);  // the setting's smallest
+  EXPECT_EQ(HttpTracker::connections_within(0), 1u);
+  HttpTracker& t = tracker(HttpTracker::connections_within(5 * per));
+  for (int i = 0; i < 8; i++)
+    t.on_payload(head(key_for(static_cast<uint16_t>(32000 + i)), true, 1, kRequest, 100), clock_,
+                 ids_, out_);
+  EXPECT_EQ(t.counters().pool_full, 3u);
+}
+
 // A payload head that trails its connection's close event in the same drain
 // is ignored: it does not start a connection of its own.
 TEST_F(HttpTrackerTest, PayloadTrailingTheCloseIsIgnored) {
