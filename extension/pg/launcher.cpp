@@ -20,7 +20,6 @@
 namespace ebpfc::pg {
 namespace {
 
-constexpr int kMaxSlots = 64;
 constexpr long kPollMs = 1000;
 constexpr long kMinBackoffMs = 1000;
 constexpr long kMaxBackoffMs = 60000;
@@ -34,7 +33,7 @@ struct SlotControl {
   long backoff_ms;
 };
 
-SlotControl g_control[kMaxSlots];
+SlotControl g_control[kMaxCaptures];
 
 // Whether the extension is installed in the database (it was, the last
 // time the captures table was read): a drop is logged once.
@@ -95,9 +94,9 @@ bool start_worker(int slot) {
 
 void reconcile() {
   SharedState* sh = shared();
-  char enabled[kMaxSlots][IFNAMSIZ];
-  const int nslots = sh->nslots < kMaxSlots ? sh->nslots : kMaxSlots;
-  const int n = read_enabled(enabled, kMaxSlots);
+  char enabled[kMaxCaptures][IFNAMSIZ];
+  const int nslots = sh->nslots < kMaxCaptures ? sh->nslots : kMaxCaptures;
+  const int n = read_enabled(enabled, kMaxCaptures);
   if (n < 0) return;  // keep things as they are; retry on the next poll
   const TimestampTz now = GetCurrentTimestamp();
 
@@ -213,10 +212,10 @@ void reconcile() {
 void stop_orphans() {
   SharedState* sh = shared();
   for (int waited_ms = 0; waited_ms <= kStopGraceMs; waited_ms += 100) {
-    pid_t alive[kMaxSlots];
+    pid_t alive[kMaxCaptures];
     int nalive = 0;
     SpinLockAcquire(&sh->mutex);
-    for (int i = 0; i < sh->nslots && i < kMaxSlots; i++) {
+    for (int i = 0; i < sh->nslots && i < kMaxCaptures; i++) {
       CaptureSlot* s = &sh->slots[i];
       if (s->pid != 0) {
         s->stop_requested = true;

@@ -15,6 +15,10 @@ const char* slot_state_name(SlotState s);
 
 constexpr int kErrorLen = 512;
 
+// The most captures ebpf_capture.max_captures may ask for: the launcher keeps
+// a fixed array of this many slot controls.
+constexpr int kMaxCaptures = 64;
+
 // A capture's counters, in the order capture_status() shows them.
 enum SlotCounter : int {
   kPackets,
