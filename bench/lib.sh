@@ -181,7 +181,7 @@ bench_build() {
 		log "building and installing the extension (make && make install)"
 		if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
 			bash "$REPO/tests/lib/private_pg.sh" "$EBPFC_DESTDIR" >/dev/null
-			export PG_BINDIR="$EBPFC_DESTDIR/usr/lib/postgresql/15/bin"
+			export PG_BINDIR="$EBPFC_DESTDIR$(pg_config --bindir)"
 		fi
 		if ! (cd "$REPO" && make -j"$(nproc)" && make install ${EBPFC_DESTDIR:+DESTDIR=$EBPFC_DESTDIR}) >"$WORK/build.log" 2>&1; then
 			tail -n 40 "$WORK/build.log" >&2

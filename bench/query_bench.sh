@@ -42,7 +42,7 @@ bench_require_root
 [[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "QUERY_ROWS: not a positive whole number: $ROWS"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "QUERY_REPEATS: not a positive whole number: $REPEATS"
 if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
-	PG_BIN="$EBPFC_DESTDIR/usr/lib/postgresql/15/bin"
+	PG_BIN="$EBPFC_DESTDIR$(pg_config --bindir)"
 else
 	PG_BIN="$(pg_config --bindir)"
 fi

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # run.sh - the whole test suite of ebpf_capture: `bash tests/run.sh` (as root).
 #
-# Stages: install the Debian packages, build and install the extension, the
-# unit tests and the fuzz smoke run (when the Makefile has those targets), the
-# network namespaces (tests/lib/topology.sh), a PostgreSQL 15 cluster inside the
-# node namespace (tests/lib/pgcluster.sh), pg_regress (make installcheck) and
-# the pytest integration tests. Clusters and namespaces are removed at exit.
+# Two tiers. First what needs no root (tests/run_unprivileged.sh, which a
+# contributor without root runs alone): the build into a private copy of
+# PostgreSQL, the unit tests, the fuzz smoke runs, the documentation check and
+# pg_regress on an unprivileged server. Then what needs root: the Debian
+# packages (installed first of all), the extension installed for the server
+# the tests run, the socket filter in this kernel, the Kubernetes client
+# against the fake API, the network namespaces (tests/lib/topology.sh), a
+# PostgreSQL 15 cluster inside the node namespace with the capabilities a
+# capture needs (tests/lib/pgcluster.sh), pg_regress's errors test and the
+# pytest integration tests. Clusters and namespaces are removed at exit.
 #
 # The last line printed is "N passed, M failed": every pytest test counts as
 # one, every other stage as one. Exits non-zero if anything failed.
@@ -13,7 +18,8 @@
 # Environment: EBPFC_NS (namespace prefix, default ebpfct), EBPFC_PGPORT
 # (default 5499), EBPFC_PYTEST_ARGS (extra pytest arguments, e.g. "-k idle"),
 # EBPFC_PYTEST_K (one pytest -k expression, spaces allowed: "test_08 or test_12"),
-# EBPFC_SERVER_TESTS_ONLY=1 (skip the unit, fuzz, filter and kube-client stages),
+# EBPFC_SERVER_TESTS_ONLY=1 (skip the unprivileged tier and the filter and
+# kube-client stages),
 # EBPFC_DESTDIR (install the extension into a private copy of PostgreSQL under
 # this directory, made on first use, instead of the system's: several
 # checkouts can then run the suite at once, each with its own EBPFC_NS and
@@ -26,15 +32,18 @@ cd "$REPO"
 export EBPFC_NS="${EBPFC_NS:-ebpfct}"
 export EBPFC_PODS="${EBPFC_PODS:-4}"
 export EBPFC_PGPORT="${EBPFC_PGPORT:-5499}"
+# Warnings are errors in our code (the Makefile's WERROR).
+export WERROR="${WERROR:-1}"
 PYTHON=/usr/bin/python3
-PG_BINDIR=/usr/lib/postgresql/15/bin
+PG_BINDIR=""
 INSTALL_ARGS=()
 if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
-	PG_BINDIR="$EBPFC_DESTDIR/usr/lib/postgresql/15/bin"
+	PG_BINDIR="$EBPFC_DESTDIR"
 	INSTALL_ARGS=(DESTDIR="$EBPFC_DESTDIR")
-	export PG_BINDIR
 fi
-RUN_PREFIX=/tmp/ebpfc-run.
+# Scoped by namespace prefix: another checkout running the suite at the same
+# time (its own EBPFC_NS) keeps its clusters.
+RUN_PREFIX="/tmp/ebpfc-run.$EBPFC_NS."
 
 passed=0
 failed=0
@@ -78,7 +87,7 @@ stop_cluster_dir() {
 
 cleanup_leftovers() {
 	local dir
-	for dir in "${RUN_PREFIX}"* /tmp/ebpfc-pg-*; do
+	for dir in "${RUN_PREFIX}"* "/tmp/ebpfc-pg-$EBPFC_NS-"*; do
 		[[ -d "$dir" ]] || continue
 		stop_cluster_dir "$dir"
 		rm -rf "$dir"
@@ -115,6 +124,8 @@ fi
 
 # --------------------------------------------------------------------------
 run_stage "install-deps" bash tests/install-deps.sh || exit 1
+PG_BINDIR="$PG_BINDIR$(pg_config --bindir)"
+export PG_BINDIR
 
 cleanup_leftovers
 bash tests/lib/topology.sh down
@@ -127,18 +138,27 @@ build() {
 }
 run_stage "build (make, make install)" build || exit 1
 
-# Stages other people own: run them when the Makefile has the target.
-optional_target() {
-	local target="$1"
-	if make -n "$target" >/dev/null 2>&1; then
-		run_stage "make $target" make "$target" || true
+# The unprivileged tier: its stages count here one by one.
+unprivileged_tier() {
+	local log="$1" last p f
+	set +e
+	bash tests/run_unprivileged.sh 2>&1 | tee "$log"
+	set -e
+	last="$(tail -n 1 "$log")"
+	if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+		p="${BASH_REMATCH[1]}" f="${BASH_REMATCH[2]}"
 	else
-		say "make $target: SKIPPED (make -n $target fails: no such target, or what it runs is not there yet)"
+		p=0 f=1
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if ((f > 0)); then
+		failures+=("$(grep '^failed: ' "$log" | sed 's/^failed: //' || echo 'tests/run_unprivileged.sh')")
 	fi
 }
 if [[ "${EBPFC_SERVER_TESTS_ONLY:-0}" != 1 ]]; then
-	optional_target unit
-	optional_target fuzz-smoke
+	say "tests/run_unprivileged.sh (needs no root)"
+	unprivileged_tier "$(mktemp /tmp/ebpfc-unprivileged.XXXXXX.log)"
 	# The socket filter in this kernel, fed replayed connections with
 	# BPF_PROG_TEST_RUN: its events, counters and flow entries.
 	run_stage "socket filter in the kernel (make filter-check)" make filter-check || true
@@ -155,7 +175,9 @@ PGDIR="$(mktemp -d "${RUN_PREFIX}XXXXXX")"
 run_stage "cluster start" bash tests/lib/pgcluster.sh start "$PGDIR" --port "$EBPFC_PGPORT" || exit 1
 
 installcheck() {
-	if make installcheck PGHOST="$PGDIR" PGPORT="$EBPFC_PGPORT" PGUSER=postgres; then
+	# The other pg_regress tests run in the unprivileged tier; this one
+	# starts captures.
+	if make installcheck REGRESS=errors PGHOST="$PGDIR" PGPORT="$EBPFC_PGPORT" PGUSER=postgres; then
 		return 0
 	fi
 	local diffs
@@ -168,7 +190,7 @@ installcheck() {
 	done
 	return 1
 }
-run_stage "pg_regress (make installcheck)" installcheck || true
+run_stage "pg_regress errors (make installcheck REGRESS=errors)" installcheck || true
 
 # --------------------------------------------------------------------------
 say "pytest tests/integration"
@@ -183,7 +205,7 @@ if [[ -n "${EBPFC_PYTEST_K:-}" ]]; then
 fi
 set +e
 EBPFC_TOPOLOGY_READY=1 EBPFC_PGDIR="$PGDIR" PYTHONDONTWRITEBYTECODE=1 \
-	timeout 900 "$PYTHON" -m pytest "${pytest_args[@]}" tests/integration
+	timeout 1500 "$PYTHON" -m pytest "${pytest_args[@]}" tests/integration
 pytest_rc=$?
 set -e
 

@@ -33,7 +33,8 @@ REPO = HERE.parent.parent
 LIB = REPO / "tests" / "lib"
 NETUTIL = HERE / "netutil.py"
 PY = "/usr/bin/python3"
-PG_BINDIR = os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin")
+PG_BINDIR = os.environ.get("PG_BINDIR") or subprocess.run(
+    ["pg_config", "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
 
 NS = os.environ.setdefault("EBPFC_NS", "ebpfct")
 PODS = int(os.environ.setdefault("EBPFC_PODS", "4"))
@@ -419,7 +420,7 @@ class Cluster:
 
 def start_extra_cluster(port, *flags):
     """Starts another cluster (for error tests) in the node namespace."""
-    directory = tempfile.mkdtemp(prefix="ebpfc-pg-")
+    directory = tempfile.mkdtemp(prefix=f"ebpfc-pg-{NS}-")
     res = run(["bash", str(LIB / "pgcluster.sh"), "start", directory, "--port", str(port),
                *flags], check=False)
     if res.returncode != 0:
@@ -458,7 +459,7 @@ def topology():
 
 def stop_leftover_clusters():
     """Stops and removes clusters a killed earlier run left in /tmp."""
-    for pidfile in Path(tempfile.gettempdir()).glob("ebpfc-pg-*/data/postmaster.pid"):
+    for pidfile in Path(tempfile.gettempdir()).glob(f"ebpfc-pg-{NS}-*/data/postmaster.pid"):
         datadir = pidfile.parent
         run(["runuser", "-u", "postgres", "--", f"{PG_BINDIR}/pg_ctl", "-D",
              str(datadir), "-m", "immediate", "-w", "-t", "30", "stop"], check=False)
@@ -470,7 +471,7 @@ def cluster(topology):
     own = not os.environ.get("EBPFC_PGDIR")
     if own:
         stop_leftover_clusters()
-        directory = tempfile.mkdtemp(prefix="ebpfc-pg-")
+        directory = tempfile.mkdtemp(prefix=f"ebpfc-pg-{NS}-")
         run(["bash", str(LIB / "pgcluster.sh"), "start", directory, "--port", str(MAIN_PORT)])
         c = Cluster(directory, MAIN_PORT)
     else:

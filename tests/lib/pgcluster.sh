@@ -17,7 +17,7 @@
 # Sourceable: pg_start, pg_stop, pg_restart, pg_psql, pg_port.
 
 EBPFC_NS="${EBPFC_NS:-ebpfc}"
-PG_BINDIR="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
+PG_BINDIR="${PG_BINDIR:-$(pg_config --bindir)}"
 PG_CAPS="+net_raw,+bpf,+net_admin,+perfmon"
 
 pg_log() { printf 'pgcluster: %s\n' "$*" >&2; }

@@ -6,12 +6,16 @@
 # extension installed there and nothing from the system's directories.
 set -euo pipefail
 dir="${1:?usage: private_pg.sh DIR}"
-if [[ -x "$dir/usr/lib/postgresql/15/bin/postgres" && -d "$dir/usr/share/postgresql/15" ]]; then
+# the installation pg_config names: its binaries' directory and its share
+# directory (Debian: /usr/lib/postgresql/15/bin, /usr/share/postgresql/15)
+pkglib="$(dirname "$(pg_config --bindir)")"
+share="$(pg_config --sharedir)"
+if [[ -x "$dir$(pg_config --bindir)/postgres" && -d "$dir$share" ]]; then
 	exit 0
 fi
-mkdir -p "$dir/usr/lib/postgresql" "$dir/usr/share/postgresql"
-cp -a /usr/lib/postgresql/15 "$dir/usr/lib/postgresql/"
-cp -a /usr/share/postgresql/15 "$dir/usr/share/postgresql/"
+mkdir -p "$dir$(dirname "$pkglib")" "$dir$(dirname "$share")"
+cp -a "$pkglib" "$dir$(dirname "$pkglib")/"
+cp -a "$share" "$dir$(dirname "$share")/"
 # The server runs as postgres and must be able to reach its own files.
 chmod 755 "$dir"
 echo "private_pg: PostgreSQL 15 copied to $dir"
