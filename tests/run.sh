@@ -43,7 +43,7 @@ if [[ -n "${EBPFC_DESTDIR:-}" ]]; then
 fi
 # Scoped by namespace prefix: another checkout running the suite at the same
 # time (its own EBPFC_NS) keeps its clusters.
-RUN_PREFIX="/tmp/ebpfc-run.$EBPFC_NS."
+RUN_PREFIX="/tmp/ebpfc-$EBPFC_NS-run."
 
 passed=0
 failed=0
@@ -87,7 +87,7 @@ stop_cluster_dir() {
 
 cleanup_leftovers() {
 	local dir
-	for dir in "${RUN_PREFIX}"* "/tmp/ebpfc-pg-$EBPFC_NS-"*; do
+	for dir in "${RUN_PREFIX}"* "/tmp/ebpfc-$EBPFC_NS-pg-"*; do
 		[[ -d "$dir" ]] || continue
 		stop_cluster_dir "$dir"
 		rm -rf "$dir"

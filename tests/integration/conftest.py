@@ -420,7 +420,7 @@ class Cluster:
 
 def start_extra_cluster(port, *flags):
     """Starts another cluster (for error tests) in the node namespace."""
-    directory = tempfile.mkdtemp(prefix=f"ebpfc-pg-{NS}-")
+    directory = tempfile.mkdtemp(prefix=f"ebpfc-{NS}-pg-")
     res = run(["bash", str(LIB / "pgcluster.sh"), "start", directory, "--port", str(port),
                *flags], check=False)
     if res.returncode != 0:
@@ -459,7 +459,7 @@ def topology():
 
 def stop_leftover_clusters():
     """Stops and removes clusters a killed earlier run left in /tmp."""
-    for pidfile in Path(tempfile.gettempdir()).glob(f"ebpfc-pg-{NS}-*/data/postmaster.pid"):
+    for pidfile in Path(tempfile.gettempdir()).glob(f"ebpfc-{NS}-pg-*/data/postmaster.pid"):
         datadir = pidfile.parent
         run(["runuser", "-u", "postgres", "--", f"{PG_BINDIR}/pg_ctl", "-D",
              str(datadir), "-m", "immediate", "-w", "-t", "30", "stop"], check=False)
@@ -471,7 +471,7 @@ def cluster(topology):
     own = not os.environ.get("EBPFC_PGDIR")
     if own:
         stop_leftover_clusters()
-        directory = tempfile.mkdtemp(prefix=f"ebpfc-pg-{NS}-")
+        directory = tempfile.mkdtemp(prefix=f"ebpfc-{NS}-pg-")
         run(["bash", str(LIB / "pgcluster.sh"), "start", directory, "--port", str(MAIN_PORT)])
         c = Cluster(directory, MAIN_PORT)
     else:
