@@ -96,6 +96,9 @@ run_stage "make unit" make unit || true
 run_stage "make fuzz-smoke" make fuzz-smoke || true
 if [[ -f tests/docs/check_docs.py ]]; then
 	run_stage "documentation (tests/docs/check_docs.py)" python3 tests/docs/check_docs.py || true
+	# the check itself: a removed entry, a broken link, a new setting are caught
+	run_stage "documentation check's self-test (check_docs.py --self-test)" \
+		python3 tests/docs/check_docs.py --self-test || true
 fi
 
 start_server() {
