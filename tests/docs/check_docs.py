@@ -8,8 +8,8 @@ Fails (exit 1), naming each one, when
   - an `ebpf_capture.*` setting defined by a DefineCustom*Variable call in
     extension/ is not in docs/configuration.md;
   - a function, table, view or type created by the extension's SQL scripts
-    (sql/ebpf_capture--*.sql; `_`-prefixed internals included) is not in
-    docs/sql.md;
+    (sql/ebpf_capture--*.sql, run in order: what a later script drops is
+    gone; `_`-prefixed internals included) is not in docs/sql.md;
   - a relative link in README.md, docs/*.md, deploy/README.md or
     tests/README.md points to a file that does not exist, or to a heading
     that the linked Markdown file does not have.
@@ -18,8 +18,9 @@ An object counts as documented when its name appears in backquotes:
 `ebpf_capture.batch_size`, `capture_start`, `capture_start(interface)`.
 
 --self-test copies the repository's docs and sources into a temporary
-directory, removes one documented setting, one documented function and
-breaks one link, and checks that each is reported (the check can fail).
+directory, removes documented settings and functions, breaks links, adds an
+undocumented setting and function, and checks that each is reported; and
+that a function a later script drops is no longer required.
 Python 3 standard library only; needs no server and no root.
 """
 import argparse
@@ -34,6 +35,9 @@ GUC_RE = re.compile(
 SQL_OBJECT_RE = re.compile(
     r'^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:UNLOGGED\s+)?(FUNCTION|TABLE|VIEW|TYPE)\s+'
     r'@extschema@\.("?[A-Za-z0-9_]+"?)',
+    re.IGNORECASE | re.MULTILINE)
+SQL_DROP_RE = re.compile(
+    r'^\s*DROP\s+(FUNCTION|TABLE|VIEW|TYPE)\s+(?:IF\s+EXISTS\s+)?@extschema@\.("?[A-Za-z0-9_]+"?)',
     re.IGNORECASE | re.MULTILINE)
 LINK_RE = re.compile(r'(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)|!\[[^\]]*\]\(([^)\s]+)\)')
 HEADING_RE = re.compile(r'^(#{1,6})\s+(.*?)\s*#*\s*$')
@@ -65,17 +69,33 @@ def settings(repo):
     return found
 
 
+def script_order(name):
+    """Install script first (ebpf_capture--0.1.sql), then the upgrade scripts
+    by the version they start from."""
+    versions = name[len('ebpf_capture--'):-len('.sql')].split('--')
+    key = [tuple(int(x) if x.isdigit() else x for x in re.split(r'[.]', v)) for v in versions]
+    return (len(versions), key)
+
+
 def sql_objects(repo):
-    """{name: (kind, file)} for every object the extension scripts create."""
+    """{name: (kind, file)} for every object the extension has once its
+    scripts have run in order: created by CREATE, not dropped by a later DROP."""
     found = {}
     sql_dir = os.path.join(repo, 'sql')
-    for name in sorted(os.listdir(sql_dir)):
-        if not (name.startswith('ebpf_capture--') and name.endswith('.sql')):
-            continue
+    scripts = [n for n in os.listdir(sql_dir)
+               if n.startswith('ebpf_capture--') and n.endswith('.sql')]
+    for name in sorted(scripts, key=script_order):
         path = os.path.join(sql_dir, name)
-        for m in SQL_OBJECT_RE.finditer(strip_sql_comments(read(path))):
-            obj = m.group(2).strip('"')
-            found.setdefault(obj, (m.group(1).lower(), os.path.relpath(path, repo)))
+        text = strip_sql_comments(read(path))
+        events = [(m.start(), 'create', m.group(1).lower(), m.group(2).strip('"'))
+                  for m in SQL_OBJECT_RE.finditer(text)]
+        events += [(m.start(), 'drop', m.group(1).lower(), m.group(2).strip('"'))
+                   for m in SQL_DROP_RE.finditer(text)]
+        for _pos, what, kind, obj in sorted(events):
+            if what == 'create':
+                found[obj] = (kind, os.path.relpath(path, repo))
+            else:
+                found.pop(obj, None)
     return found
 
 
@@ -256,6 +276,17 @@ def self_test(repo):
         for expect in ('ebpf_capture.brand_new', 'brand_new_fn'):
             if not any(expect in p for p in problems):
                 failures.append('a new undocumented %s is not reported' % expect)
+    finally:
+        shutil.rmtree(tmp)
+    # a function a later script drops need not be documented
+    tmp = copy()
+    try:
+        with open(os.path.join(tmp, 'sql', 'ebpf_capture--0.2--0.3.sql'), 'w') as f:
+            f.write('DROP FUNCTION @extschema@.otlp_status();\n')
+        mutate(os.path.join(tmp, 'docs', 'sql.md'), '`otlp_status', '`gone_status')
+        problems, _, _ = check(tmp)
+        if any('otlp_status' in p for p in problems):
+            failures.append('a dropped function is still required: %s' % problems)
     finally:
         shutil.rmtree(tmp)
     return failures
