@@ -6,7 +6,8 @@
 
 Fails (exit 1), naming each one, when
   - an `ebpf_capture.*` setting defined by a DefineCustom*Variable call in
-    extension/ is not in docs/configuration.md;
+    extension/ is not in docs/configuration.md, or docs/configuration.md
+    names one the code does not define (renamed or removed);
   - a function, table, view or type created by the extension's SQL scripts
     (sql/ebpf_capture--*.sql, run in order: what a later script drops is
     gone; `_`-prefixed internals included) is not in docs/sql.md;
@@ -182,6 +183,12 @@ def check(repo):
     for name, where in sorted(gucs.items()):
         if not documented(conf, name):
             problems.append('setting %s (%s) is not in docs/configuration.md' % (name, where))
+    if gucs:
+        for lineno, line in enumerate(conf.splitlines(), 1):
+            for name in sorted(set(re.findall(r'`(ebpf_capture\.[A-Za-z0-9_]+)`', line))):
+                if name not in gucs:
+                    problems.append('docs/configuration.md:%d: %s is no setting of the code '
+                                    '(renamed or removed?)' % (lineno, name))
     for name, (kind, where) in sorted(objects.items()):
         if not documented(sql, name):
             problems.append('%s %s (%s) is not in docs/sql.md' % (kind, name, where))
@@ -276,6 +283,16 @@ def self_test(repo):
         for expect in ('ebpf_capture.brand_new', 'brand_new_fn'):
             if not any(expect in p for p in problems):
                 failures.append('a new undocumented %s is not reported' % expect)
+    finally:
+        shutil.rmtree(tmp)
+    # a setting the code no longer has, still documented
+    tmp = copy()
+    try:
+        mutate(os.path.join(tmp, 'docs', 'configuration.md'), '`ebpf_capture.batch_size`',
+               '`ebpf_capture.batch_size`, `ebpf_capture.batch_rows`')
+        problems, _, _ = check(tmp)
+        if not any('ebpf_capture.batch_rows is no setting' in p for p in problems):
+            failures.append('a documented setting the code lacks is not reported')
     finally:
         shutil.rmtree(tmp)
     # a function a later script drops need not be documented
