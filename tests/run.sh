@@ -83,6 +83,23 @@ cleanup_leftovers() {
 		stop_cluster_dir "$dir"
 		rm -rf "$dir"
 	done
+	# servers a killed run left in containers of the image test
+	# (test_15_image.py): their data directories are under the pod's dir
+	local pidfile
+	for pidfile in /var/tmp/ebpfc-image-pod-*/volumes/*/*/postmaster.pid; do
+		[[ -f "$pidfile" ]] || continue
+		kill -QUIT "$(head -n 1 "$pidfile")" 2>/dev/null || true
+	done
+	rm -rf /var/tmp/ebpfc-image-pod-*
+	clean_image_cache
+}
+
+# The image test's buildah storage and base tarball live for one run only.
+export EBPFC_IMAGE_CACHE=/var/tmp/ebpfc-image-cache
+clean_image_cache() {
+	if [[ -d "$EBPFC_IMAGE_CACHE" ]]; then
+		bash tests/lib/image.sh clean >/dev/null 2>&1 || rm -rf "$EBPFC_IMAGE_CACHE"
+	fi
 }
 
 on_exit() {
@@ -97,6 +114,7 @@ on_exit() {
 		fi
 	fi
 	bash tests/lib/topology.sh down >/dev/null 2>&1
+	clean_image_cache
 	if ((${#failures[@]})); then
 		printf '\nfailed: %s\n' "${failures[*]}"
 	fi
