@@ -34,7 +34,7 @@ import yaml
 
 from conftest import (
     IFACE, LIB, REPO, Cluster, check_span_common, node_ns, now_utc, pod_ns, run,
-    spans_by_connection, wait_for, wait_spans_for_port,
+    spans_by_connection, wait_spans_for_port,
 )
 
 IMAGE_SH = LIB / "image.sh"
@@ -401,17 +401,29 @@ class Running:
         return int(pidfile.read_text().split()[0])
 
     def wait_capture(self, timeout=START_TIMEOUT):
-        def ready():
+        """Waits for the capture on cni0 to run; fails at once when the
+        container exits or the capture fails (the launcher would retry)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            problem = None
+            failed = re.search(r'capture on "cni0" failed: [^\n]*', self.log_text())
             if self.proc.poll() is not None:
-                raise AssertionError(f"the container exited ({self.proc.returncode}):\n"
-                                     f"{self.log_text()[-4000:]}")
-            st = self.db.status(IFACE)
-            return st if st and st["state"] == "running" else None
-
-        try:
-            return wait_for(ready, timeout, interval=0.3, desc="the capture on cni0 running")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\ncontainer log:\n{self.log_text()[-4000:]}") from None
+                problem = f"the container exited ({self.proc.returncode})"
+            elif failed:
+                problem = failed.group(0)
+            else:
+                try:
+                    last = self.db.status(IFACE)
+                    if last and last["state"] == "running":
+                        return last
+                except Exception as exc:  # noqa: BLE001 - the server is starting
+                    last = exc
+                if time.monotonic() > deadline:
+                    problem = f"no running capture on cni0 after {timeout} s (last: {last!r})"
+            if problem:
+                raise AssertionError(f"{problem}\ncontainer log:\n{self.log_text()[-4000:]}")
+            time.sleep(0.3)
 
     def stop(self, timeout=90):
         """The image's STOPSIGNAL to the server (PID 1 in a real container);
