@@ -346,12 +346,15 @@ class Pod:
         (main,) = self.spec["containers"]
         return main
 
-    def start(self, name, init_dir=None, env_drop=()):
+    def start(self, name, init_dir=None, env_drop=(), user=None):
         """Starts the main container in the node namespace; returns a handle.
-        Its output goes to ROOT/NAME/log, buildah's own to ROOT/NAME/buildah."""
+        Its output goes to ROOT/NAME/log, buildah's own to ROOT/NAME/buildah.
+        user: instead of the container's runAsUser:runAsGroup."""
         main = self.main()
         ctr = self.image.container(*self.from_opts(main))
         args, cmd = self.run_args(main, init_dir, env_drop)
+        if user is not None:
+            args[args.index("--user") + 1] = user
         uid = main["securityContext"]["runAsUser"]
         os.chown(self.socket_dir, uid, main["securityContext"]["runAsGroup"])
         self.socket_dir.chmod(0o2775)
@@ -598,3 +601,20 @@ def test_entrypoint_refuses_clearly(image, pod):
     assert no_pw.exit_code() == 1
     assert "POSTGRES_PASSWORD is not set" in no_pw.log_text(), no_pw.log_text()
     assert not (pod.data_mount() / "PG_VERSION").exists()
+
+
+def test_started_as_root_runs_postgres(image, pod, pods):
+    """The image started as root (docker run --user root; no init container)
+    prepares the data directory itself and runs the server as postgres, with
+    the binary's capabilities and no others."""
+    main = pod.main()
+    uid, gid = main["securityContext"]["runAsUser"], main["securityContext"]["runAsGroup"]
+    srv = pod.start("as-root", user="0:0")
+    st = srv.wait_capture()
+    assert "is ready for the postgres user" in srv.log_text(), srv.log_text()
+    pgdata = pod.data_mount()
+    assert (pgdata.stat().st_uid, pgdata.stat().st_gid) == (uid, gid)
+    check_runs_as_postgres_with_caps(srv.postmaster_pid(), uid, gid)
+    check_runs_as_postgres_with_caps(st["pid"], uid, gid)
+    connections_spanned(srv.db, pods, [[3, 4]])
+    assert srv.stop() == 0
