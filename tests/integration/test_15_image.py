@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from conftest import (
-    IFACE, LIB, REPO, Cluster, check_span_common, node_ns, now_utc, pod_ns, run,
+    IFACE, LIB, NS, REPO, Cluster, check_span_common, node_ns, now_utc, pod_ns, run,
     spans_by_connection, wait_spans_for_port,
 )
 
@@ -447,7 +447,8 @@ class Running:
 
 @pytest.fixture
 def pod(image, deploy_objects, topology):
-    root = tempfile.mkdtemp(prefix="ebpfc-image-pod-", dir="/var/tmp")
+    # run.sh removes what a killed run of the same EBPFC_NS left there
+    root = tempfile.mkdtemp(prefix=f"ebpfc-image-pod-{NS}-", dir="/var/tmp")
     p = Pod(image, deploy_objects, root, password=secrets.token_urlsafe(18))
     try:
         yield p
