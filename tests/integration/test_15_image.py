@@ -34,7 +34,7 @@ import yaml
 
 from conftest import (
     IFACE, LIB, NS, REPO, Cluster, check_span_common, node_ns, now_utc, pod_ns, run,
-    spans_by_connection, wait_spans_for_port,
+    spans_by_connection, wait_for, wait_spans_for_port,
 )
 
 IMAGE_SH = LIB / "image.sh"
@@ -555,9 +555,9 @@ def test_daemonset_pod_starts_and_captures(image, pod, pods, request):
 
 def test_upgrade_from_0_1(image, pod, pods, tmp_path):
     """A node whose data directory has ebpf_capture 0.1 (from the image
-    before this one, which recorded nothing in the data directory): the
-    image's init step updates it to the image's version and the capture
-    goes on."""
+    before this one, which recorded nothing in the data directory), where
+    this image's library waits for ALTER EXTENSION ... UPDATE: the image's
+    init step updates it to the image's version and the capture runs."""
     pod.run_init_containers()
     old_init = tmp_path / "old-init"
     old_init.mkdir()
@@ -568,7 +568,11 @@ def test_upgrade_from_0_1(image, pod, pods, tmp_path):
     script.chmod(0o755)
     old_init.chmod(0o755)
     old = pod.start("old", init_dir=old_init)
-    old.wait_capture()
+    # the library refuses to capture into 0.1's objects
+    st = wait_for(lambda: (s := old.db.status(IFACE)) and "ALTER EXTENSION ebpf_capture UPDATE"
+                  in (s["last_error"] or "") and s, timeout=START_TIMEOUT,
+                  desc="the capture waiting for ALTER EXTENSION ... UPDATE")
+    assert st["state"] != "running", st
     assert old.db.value("SELECT extversion FROM pg_extension WHERE extname = 'ebpf_capture'") \
         == "0.1"
     assert old.stop() == 0
