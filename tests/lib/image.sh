@@ -58,7 +58,7 @@ make_base() {
 			'path-exclude=/usr/share/locale/*'; do
 			excl+=(--dpkgopt="$p")
 		done
-		mmdebstrap --variant=apt --quiet "${excl[@]}" bookworm "$CACHE/base.tar.tmp" \
+		mmdebstrap --variant=apt --format=tar --quiet "${excl[@]}" bookworm "$CACHE/base.tar.tmp" \
 			"deb $MIRROR/debian bookworm main" \
 			"deb $MIRROR/debian bookworm-updates main" \
 			"deb $MIRROR/debian-security bookworm-security main" >&2
