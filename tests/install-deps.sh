@@ -11,6 +11,7 @@ PACKAGES=(
 	python3 python3-pytest python3-psycopg2 python3-yaml
 	make g++ clang-format libcap2-bin util-linux procps
 	graphviz gnuplot-nox
+	buildah mmdebstrap
 )
 # kubectl (for `kubectl kustomize deploy/`): Debian's kubernetes-client, unless
 # a kubectl is installed already (another package's /usr/bin/kubectl would

@@ -23,7 +23,7 @@
 # EBPFC_DESTDIR (install the extension into a private copy of PostgreSQL under
 # this directory, made on first use, instead of the system's: several
 # checkouts can then run the suite at once, each with its own EBPFC_NS and
-# EBPFC_PGPORT; the demo and image tests still use system-wide names).
+# EBPFC_PGPORT; the demo test still uses system-wide names).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,6 +92,24 @@ cleanup_leftovers() {
 		stop_cluster_dir "$dir"
 		rm -rf "$dir"
 	done
+	# servers a killed run with the same EBPFC_NS left in containers of the
+	# image test (test_15_image.py): their data directories are in the pod's
+	local pidfile
+	for pidfile in "/var/tmp/ebpfc-image-pod-${EBPFC_NS}-"*/volumes/*/*/postmaster.pid; do
+		[[ -f "$pidfile" ]] || continue
+		kill -QUIT "$(head -n 1 "$pidfile")" 2>/dev/null || true
+	done
+	rm -rf "/var/tmp/ebpfc-image-pod-${EBPFC_NS}-"*
+	clean_image_cache
+}
+
+# The image test's buildah storage and base tarball live for one run only
+# (one directory per EBPFC_NS, so that runs side by side keep their own).
+export EBPFC_IMAGE_CACHE="/var/tmp/ebpfc-image-cache-${EBPFC_NS}"
+clean_image_cache() {
+	if [[ -d "$EBPFC_IMAGE_CACHE" ]]; then
+		bash tests/lib/image.sh clean >/dev/null 2>&1 || rm -rf "$EBPFC_IMAGE_CACHE"
+	fi
 }
 
 on_exit() {
@@ -106,6 +124,7 @@ on_exit() {
 		fi
 	fi
 	bash tests/lib/topology.sh down >/dev/null 2>&1
+	clean_image_cache
 	if ((${#failures[@]})); then
 		printf '\nfailed: %s\n' "${failures[*]}"
 	fi

@@ -3,8 +3,11 @@ the capture needs (issue 5): a DaemonSet on the host network with the
 capabilities added and privilege escalation allowed (file capabilities), the
 data directory on a node-local volume, the node name from the downward API,
 the ConfigMap with postgresql.conf and the init script, and a ClusterRole
-that can read pods, replicasets and nodes. No cluster is needed."""
+that can read pods, replicasets and nodes. No cluster is needed. The
+Dockerfile's text, packages and build stage are checked here without a
+container engine; test_15_image.py builds the image and runs it."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -64,6 +67,21 @@ def test_daemonset(objects):
     assert len(data) == 1, (mounts, pgdata)
     assert "hostPath" in vols[data[0]], vols[data[0]]
     assert mounts.get("initdb") == "/docker-entrypoint-initdb.d", mounts
+    # the server runs as the image's postgres user, never as root, and may
+    # call bpf() (a runtime's default seccomp profile refuses it)
+    assert sc.get("runAsUser") == 999 and sc.get("runAsGroup") == 999, sc
+    assert sc.get("runAsNonRoot") is True, sc
+    assert sc.get("seccompProfile") == {"type": "Unconfined"}, sc
+    # the init container that gives the node's data directory to postgres
+    (init,) = spec["initContainers"]
+    assert init["image"] == ctr["image"], (init, ctr)
+    assert init["args"] == ["prepare-data"], init
+    assert {"name": "PGDATA", "value": pgdata} in init["env"], init
+    assert {m["name"]: m["mountPath"] for m in init["volumeMounts"]} == {data[0]: mounts[data[0]]}
+    isc = init["securityContext"]
+    assert isc["capabilities"]["drop"] == ["ALL"], isc
+    assert set(isc["capabilities"]["add"]) <= {"CHOWN", "FOWNER", "DAC_OVERRIDE"}, isc
+    assert isc.get("allowPrivilegeEscalation") is False, isc
 
 
 def test_configmap(objects):
@@ -130,13 +148,72 @@ def test_rbac(objects):
 
 def test_dockerfile():
     text = (DEPLOY / "Dockerfile").read_text()
-    assert "FROM postgres:15-bookworm" in text
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # Debian's own PostgreSQL 15 on debian:bookworm-slim, the base a build
+    # argument (tests/lib/image.sh gives a local one)
+    assert lines[0] == "ARG BASE_IMAGE=debian:bookworm-slim", lines[0]
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert froms == ["FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"], froms
     assert "setcap cap_bpf,cap_net_raw,cap_net_admin,cap_perfmon+ep /usr/lib/postgresql/15/bin/postgres" in text
+    assert "USER postgres" in lines, lines
+    assert 'ENTRYPOINT ["ebpf-capture-entrypoint"]' in lines, lines
+    assert "COPY deploy/entrypoint.sh /usr/local/bin/ebpf-capture-entrypoint" in lines, lines
     # every file the build copies exists
     for line in text.splitlines():
         if line.startswith("COPY ") and "--from" not in line:
             for src in line.split()[1:-1]:
                 assert (REPO / src).exists(), src
+
+
+def test_entrypoint_is_valid_bash():
+    res = subprocess.run(["bash", "-n", str(DEPLOY / "entrypoint.sh")], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert (DEPLOY / "entrypoint.sh").stat().st_mode & 0o111, "entrypoint.sh is not executable"
+
+
+def extension_version():
+    m = re.search(r"^default_version\s*=\s*'([^']+)'", (REPO / "ebpf_capture.control").read_text(),
+                  re.M)
+    assert m
+    return m.group(1)
+
+
+def build_tags(text):
+    """The -t arguments of the docker build / buildah bud / podman build
+    commands in text (lines that start with one, in a comment or not)."""
+    tags = []
+    for line in text.splitlines():
+        if re.match(r"\s*(#\s*)?(docker build|buildah bud|podman build)\s", line):
+            m = re.search(r"\s-t\s+(\S+)", line)
+            assert m, f"a build command without -t: {line}"
+            tags.append(m.group(1))
+    return tags
+
+
+def test_image_name_and_tag_agree(objects):
+    """The image the documented builds produce is the one the
+    kustomization deploys: name ebpf-capture, tag the extension's version
+    (test_15_image.py builds it and checks the built image's version too)."""
+    kust = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    (entry,) = kust["images"]
+    name, tag = entry["newName"], str(entry["newTag"])
+    assert tag == extension_version(), (tag, extension_version())
+    assert entry["name"] == name == "ebpf-capture", entry
+    ds = one(objects, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    for ctr in spec["containers"] + spec.get("initContainers", []):
+        assert ctr["image"] == f"{name}:{tag}", ctr["image"]
+    for doc in ("README.md", "Dockerfile"):
+        tags = build_tags((DEPLOY / doc).read_text())
+        assert tags, f"deploy/{doc} shows no build command"
+        for t in tags:
+            assert t.rsplit("/", 1)[-1] == f"{name}:{tag}", (doc, t)
+    readme = (DEPLOY / "README.md").read_text()
+    for m in re.finditer(r"^(?:docker|podman|buildah) push\s+(\S+)", readme, re.M):
+        assert m.group(1).rsplit("/", 1)[-1] == f"{name}:{tag}", m.group(0)
+    for m in re.finditer(r"kustomize edit set image ([^\s=]+)=([^\s)`]+)", readme):
+        assert m.group(1) == name and m.group(2).rsplit("/", 1)[-1] == f"{name}:{tag}", m.group(0)
 
 
 def dockerfile_stages():
@@ -155,21 +232,23 @@ def dockerfile_stages():
         if instr == "FROM":
             cur = []
             stages.append(cur)
-        cur.append((instr, arg.strip()))
+        if cur is not None:  # global ARGs before the first FROM aside
+            cur.append((instr, arg.strip()))
     return stages
 
 
 def test_dockerfile_packages_exist_in_bookworm():
     """Every package the image installs is one Debian 12 (the image's base,
-    bookworm) has; this machine's apt sources are bookworm's. The image's
-    postgresql-server-dev-15 comes from PGDG there and from Debian here."""
+    bookworm) has; this machine's apt sources are bookworm's."""
     names = []
     for stage in dockerfile_stages():
         for instr, arg in stage:
             if instr == "RUN" and "apt-get install" in arg:
-                tail = arg.split("apt-get install", 1)[1].split("&&", 1)[0]
-                names += [w for w in tail.split() if not w.startswith("-")]
-    assert "libbpf1" in names and "postgresql-server-dev-15" in names, names
+                for part in arg.split("apt-get install")[1:]:
+                    tail = part.split("&&", 1)[0]
+                    names += [w for w in tail.split() if not w.startswith("-")]
+    for want in ("libbpf1", "postgresql-15", "postgresql-common", "postgresql-server-dev-15"):
+        assert want in names, names
     res = subprocess.run(["apt-cache", "show", "--no-all-versions", *names],
                          capture_output=True, text=True, timeout=120)
     missing = [n for n in names if f"Package: {n}\n" not in res.stdout]
