@@ -151,15 +151,17 @@ for pid in ${BENCH_BG_PID:-}; do kill "$pid" 2>/dev/null || true; done
 sleep 8
 
 # Recall over the last minutes (within the retention): every request nginx
-# served and every connection pod1 opened there has its span.
-recent="$(psql_q "SELECT
-  (SELECT count(*) FROM spans WHERE protocol = 'http' AND dst_port = $NGINX_PORT
-     AND start_time >= now() - interval '2 minutes' AND start_time < now() - interval '30 seconds'),
-  (SELECT count(*) FROM spans WHERE protocol = 'tcp' AND dst_port = $NGINX_PORT
-     AND start_time >= now() - interval '2 minutes' AND start_time < now() - interval '30 seconds')")"
-put soak.recent_http_tcp "$recent"
-put soak.access_log_recent "$(awk -v lo="$(($(date +%s) - 120 - 8))" -v hi="$(($(date +%s) - 30 - 8))" \
-	'$1 >= lo && $1 < hi { n++ } END { print n + 0 }' "$NGINX_DIR/access.log" 2>/dev/null || echo 0)"
+# logged since a cut time (its $msec: when the response ended) has its http
+# span (end_time: when the response was seen). Only the cut is an edge, so
+# the two counts may differ by a request or two there, not more.
+cut="$(($(date +%s) - 150))"
+put soak.recall_cut "$cut"
+put soak.http_spans_since_cut "$(psql_q "SELECT count(*) FROM spans WHERE protocol = 'http'
+  AND dst_port = $NGINX_PORT AND end_time >= to_timestamp($cut)")"
+put soak.requests_since_cut "$(awk -v c="$cut" '$1 >= c { n++ } END { print n + 0 }' \
+	"$NGINX_DIR/access.log" 2>/dev/null || echo 0)"
+put soak.tcp_spans_since_cut "$(psql_q "SELECT count(*) FROM spans WHERE protocol = 'tcp'
+  AND dst_port = $NGINX_PORT AND start_time >= to_timestamp($cut)")"
 put soak.final_status "$(status_row)"
 put soak.storage "$(psql_q "SELECT row_to_json(s) FROM storage_status() s")"
 put soak.log_problems "$(grep -cE 'ERROR|WARNING|FATAL|PANIC' "$PGDIR/server.log" || true)"
@@ -178,7 +180,7 @@ put meta.short_cps "$SOAK_SHORT_CPS"
 put meta.long "$SOAK_LONG"
 
 gnuplot <<EOF
-set terminal pngcairo size 1200,900 font "Sans,10"
+set terminal pngcairo size 1200,900 font "Sans,10" noenhanced
 set output "$PNG"
 set datafile separator "\t"
 set multiplot layout 3,1 title "ebpf_capture soak: $SOAK_MINUTES min, retention $SOAK_RETENTION, one-minute partitions"
@@ -252,8 +254,10 @@ summary = dict(
         max=round(max((s["rss_anon_kb"] for s in samples), default=0) / 1024, 1),
         max_after_retention=round(max((s["rss_anon_kb"] for s in after), default=0) / 1024, 1),
         slope_mb_per_min_second_half=round(slope("rss_anon_kb", second_half) / 1024, 3)),
-    recent_http_tcp_spans=kv.get("soak.recent_http_tcp"),
-    nginx_log_recent=kv.get("soak.access_log_recent"),
+    recall=dict(
+        http_spans=int(kv.get("soak.http_spans_since_cut", "0") or 0),
+        requests=int(kv.get("soak.requests_since_cut", "0") or 0),
+        tcp_spans=int(kv.get("soak.tcp_spans_since_cut", "0") or 0)),
     log_problems=int(kv.get("soak.log_problems", "0") or 0),
     storage=json.loads(kv["soak.storage"]) if kv.get("soak.storage") else None,
     png=png)
@@ -277,8 +281,10 @@ lines = [f"# soak {meta['stamp']} ({meta['git']})", "",
          f"{s['worker_rss_mb']['max']} / {s['worker_rss_mb']['max_after_retention']} MB |",
          f"| worker RSS, slope over the second half | "
          f"{s['worker_rss_mb']['slope_mb_per_min_second_half']} MB/min |",
-         f"| http / tcp spans of the last minutes, nginx requests then | "
-         f"{s['recent_http_tcp_spans']} / {s['nginx_log_recent']} |",
+         f"| last 150 s of load: http spans / requests nginx logged (recall) | "
+         f"{s['recall']['http_spans']:,} / {s['recall']['requests']:,} "
+         f"({s['recall']['http_spans'] / max(s['recall']['requests'], 1):.4f}) |",
+         f"| last 150 s of load: tcp spans to nginx | {s['recall']['tcp_spans']:,} |",
          f"| server log lines with ERROR/WARNING/FATAL/PANIC | {s['log_problems']} |",
          "", f"![soak]({png.rsplit('/', 1)[-1]})"]
 open(md_path, "w").write("\n".join(lines) + "\n")
