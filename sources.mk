@@ -10,7 +10,7 @@ CORE_NAMES := wall_clock span_ids flow_span span_attributes text_sanitize \
 	edge_rollup span_batch chunk_resolve disk_guard fault
 CAPTURE_PLAIN_NAMES := link_messages capture_checks
 KUBE_PLAIN_NAMES := line_splitter kube_time ip_addr kube_objects workload string_pool pod_cache \
-	backoff kube_config token_file reflector kube_status
+	backoff kube_config token_file reflector kube_status hub_discovery
 # The OTLP exporter: encoding and the endpoint's answers (plain), and its
 # libcurl transport.
 EXPORT_PLAIN_NAMES := otlp_writer otlp_encode otlp_policy
