@@ -330,6 +330,11 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.spans_late', '');
 ALTER TABLE @extschema@.service_map_minutes RENAME TO service_map_minutes_0_1;
 ALTER INDEX @extschema@.service_map_minutes_pkey RENAME TO service_map_minutes_0_1_pkey;
 ALTER EXTENSION ebpf_capture DROP TABLE @extschema@.service_map_minutes_0_1;
+-- 0.1 rows have no client node: '' (the node that wrote them counts them).
+-- The key gains the column; ATTACH below builds the partition's new index.
+ALTER TABLE @extschema@.service_map_minutes_0_1
+    ADD COLUMN client_node text NOT NULL DEFAULT '';
+ALTER TABLE @extschema@.service_map_minutes_0_1 DROP CONSTRAINT service_map_minutes_0_1_pkey;
 
 CREATE TABLE @extschema@.service_map_minutes (
     minute            timestamptz NOT NULL,
@@ -346,7 +351,12 @@ CREATE TABLE @extschema@.service_map_minutes (
     errors            bigint NOT NULL,
     bytes_sent        bigint NOT NULL,
     bytes_received    bigint NOT NULL,
-    PRIMARY KEY (minute, src_id, dst_id, bucket)
+    -- The Kubernetes node of the client when the client is a pod on the pod
+    -- network (not on the host's network), '' otherwise. A request between
+    -- pods on two nodes is seen by both nodes' captures; a hub reading every
+    -- node counts the client node's record and skips the others (docs/hub.md).
+    client_node       text NOT NULL DEFAULT '',
+    PRIMARY KEY (minute, src_id, dst_id, bucket, client_node)
 ) PARTITION BY RANGE (minute);
 COMMENT ON TABLE @extschema@.service_map_minutes IS
   'The per-minute service map rollup, partitioned by minute; kept for ebpf_capture.rollup_retention.';
@@ -520,6 +530,15 @@ BEGIN
 END
 $$;
 
+-- The client node of a rollup row (see service_map_minutes.client_node):
+-- the node of the client's pod, '' when the client is no pod (an address,
+-- a node's own address, a pod on the host's network: those are seen by the
+-- server's node alone).
+CREATE FUNCTION @extschema@._service_map_client_node(src_pod text, src_node text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN src_pod IS NOT NULL THEN coalesce(src_node, '') ELSE '' END;
+REVOKE ALL ON FUNCTION @extschema@._service_map_client_node(text, text) FROM PUBLIC;
+
 -- A batch's share of the rollup as rollup rows: one input row per (minute,
 -- bucket, caller, callee) with who is at each end (pod, namespace, workload,
 -- workload kind, node; the address when no identity names the end) and the
@@ -534,7 +553,8 @@ CREATE FUNCTION @extschema@._rollup_rows(
     a_spans bigint[], a_errors bigint[], a_bytes_sent bigint[], a_bytes_received bigint[])
 RETURNS TABLE (minute timestamptz, src_id text, dst_id text, bucket smallint,
                src_title text, src_subtitle text, dst_title text, dst_subtitle text,
-               spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+               spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint,
+               client_node text)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT u.mi,
@@ -546,7 +566,8 @@ BEGIN ATOMIC
            pg_catalog.min(@extschema@._service_map_node_title(u.dw, u.dp, u.dn, u.da)),
            pg_catalog.min(@extschema@._service_map_node_subtitle(u.dns, u.dw, u.dwk, u.dp, u.dn)),
            pg_catalog.sum(u.n)::bigint, pg_catalog.sum(u.e)::bigint,
-           pg_catalog.sum(u.bs)::bigint, pg_catalog.sum(u.br)::bigint
+           pg_catalog.sum(u.bs)::bigint, pg_catalog.sum(u.br)::bigint,
+           @extschema@._service_map_client_node(u.sp, u.sn)
     -- (unnest of several arrays is syntax only when unqualified; this body is
     -- bound when the script runs, with pg_catalog alone on the search_path)
     FROM unnest(a_minute, a_bucket, a_src_pod, a_src_namespace, a_src_workload,
@@ -554,7 +575,7 @@ BEGIN ATOMIC
                            a_dst_namespace, a_dst_workload, a_dst_workload_kind, a_dst_node,
                            a_dst_addr, a_spans, a_errors, a_bytes_sent, a_bytes_received)
          AS u(mi, b, sp, sns, sw, swk, sn, sa, dp, dns, dw, dwk, dn, da, n, e, bs, br)
-    GROUP BY 1, 2, 3, 4;
+    GROUP BY 1, 2, 3, 4, 13;
 END;
 
 -- Rollup rows staged while service_map_minutes could not be written (a lock
@@ -573,7 +594,8 @@ CREATE TABLE @extschema@._service_map_staged (
     spans             bigint NOT NULL,
     errors            bigint NOT NULL,
     bytes_sent        bigint NOT NULL,
-    bytes_received    bigint NOT NULL
+    bytes_received    bigint NOT NULL,
+    client_node       text NOT NULL DEFAULT ''
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._service_map_staged', '');
 
@@ -594,13 +616,17 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    INSERT INTO @extschema@.service_map_minutes AS m
-    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+    INSERT INTO @extschema@.service_map_minutes AS m (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
         a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
         a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
         a_bytes_sent, a_bytes_received) r
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    ORDER BY 1, 2, 3, 4, 13
+    ON CONFLICT (minute, src_id, dst_id, bucket, client_node) DO UPDATE
     SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
         bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
         bytes_received = m.bytes_received + EXCLUDED.bytes_received;
@@ -624,11 +650,15 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    INSERT INTO @extschema@._service_map_staged
-    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+    INSERT INTO @extschema@._service_map_staged (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
         a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
         a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
-        a_bytes_sent, a_bytes_received);
+        a_bytes_sent, a_bytes_received) r;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -648,14 +678,16 @@ BEGIN
         RETURN 0;
     END IF;
     WITH moved AS (DELETE FROM @extschema@._service_map_staged RETURNING *)
-    INSERT INTO @extschema@.service_map_minutes AS m
+    INSERT INTO @extschema@.service_map_minutes AS m (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
     SELECT s.minute, s.src_id, s.dst_id, s.bucket, min(s.src_title), min(s.src_subtitle),
            min(s.dst_title), min(s.dst_subtitle), sum(s.spans)::bigint, sum(s.errors)::bigint,
-           sum(s.bytes_sent)::bigint, sum(s.bytes_received)::bigint
+           sum(s.bytes_sent)::bigint, sum(s.bytes_received)::bigint, s.client_node
     FROM moved s
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    GROUP BY 1, 2, 3, 4, 13
+    ORDER BY 1, 2, 3, 4, 13
+    ON CONFLICT (minute, src_id, dst_id, bucket, client_node) DO UPDATE
     SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
         bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
         bytes_received = m.bytes_received + EXCLUDED.bytes_received;
@@ -676,6 +708,47 @@ REVOKE ALL ON FUNCTION @extschema@._rollup_stage(timestamptz[], smallint[], text
     text[], text[], text[], inet[], text[], text[], text[], text[], text[], inet[], bigint[],
     bigint[], bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._rollup_merge_staged() FROM PUBLIC;
+
+-- The rollup rows of the spans that started in [window_start, window_end),
+-- read from the spans table: 0.1's, with the client node.
+DROP FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz);
+CREATE FUNCTION @extschema@._service_map_rollup_of_spans(
+    window_start timestamptz, window_end timestamptz)
+RETURNS TABLE (
+    minute timestamptz, src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint, client_node text)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT @extschema@._service_map_minute(s.start_time),
+           @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
+                                            s.src_node, s.src_addr),
+           @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
+                                            s.dst_node, s.dst_addr),
+           CASE WHEN s.protocol = 'http'
+                THEN @extschema@._service_map_bucket(s.end_time - s.start_time)
+                ELSE 0::smallint END,
+           min(@extschema@._service_map_node_title(s.src_workload, s.src_pod, s.src_node,
+                                                   s.src_addr)),
+           min(@extschema@._service_map_node_subtitle(s.src_namespace, s.src_workload,
+                                                      s.src_workload_kind, s.src_pod,
+                                                      s.src_node)),
+           min(@extschema@._service_map_node_title(s.dst_workload, s.dst_pod, s.dst_node,
+                                                   s.dst_addr)),
+           min(@extschema@._service_map_node_subtitle(s.dst_namespace, s.dst_workload,
+                                                      s.dst_workload_kind, s.dst_pod,
+                                                      s.dst_node)),
+           count(*),
+           count(*) FILTER (WHERE s.status = 'ERROR'),
+           coalesce(sum(s.bytes_sent) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           coalesce(sum(s.bytes_received) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           @extschema@._service_map_client_node(s.src_pod, s.src_node)
+    FROM @extschema@.spans s
+    WHERE s.start_time >= window_start AND s.start_time < window_end
+      AND s.protocol IN ('http', 'tcp')
+    GROUP BY 1, 2, 3, 4, 13
+$$;
+REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
+    FROM PUBLIC;
 
 -- Recomputes the rollup of the whole minutes that [window_start,
 -- window_end) touches from the spans table; staged rows of those minutes are
@@ -706,8 +779,12 @@ BEGIN
         WHERE m.minute >= first_minute AND m.minute < end_minute;
     DELETE FROM @extschema@._service_map_staged m
         WHERE m.minute >= first_minute AND m.minute < end_minute;
-    INSERT INTO @extschema@.service_map_minutes
-        SELECT * FROM @extschema@._service_map_rollup_of_spans(first_minute, end_minute);
+    INSERT INTO @extschema@.service_map_minutes (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._service_map_rollup_of_spans(first_minute, end_minute) r;
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
 END
