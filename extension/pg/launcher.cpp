@@ -12,6 +12,7 @@
 
 #include "pg/catalog.h"
 #include "pg/guc.h"
+#include "pg/hub.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/storage_maintenance.h"
@@ -284,6 +285,8 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_launcher_main) {
   for (;;) {
     reconcile();
     storage_tick();
+    hub_launcher_tick();
+    hub_access_tick();
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kPollMs,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
@@ -292,6 +295,7 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_launcher_main) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
       storage_settings_changed();
+      hub_settings_changed();
     }
   }
 }
