@@ -533,14 +533,17 @@ def test_a_node_stopped_mid_query(env, traffic):
         except Exception as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
         finally:
+            result["notices"] = list(conn.notices)
             conn.close()
             result["seconds"] = time.monotonic() - started
     thread = threading.Thread(target=query)
     thread.start()
     try:
         wait_for(lambda: n2.sql("SELECT 1 FROM pg_stat_activity WHERE usename = %s AND "
-                                "wait_event_type = 'Lock'", (HUB_ROLE,)), 10, 0.05,
+                                "wait_event_type = 'Lock' AND query LIKE %s",
+                                (HUB_ROLE, "%_service_map_window_of%")), 10, 0.05,
                  desc="the hub's query waiting on node 2")
+        assert thread.is_alive(), result  # held by node 2
         stopped = time.monotonic()
         run(["runuser", "-u", "postgres", "--", f"{PG_BINDIR}/pg_ctl", "-D", f"{n2.dir}/data",
              "-m", "immediate", "-w", "stop"])
@@ -557,7 +560,10 @@ def test_a_node_stopped_mid_query(env, traffic):
     want = dict(TRUTH)
     want[("shop/web", "shop/api")] = (5, 5)  # node 1's web only
     assert result["edges"] == want, result
-    assert result["coverage"] == [("3 of 4 nodes answered", "missing: node-2")], result
+    n = len(ks)
+    assert result["coverage"] == [(f"{n - 1} of {n} nodes answered", "missing: node-2")], result
+    # the edges' answer came after node 2 was stopped, and said so
+    assert any('node "node-2" did not answer' in x for x in result["notices"]), result
     env.wait_hub_nodes({**{node_name(k): "up" for k in ks}, node_name(2): "down"})
     assert "node-2" in env.hub.value("SELECT service_map_dot(%s, %s)", (t0, t1)).split("\n")[1]
 
