@@ -688,3 +688,109 @@ def test_a_node_cut_off_from_the_network(env, traffic):
     wait_for(lambda: not before & {r["pid"] for r in n3.sql(
         "SELECT pid FROM pg_stat_activity WHERE usename = %s", (HUB_ROLE,))}, 60, 1,
         desc="the sessions left on node 3 by the cut")
+
+
+# ----------------------------------------------------------------------------
+# deploy/hub: what `kubectl kustomize` renders
+
+
+def kustomize(path):
+    import yaml
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl not found: tests/install-deps.sh installs kubernetes-client"
+    res = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, f"kubectl kustomize {path} failed:\n{res.stderr}"
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def the(objects, kind, name=None):
+    found = [o for o in objects if o["kind"] == kind
+             and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, (kind, name, [(o["kind"], o["metadata"]["name"]) for o in objects])
+    return found[0]
+
+
+def conf_settings(text):
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip().strip("'")
+    return out
+
+
+def test_deploy_hub_objects(cluster, tmp_path):
+    hub = kustomize(REPO / "deploy" / "hub")
+    nodes = kustomize(REPO / "deploy")
+    sts = the(hub, "StatefulSet")
+    pod = sts["spec"]["template"]
+    spec = pod["spec"]
+    (ctr,) = spec["containers"]
+    # its own volume, kept across restarts
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"], claim
+    mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data", mounts
+    assert ctr["env"][0] == {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
+    # no capture there: no capability added
+    assert "add" not in ctr["securityContext"].get("capabilities", {}), ctr["securityContext"]
+    assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    # the configuration: every hub setting exists, the password file is the
+    # mounted Secret, the init script makes the database a hub
+    cm = the(hub, "ConfigMap", "ebpf-capture-hub-config")
+    conf = conf_settings(cm["data"]["postgresql.conf"])
+    assert conf["shared_preload_libraries"] == "ebpf_capture", conf
+    assert f"config_file={mounts['config']}/postgresql.conf" in " ".join(ctr["args"]), ctr
+    defined = {r["name"] for r in cluster.sql(
+        "SELECT name FROM pg_settings WHERE name LIKE 'ebpf_capture.%'")}
+    ours = {k for k in conf if k.startswith("ebpf_capture.")}
+    assert {"ebpf_capture.hub_selector", "ebpf_capture.hub_password_file"} <= ours <= defined, \
+        sorted(ours - defined)
+    assert mounts["hub-password"] == os.path.dirname(conf["ebpf_capture.hub_password_file"])
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["hub-password"]["secret"]["secretName"] == "ebpf-capture-hub"
+    assert mounts["initdb"] == "/docker-entrypoint-initdb.d"
+    script = cm["data"]["init-hub.sh"]
+    assert "CREATE EXTENSION ebpf_capture" in script and "hub_start()" in script, script
+    (tmp_path / "init-hub.sh").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "init-hub.sh")]).returncode == 0
+    # the pods it reads are the DaemonSet's, and it is not one of them
+    key, value = conf["ebpf_capture.hub_selector"].split("=")
+    ds = the(nodes, "DaemonSet")
+    assert ds["spec"]["template"]["metadata"]["labels"].get(key) == value, ds["metadata"]
+    assert pod["metadata"]["labels"].get(key) != value, pod["metadata"]
+    (node_ctr,) = [c for c in ds["spec"]["template"]["spec"]["containers"]
+                   if c["name"] == "postgres"]
+    assert "postgres" in {p.get("name") for p in node_ctr["ports"]}, node_ctr["ports"]
+    # ... and may list and watch pods in its namespace, nothing more
+    role = the(hub, "Role")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+                              "verbs": ["get", "list", "watch"]}], role
+    assert not [o for o in hub if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    binding = the(hub, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == spec["serviceAccountName"] == \
+        the(hub, "ServiceAccount")["metadata"]["name"]
+    # the nodes keep the role the hub logs in as, with the same Secret
+    node_conf = conf_settings(the(nodes, "ConfigMap")["data"]["postgresql.conf"])
+    assert node_conf["ebpf_capture.hub_access"] == "on", node_conf
+    assert node_conf["ebpf_capture.hub_user"] == conf["ebpf_capture.hub_user"]
+    node_mounts = {m["name"]: m["mountPath"] for m in node_ctr["volumeMounts"]}
+    node_vols = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert node_mounts["hub-password"] == os.path.dirname(
+        node_conf["ebpf_capture.hub_password_file"]), node_mounts
+    secret = node_vols["hub-password"]["secret"]
+    assert secret["secretName"] == "ebpf-capture-hub" and secret["optional"] is True, secret
+    # the Service, and Grafana pointed at it
+    svc = the(hub, "Service")
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["targetPort"] == "postgres"
+    import yaml
+    grafana = yaml.safe_load(the(hub, "ConfigMap", "ebpf-capture-grafana-hub")["data"][
+        "ebpf-capture-hub.yaml"])
+    (ds_conf,) = grafana["datasources"]
+    namespace = svc["metadata"]["namespace"]
+    assert ds_conf["url"] == f"{svc['metadata']['name']}.{namespace}.svc:5432", ds_conf
+    assert ds_conf["user"] == "grafana_reader", ds_conf
