@@ -1578,37 +1578,51 @@ DECLARE
     d text := @extschema@._hub_dblink();
     srv name;
     conns text[];
+    kept boolean;
+    attempt int;
     newest timestamptz;
     allowed boolean;
     message text;
+    detail text;
 BEGIN
     SELECT n.server INTO srv FROM @extschema@.hub_nodes n WHERE n.pod_uid = a_uid;
     IF srv IS NULL THEN
         RETURN NULL;
     END IF;
-    BEGIN
-        EXECUTE format('SELECT %s.dblink_get_connections()', d) INTO conns;
-        IF NOT srv = ANY (coalesce(conns, '{}')) THEN
-            EXECUTE format('SELECT %s.dblink_connect(%L, %L)', d, srv, srv);
-        END IF;
-        EXECUTE format('SELECT t.newest, t.allowed FROM %s.dblink(%L, %L) '
-                       'AS t(newest timestamptz, allowed boolean)', d, srv,
-                       'SELECT (SELECT max(m.minute) FROM @extschema@.service_map_minutes m '
-                       'WHERE m.client_node IS NOT NULL), has_function_privilege('
-                       '''@extschema@._service_map_window_of(timestamptz, timestamptz)'', '
-                       '''EXECUTE'')')
-            INTO newest, allowed;
-        IF NOT allowed THEN
-            RAISE EXCEPTION 'the hub''s role may not run _service_map_window_of there '
-                            '(is ebpf_capture.hub_access on?)';
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+    EXECUTE format('SELECT %s.dblink_get_connections()', d) INTO conns;
+    kept := srv = ANY (coalesce(conns, '{}'));
+    FOR attempt IN 1 .. 2 LOOP
         BEGIN
-            EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, srv);
+            IF NOT kept THEN
+                EXECUTE format('SELECT %s.dblink_connect(%L, %L)', d, srv, srv);
+            END IF;
+            EXECUTE format('SELECT t.newest, t.allowed FROM %s.dblink(%L, %L) '
+                           'AS t(newest timestamptz, allowed boolean)', d, srv,
+                           'SELECT (SELECT max(m.minute) FROM @extschema@.service_map_minutes m '
+                           'WHERE m.client_node IS NOT NULL), has_function_privilege('
+                           '''@extschema@._service_map_window_of(timestamptz, timestamptz)'', '
+                           '''EXECUTE'')')
+                INTO newest, allowed;
+            IF NOT allowed THEN
+                RAISE EXCEPTION 'the hub''s role may not run _service_map_window_of there '
+                                '(is ebpf_capture.hub_access on?)';
+            END IF;
+            message := NULL;
         EXCEPTION WHEN OTHERS THEN
-            NULL;
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+            message := message || coalesce(': ' || nullif(detail, ''), '');
+            BEGIN
+                EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, srv);
+            EXCEPTION WHEN OTHERS THEN
+                NULL;
+            END;
         END;
+        -- a connection kept from an earlier probe may be dead (the node
+        -- restarted since): once more, anew
+        EXIT WHEN message IS NULL OR NOT kept;
+        kept := false;
+    END LOOP;
+    IF message IS NOT NULL THEN
         UPDATE @extschema@.hub_nodes n
         SET state = 'down', state_since = CASE WHEN n.state = 'down' THEN n.state_since
                                                ELSE now() END,
@@ -1616,7 +1630,7 @@ BEGIN
             failed_probes = n.failed_probes + 1
         WHERE n.pod_uid = a_uid;
         RETURN 'down';
-    END;
+    END IF;
     UPDATE @extschema@.hub_nodes n
     SET state = 'up', state_since = CASE WHEN n.state = 'up' THEN n.state_since ELSE now() END,
         last_contact = now(), newest_minute = newest, probes = n.probes + 1
@@ -1676,6 +1690,7 @@ DECLARE
     sent boolean[] := '{}';
     one got%TYPE;
     message text;
+    detail text;
     i int;
     attempt int;
     collect constant text := 'SELECT array_agg(%s) FROM %s.dblink_get_result(%L) AS t(%s)';
@@ -1709,7 +1724,8 @@ BEGIN
             EXCEPTION WHEN query_canceled THEN
                 RAISE;
             WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+                message := message || coalesce(': ' || nullif(detail, ''), '');
                 BEGIN
                     EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, servers[i]);
                 EXCEPTION WHEN OTHERS THEN
@@ -1743,7 +1759,8 @@ BEGIN
             EXCEPTION WHEN query_canceled THEN
                 RAISE;
             WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+                message := message || coalesce(': ' || nullif(detail, ''), '');
                 BEGIN
                     EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, servers[i]);
                 EXCEPTION WHEN OTHERS THEN
@@ -1790,23 +1807,27 @@ RETURN CASE WHEN isfinite(t)
             THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
             ELSE t::text END;
 
--- The nodes a hub asks now: those whose last probe answered.
-CREATE FUNCTION @extschema@._hub_asked(OUT servers text[], OUT nodes text[])
+-- The nodes a hub asks now (those whose last probe answered) and the
+-- others, read together: a probe that changes a node's state meanwhile
+-- does not make it both answered and missing.
+CREATE FUNCTION @extschema@._hub_asked(OUT servers text[], OUT nodes text[],
+                                      OUT others text[])
 RETURNS record
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT coalesce(array_agg(h.server::text ORDER BY h.node), '{}'),
-           coalesce(array_agg(h.node ORDER BY h.node), '{}')
-    FROM @extschema@.hub_nodes h WHERE h.state = 'up';
+    SELECT coalesce(array_agg(h.server::text ORDER BY h.node) FILTER (WHERE h.state = 'up'),
+                    '{}'),
+           coalesce(array_agg(h.node ORDER BY h.node) FILTER (WHERE h.state = 'up'), '{}'),
+           coalesce(array_agg(h.node ORDER BY h.node) FILTER (WHERE h.state <> 'up'), '{}')
+    FROM @extschema@.hub_nodes h;
 END;
 
--- The nodes an answer left out: those not asked (not up) and those that
--- failed.
-CREATE FUNCTION @extschema@._hub_missing(failed text[]) RETURNS text[]
-LANGUAGE sql STABLE
+-- The nodes an answer left out: those not asked and those that failed.
+CREATE FUNCTION @extschema@._hub_missing(others text[], failed text[]) RETURNS text[]
+LANGUAGE sql IMMUTABLE
 BEGIN ATOMIC
-    SELECT coalesce(array_agg(h.node ORDER BY h.node), '{}')
-    FROM @extschema@.hub_nodes h WHERE h.state <> 'up' OR h.node = ANY (failed);
+    SELECT coalesce(array_agg(n ORDER BY n), '{}')
+    FROM (SELECT unnest(others) UNION SELECT unnest(failed)) AS u(n);
 END;
 
 -- The cluster's rollup rows of the window [window_start, window_end),
@@ -1842,7 +1863,8 @@ BEGIN
         'src_title text, src_subtitle text, dst_title text, dst_subtitle text, spans bigint, '
         'errors bigint, bytes_sent bigint, bytes_received bigint',
         'ROW(t.*)::@extschema@._hub_map_row', NULL::@extschema@._hub_map_row);
-    PERFORM @extschema@._hub_note_coverage(r.answered, @extschema@._hub_missing(r.failed));
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
     RETURN QUERY
         SELECT g.src_id, g.dst_id, g.bucket, min(g.src_title), min(g.src_subtitle),
                min(g.dst_title), min(g.dst_subtitle), sum(g.spans)::bigint,
@@ -1874,7 +1896,8 @@ BEGIN
         asked.servers, asked.nodes, queries, 'node text, span text',
         'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
         NULL::@extschema@._hub_span_row);
-    PERFORM @extschema@._hub_note_coverage(r.answered, @extschema@._hub_missing(r.failed));
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
     RETURN QUERY
         SELECT (g.span).*
         FROM unnest(r.got) g
@@ -2192,7 +2215,7 @@ REVOKE ALL ON FUNCTION @extschema@._hub_dblink() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_disconnect(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_time(timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_asked() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._hub_missing(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_missing(text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_note_coverage(text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_coverage() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._hub_window(timestamptz, timestamptz) FROM PUBLIC;

@@ -34,7 +34,8 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
-from conftest import LIB, MAIN_PORT, NETUTIL, NS, PG_BINDIR, PY, REPO, Cluster, run, wait_for
+from conftest import (LIB, MAIN_PORT, NETUTIL, NS, PG_BINDIR, PY, REPO, Cluster, run,
+                      set_guc, wait_for)
 from test_08_kube import FakeApi
 
 HUB_NS = f"{NS}-hb"
@@ -213,7 +214,7 @@ class HubEnv:
     def wait_hub_nodes(self, states, timeout=30):
         def ok():
             got = {n: r["state"] for n, r in self.hub_nodes().items()}
-            return got == states and got
+            return got == states and (got or True)
         try:
             return wait_for(ok, timeout, 0.2, desc=f"hub nodes {states}")
         except AssertionError as exc:
@@ -386,9 +387,17 @@ def sum_minus_duplicates(env, ks, t0, t1):
 
 
 def coverage_node(cluster, t0, t1):
-    rows = cluster.sql("SELECT * FROM service_map_nodes(%s, %s) WHERE id = 'hub:missing-nodes'",
-                       (t0, t1))
-    return rows[0] if rows else None
+    """The map node that says which nodes are missing (None: none is), and
+    the warnings of the nodes that did not answer."""
+    conn = cluster.connect()
+    try:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("SELECT * FROM service_map_nodes(%s, %s) WHERE id = 'hub:missing-nodes'",
+                        (t0, t1))
+            rows = cur.fetchall()
+        return (dict(rows[0]), conn.notices) if rows else None
+    finally:
+        conn.close()
 
 
 # ----------------------------------------------------------------------------
@@ -622,6 +631,40 @@ def test_a_node_that_leaves_keeps_nothing_of_the_hub(env, traffic):
     assert coverage_node(env.hub, t0, t1) is None  # it left: nothing is missing
     env.announce_database(3)
     env.wait_hub_nodes({node_name(k): "up" for k in ks})
+
+
+def test_settings_follow_a_reload(env, traffic):
+    """A new password (the Secret rotated: every server reloads) and another
+    selector: the nodes' role and the hub's mappings follow the file, the
+    hub forgets the nodes the selector no longer matches, and takes them
+    back."""
+    t0, t1 = traffic
+    ks = sorted(env.nodes)
+    old = env.password
+    env.password = "hub-" + uuid.uuid4().hex
+    Path(env.password_file).write_text(env.password + "\n")
+    for c in [*env.nodes.values(), env.hub]:
+        c.sql("SELECT pg_reload_conf()")
+
+    def logs_in(password):
+        return subprocess.run(
+            ["ip", "netns", "exec", HUB_NS, f"{PG_BINDIR}/psql", "-X", "-At", "-h", fabric_ip(1),
+             "-p", str(node_port(1)), "-U", HUB_ROLE, "-d", "postgres", "-c", "SELECT 1"],
+            capture_output=True, text=True, env=dict(os.environ, PGPASSWORD=password),
+            timeout=30).returncode == 0
+    wait_for(lambda: logs_in(env.password) and not logs_in(old), 15, 0.3,
+             desc="node 1 takes the new password only")
+    # a new session of the hub logs in with the new one
+    env.wait_hub_nodes({node_name(k): "up" for k in ks})
+    assert counts(edges(env.hub, t0, t1)) == TRUTH
+    set_guc(env.hub, "ebpf_capture.hub_selector", "app.kubernetes.io/name=nothing")
+    try:
+        env.wait_hub_nodes({})
+        assert env.hub.value("SELECT count(*) FROM pg_foreign_server") == 0
+    finally:
+        set_guc(env.hub, "ebpf_capture.hub_selector", None)
+    env.wait_hub_nodes({node_name(k): "up" for k in ks})
+    assert counts(edges(env.hub, t0, t1)) == TRUTH
 
 
 def test_hub_resumes_after_a_restart_and_stops(env, traffic):
