@@ -1611,11 +1611,7 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
             message := message || coalesce(': ' || nullif(detail, ''), '');
-            BEGIN
-                EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, srv);
-            EXCEPTION WHEN OTHERS THEN
-                NULL;
-            END;
+            PERFORM @extschema@._hub_disconnect(srv);
         END;
         -- a connection kept from an earlier probe may be dead (the node
         -- restarted since): once more, anew
@@ -1726,11 +1722,7 @@ BEGIN
             WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
                 message := message || coalesce(': ' || nullif(detail, ''), '');
-                BEGIN
-                    EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, servers[i]);
-                EXCEPTION WHEN OTHERS THEN
-                    NULL;
-                END;
+                PERFORM @extschema@._hub_disconnect(servers[i]);
             END;
             EXIT WHEN sent[i] OR fresh[i];
             fresh[i] := true;  -- a dead kept connection: once more, anew
@@ -1761,11 +1753,7 @@ BEGIN
             WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
                 message := message || coalesce(': ' || nullif(detail, ''), '');
-                BEGIN
-                    EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, servers[i]);
-                EXCEPTION WHEN OTHERS THEN
-                    NULL;
-                END;
+                PERFORM @extschema@._hub_disconnect(servers[i]);
             END;
             EXIT WHEN message IS NULL OR fresh[i];
             fresh[i] := true;

@@ -34,6 +34,8 @@
 #include "pg/catalog.h"
 #include "pg/guc.h"
 #include "pg/hub.h"
+#include "pg/kube_settings.h"
+#include "pg/bgworker.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/transaction.h"
@@ -112,15 +114,6 @@ std::string watched_namespace() {
   if (in) std::getline(in, ns);
   while (!ns.empty() && (ns.back() == '\n' || ns.back() == '\r' || ns.back() == ' ')) ns.pop_back();
   return ns;
-}
-
-kube::KubeConfig kube_config() {
-  kube::KubeSettings settings;
-  settings.api_url = g_kube_api_url ? g_kube_api_url : "";
-  settings.token_file = g_kube_token_file ? g_kube_token_file : "";
-  settings.ca_file = g_kube_ca_file ? g_kube_ca_file : "";
-  settings.allow_http = g_kube_allow_insecure_http;
-  return kube::resolve_kube_config(settings);
 }
 
 std::vector<kube::WatchedResource> watched() {
@@ -499,17 +492,8 @@ struct Control {
 Control g_control;
 
 bool start_worker() {
-  BackgroundWorker w;
-  std::memset(&w, 0, sizeof(w));
-  w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  w.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it, with back-off
-  strlcpy(w.bgw_library_name, "ebpf_capture", BGW_MAXLEN);
-  strlcpy(w.bgw_function_name, "ebpf_capture_hub_main", BGW_MAXLEN);
-  strlcpy(w.bgw_name, "ebpf_capture hub", BGW_MAXLEN);
-  strlcpy(w.bgw_type, "ebpf_capture hub", BGW_MAXLEN);
-  w.bgw_notify_pid = MyProcPid;
-  return RegisterDynamicBackgroundWorker(&w, &g_control.handle);
+  return start_dynamic_worker("ebpf_capture_hub_main", "ebpf_capture hub", "ebpf_capture hub",
+                              Datum(0), &g_control.handle);
 }
 
 }  // namespace
