@@ -157,7 +157,7 @@ class HubEnv:
                 f"ebpf_capture.hub_password_file = '{self.password_file}'"]
 
     def start_cluster(self, netns, port, listen, extra):
-        directory = tempfile.mkdtemp(prefix="ebpfc-pg-")
+        directory = tempfile.mkdtemp(prefix=f"ebpfc-{NS}-pg-")
         env = dict(os.environ, EBPFC_PG_EXTRA_CONF="\n".join(self.kube_conf() + extra))
         res = subprocess.run(["bash", str(LIB / "pgcluster.sh"), "start", directory, "--port",
                               str(port), "--netns", netns, "--listen", listen],
