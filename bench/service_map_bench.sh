@@ -136,7 +136,7 @@ BEGIN
                   FROM src WHERE b = i
                   GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14) u
             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-            ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+            ON CONFLICT (minute, src_id, dst_id, bucket, client_node) DO UPDATE
             SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
                 bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
                 bytes_received = m.bytes_received + EXCLUDED.bytes_received;

@@ -330,6 +330,11 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.spans_late', '');
 ALTER TABLE @extschema@.service_map_minutes RENAME TO service_map_minutes_0_1;
 ALTER INDEX @extschema@.service_map_minutes_pkey RENAME TO service_map_minutes_0_1_pkey;
 ALTER EXTENSION ebpf_capture DROP TABLE @extschema@.service_map_minutes_0_1;
+-- 0.1 rows have no client node: '' (the node that wrote them counts them).
+-- The key gains the column; ATTACH below builds the partition's new index.
+ALTER TABLE @extschema@.service_map_minutes_0_1
+    ADD COLUMN client_node text NOT NULL DEFAULT '';
+ALTER TABLE @extschema@.service_map_minutes_0_1 DROP CONSTRAINT service_map_minutes_0_1_pkey;
 
 CREATE TABLE @extschema@.service_map_minutes (
     minute            timestamptz NOT NULL,
@@ -346,7 +351,12 @@ CREATE TABLE @extschema@.service_map_minutes (
     errors            bigint NOT NULL,
     bytes_sent        bigint NOT NULL,
     bytes_received    bigint NOT NULL,
-    PRIMARY KEY (minute, src_id, dst_id, bucket)
+    -- The Kubernetes node of the client when the client is a pod on the pod
+    -- network (not on the host's network), '' otherwise. A request between
+    -- pods on two nodes is seen by both nodes' captures; a hub reading every
+    -- node counts the client node's record and skips the others (docs/hub.md).
+    client_node       text NOT NULL DEFAULT '',
+    PRIMARY KEY (minute, src_id, dst_id, bucket, client_node)
 ) PARTITION BY RANGE (minute);
 COMMENT ON TABLE @extschema@.service_map_minutes IS
   'The per-minute service map rollup, partitioned by minute; kept for ebpf_capture.rollup_retention.';
@@ -520,6 +530,15 @@ BEGIN
 END
 $$;
 
+-- The client node of a rollup row (see service_map_minutes.client_node):
+-- the node of the client's pod, '' when the client is no pod (an address,
+-- a node's own address, a pod on the host's network: those are seen by the
+-- server's node alone).
+CREATE FUNCTION @extschema@._service_map_client_node(src_pod text, src_node text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN src_pod IS NOT NULL THEN coalesce(src_node, '') ELSE '' END;
+REVOKE ALL ON FUNCTION @extschema@._service_map_client_node(text, text) FROM PUBLIC;
+
 -- A batch's share of the rollup as rollup rows: one input row per (minute,
 -- bucket, caller, callee) with who is at each end (pod, namespace, workload,
 -- workload kind, node; the address when no identity names the end) and the
@@ -534,7 +553,8 @@ CREATE FUNCTION @extschema@._rollup_rows(
     a_spans bigint[], a_errors bigint[], a_bytes_sent bigint[], a_bytes_received bigint[])
 RETURNS TABLE (minute timestamptz, src_id text, dst_id text, bucket smallint,
                src_title text, src_subtitle text, dst_title text, dst_subtitle text,
-               spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+               spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint,
+               client_node text)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT u.mi,
@@ -546,7 +566,8 @@ BEGIN ATOMIC
            pg_catalog.min(@extschema@._service_map_node_title(u.dw, u.dp, u.dn, u.da)),
            pg_catalog.min(@extschema@._service_map_node_subtitle(u.dns, u.dw, u.dwk, u.dp, u.dn)),
            pg_catalog.sum(u.n)::bigint, pg_catalog.sum(u.e)::bigint,
-           pg_catalog.sum(u.bs)::bigint, pg_catalog.sum(u.br)::bigint
+           pg_catalog.sum(u.bs)::bigint, pg_catalog.sum(u.br)::bigint,
+           @extschema@._service_map_client_node(u.sp, u.sn)
     -- (unnest of several arrays is syntax only when unqualified; this body is
     -- bound when the script runs, with pg_catalog alone on the search_path)
     FROM unnest(a_minute, a_bucket, a_src_pod, a_src_namespace, a_src_workload,
@@ -554,7 +575,7 @@ BEGIN ATOMIC
                            a_dst_namespace, a_dst_workload, a_dst_workload_kind, a_dst_node,
                            a_dst_addr, a_spans, a_errors, a_bytes_sent, a_bytes_received)
          AS u(mi, b, sp, sns, sw, swk, sn, sa, dp, dns, dw, dwk, dn, da, n, e, bs, br)
-    GROUP BY 1, 2, 3, 4;
+    GROUP BY 1, 2, 3, 4, 13;
 END;
 
 -- Rollup rows staged while service_map_minutes could not be written (a lock
@@ -573,7 +594,8 @@ CREATE TABLE @extschema@._service_map_staged (
     spans             bigint NOT NULL,
     errors            bigint NOT NULL,
     bytes_sent        bigint NOT NULL,
-    bytes_received    bigint NOT NULL
+    bytes_received    bigint NOT NULL,
+    client_node       text NOT NULL DEFAULT ''
 );
 SELECT pg_catalog.pg_extension_config_dump('@extschema@._service_map_staged', '');
 
@@ -594,13 +616,17 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    INSERT INTO @extschema@.service_map_minutes AS m
-    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+    INSERT INTO @extschema@.service_map_minutes AS m (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
         a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
         a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
         a_bytes_sent, a_bytes_received) r
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    ORDER BY 1, 2, 3, 4, 13
+    ON CONFLICT (minute, src_id, dst_id, bucket, client_node) DO UPDATE
     SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
         bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
         bytes_received = m.bytes_received + EXCLUDED.bytes_received;
@@ -624,11 +650,15 @@ AS $$
 DECLARE
     n bigint;
 BEGIN
-    INSERT INTO @extschema@._service_map_staged
-    SELECT * FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
+    INSERT INTO @extschema@._service_map_staged (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._rollup_rows(a_minute, a_bucket, a_src_pod, a_src_namespace,
         a_src_workload, a_src_workload_kind, a_src_node, a_src_addr, a_dst_pod, a_dst_namespace,
         a_dst_workload, a_dst_workload_kind, a_dst_node, a_dst_addr, a_spans, a_errors,
-        a_bytes_sent, a_bytes_received);
+        a_bytes_sent, a_bytes_received) r;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -648,14 +678,16 @@ BEGIN
         RETURN 0;
     END IF;
     WITH moved AS (DELETE FROM @extschema@._service_map_staged RETURNING *)
-    INSERT INTO @extschema@.service_map_minutes AS m
+    INSERT INTO @extschema@.service_map_minutes AS m (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
     SELECT s.minute, s.src_id, s.dst_id, s.bucket, min(s.src_title), min(s.src_subtitle),
            min(s.dst_title), min(s.dst_subtitle), sum(s.spans)::bigint, sum(s.errors)::bigint,
-           sum(s.bytes_sent)::bigint, sum(s.bytes_received)::bigint
+           sum(s.bytes_sent)::bigint, sum(s.bytes_received)::bigint, s.client_node
     FROM moved s
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (minute, src_id, dst_id, bucket) DO UPDATE
+    GROUP BY 1, 2, 3, 4, 13
+    ORDER BY 1, 2, 3, 4, 13
+    ON CONFLICT (minute, src_id, dst_id, bucket, client_node) DO UPDATE
     SET spans = m.spans + EXCLUDED.spans, errors = m.errors + EXCLUDED.errors,
         bytes_sent = m.bytes_sent + EXCLUDED.bytes_sent,
         bytes_received = m.bytes_received + EXCLUDED.bytes_received;
@@ -676,6 +708,47 @@ REVOKE ALL ON FUNCTION @extschema@._rollup_stage(timestamptz[], smallint[], text
     text[], text[], text[], inet[], text[], text[], text[], text[], text[], inet[], bigint[],
     bigint[], bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._rollup_merge_staged() FROM PUBLIC;
+
+-- The rollup rows of the spans that started in [window_start, window_end),
+-- read from the spans table: 0.1's, with the client node.
+DROP FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz);
+CREATE FUNCTION @extschema@._service_map_rollup_of_spans(
+    window_start timestamptz, window_end timestamptz)
+RETURNS TABLE (
+    minute timestamptz, src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint, client_node text)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT @extschema@._service_map_minute(s.start_time),
+           @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
+                                            s.src_node, s.src_addr),
+           @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
+                                            s.dst_node, s.dst_addr),
+           CASE WHEN s.protocol = 'http'
+                THEN @extschema@._service_map_bucket(s.end_time - s.start_time)
+                ELSE 0::smallint END,
+           min(@extschema@._service_map_node_title(s.src_workload, s.src_pod, s.src_node,
+                                                   s.src_addr)),
+           min(@extschema@._service_map_node_subtitle(s.src_namespace, s.src_workload,
+                                                      s.src_workload_kind, s.src_pod,
+                                                      s.src_node)),
+           min(@extschema@._service_map_node_title(s.dst_workload, s.dst_pod, s.dst_node,
+                                                   s.dst_addr)),
+           min(@extschema@._service_map_node_subtitle(s.dst_namespace, s.dst_workload,
+                                                      s.dst_workload_kind, s.dst_pod,
+                                                      s.dst_node)),
+           count(*),
+           count(*) FILTER (WHERE s.status = 'ERROR'),
+           coalesce(sum(s.bytes_sent) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           coalesce(sum(s.bytes_received) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           @extschema@._service_map_client_node(s.src_pod, s.src_node)
+    FROM @extschema@.spans s
+    WHERE s.start_time >= window_start AND s.start_time < window_end
+      AND s.protocol IN ('http', 'tcp')
+    GROUP BY 1, 2, 3, 4, 13
+$$;
+REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
+    FROM PUBLIC;
 
 -- Recomputes the rollup of the whole minutes that [window_start,
 -- window_end) touches from the spans table; staged rows of those minutes are
@@ -706,8 +779,12 @@ BEGIN
         WHERE m.minute >= first_minute AND m.minute < end_minute;
     DELETE FROM @extschema@._service_map_staged m
         WHERE m.minute >= first_minute AND m.minute < end_minute;
-    INSERT INTO @extschema@.service_map_minutes
-        SELECT * FROM @extschema@._service_map_rollup_of_spans(first_minute, end_minute);
+    INSERT INTO @extschema@.service_map_minutes (minute, src_id, dst_id, bucket, src_title,
+        src_subtitle, dst_title, dst_subtitle, spans, errors, bytes_sent, bytes_received,
+        client_node)
+    SELECT r.minute, r.src_id, r.dst_id, r.bucket, r.src_title, r.src_subtitle, r.dst_title,
+           r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received, r.client_node
+    FROM @extschema@._service_map_rollup_of_spans(first_minute, end_minute) r;
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
 END
@@ -1131,3 +1208,1069 @@ BEGIN ATOMIC
     FROM @extschema@._otlp_slots() o ORDER BY o.interface;
 END;
 REVOKE ALL ON FUNCTION @extschema@.otlp_status() FROM PUBLIC;
+
+-- ============================================================================
+-- The hub: one database that reads every node's (docs/hub.md)
+-- ============================================================================
+--
+-- hub_start() in a database of a server with the extension preloaded makes
+-- it a hub: a background worker (extension/pg/hub_worker.cpp) finds the node
+-- databases through the Kubernetes API (the ebpf_capture DaemonSet's pods)
+-- and keeps, for each, a postgres_fdw foreign server and two foreign tables
+-- (its rollup and its spans) in the schema ebpf_capture_hub, and hub_nodes
+-- in step with what the API says. The service map functions and
+-- trace_spans() of a hub read the nodes through them, each node's share
+-- aggregated on the node; nothing is copied. A node that does not answer is
+-- left out and named (hub_status(), the map's title, a node of the map).
+-- A request between pods on two nodes is seen by both nodes' captures: the
+-- hub counts the client node's record (service_map_minutes.client_node;
+-- spans: src_pod and src_node), and the server node's only while the
+-- client node does not answer.
+
+-- The switch: one row, written by hub_start() and hub_stop(); the worker
+-- writes what its discovery says.
+CREATE TABLE @extschema@.hub (
+    one               boolean PRIMARY KEY DEFAULT true CHECK (one),
+    enabled           boolean NOT NULL,
+    changed_at        timestamptz NOT NULL DEFAULT now(),
+    discovery_state   text,         -- syncing, synced, stale, failing, disabled
+    discovery_error   text,
+    discovery_pods    int,          -- pods the selector matches
+    worker_started_at timestamptz
+);
+COMMENT ON TABLE @extschema@.hub IS
+  'Whether this database is a hub (hub_start/hub_stop) and what its discovery says.';
+REVOKE ALL ON @extschema@.hub FROM PUBLIC;
+
+-- The node databases the hub reads, one per Kubernetes node: written by the
+-- hub worker only.
+CREATE TABLE @extschema@.hub_nodes (
+    pod_uid        text PRIMARY KEY,
+    pod_namespace  text NOT NULL,
+    pod_name       text NOT NULL,
+    node           text NOT NULL UNIQUE,  -- the Kubernetes node: spans' src_node/dst_node
+    host           text NOT NULL,
+    port           int NOT NULL,
+    database       text NOT NULL,
+    server         name NOT NULL UNIQUE,  -- its foreign server (and its tables' prefix)
+    state          text NOT NULL CHECK (state IN ('new', 'up', 'down')),
+    state_since    timestamptz NOT NULL DEFAULT now(),
+    last_contact   timestamptz,           -- the last probe that got an answer
+    last_error     text,
+    last_error_at  timestamptz,
+    newest_minute  timestamptz,           -- the newest minute of its rollup, at the last probe
+    probes         bigint NOT NULL DEFAULT 0,
+    failed_probes  bigint NOT NULL DEFAULT 0,
+    added_at       timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE @extschema@.hub_nodes IS
+  'The node databases a hub reads (its worker keeps this table in step with the Kubernetes API).';
+REVOKE ALL ON @extschema@.hub_nodes FROM PUBLIC;
+
+-- What the hub reads from each node: the rollup's columns by name (foreign
+-- tables name their remote columns), and every column of spans.
+CREATE TYPE @extschema@._hub_map_row AS (
+    node text, src_id text, dst_id text, bucket smallint, client_node text,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint);
+CREATE TYPE @extschema@._hub_span_row AS (node text, span @extschema@.spans);
+
+-- Whether this database is a hub now (a definer's function: Grafana's role
+-- reads the map, not the hub table).
+CREATE FUNCTION @extschema@._hub_active() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT coalesce((SELECT h.enabled FROM @extschema@.hub h), false);
+END;
+
+CREATE FUNCTION @extschema@.hub_start() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF current_setting('ebpf_capture.database', true) IS NULL THEN
+        RAISE EXCEPTION 'ebpf_capture is not loaded via shared_preload_libraries'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add shared_preload_libraries = ''ebpf_capture'' to postgresql.conf '
+                         '(keep any libraries already listed there) and restart the server.';
+    END IF;
+    IF current_database() <> current_setting('ebpf_capture.database') THEN
+        RAISE EXCEPTION 'the hub runs in database "%" (ebpf_capture.database), not in "%"',
+            current_setting('ebpf_capture.database'), current_database()
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF (SELECT count(*) FROM pg_available_extensions
+        WHERE name IN ('postgres_fdw', 'dblink')) < 2 THEN
+        RAISE EXCEPTION 'the hub needs postgres_fdw and dblink, which this server does not have'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install PostgreSQL''s contrib modules (Debian: postgresql-15).';
+    END IF;
+    CREATE EXTENSION IF NOT EXISTS postgres_fdw SCHEMA @extschema@;
+    CREATE EXTENSION IF NOT EXISTS dblink SCHEMA @extschema@;
+    INSERT INTO @extschema@.hub AS h (enabled) VALUES (true)
+        ON CONFLICT (one) DO UPDATE SET enabled = true, changed_at = now()
+        WHERE NOT h.enabled;
+    PERFORM @extschema@._capture_wake();
+END
+$$;
+
+-- Ends the hub: its worker drops what it made for the nodes and exits.
+-- Returns false if it was not running.
+CREATE FUNCTION @extschema@.hub_stop() RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE @extschema@.hub SET enabled = false, changed_at = now() WHERE enabled;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM @extschema@._capture_wake();
+    RETURN true;
+END
+$$;
+
+-- One row per node database the hub reads.
+CREATE FUNCTION @extschema@.hub_status(
+    OUT node text, OUT pod text, OUT address text, OUT database text, OUT state text,
+    OUT state_since timestamptz, OUT last_contact timestamptz, OUT last_error text,
+    OUT last_error_at timestamptz, OUT newest_minute timestamptz, OUT probes bigint,
+    OUT failed_probes bigint)
+RETURNS SETOF record LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT n.node, n.pod_namespace || '/' || n.pod_name,
+           CASE WHEN n.host LIKE '%:%' THEN '[' || n.host || ']' ELSE n.host END
+               || ':' || n.port,
+           n.database, n.state, n.state_since, n.last_contact, n.last_error,
+           n.last_error_at, n.newest_minute, n.probes, n.failed_probes
+    FROM @extschema@.hub_nodes n
+    ORDER BY n.node;
+END;
+
+-- One row: the hub's switch, its worker and its discovery.
+CREATE FUNCTION @extschema@.hub_summary(
+    OUT enabled boolean, OUT worker_pid int, OUT worker_started_at timestamptz,
+    OUT discovery_state text, OUT discovery_error text, OUT discovery_pods int,
+    OUT nodes int, OUT nodes_up int, OUT nodes_missing text[])
+RETURNS record LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(h.enabled, false),
+           (SELECT a.pid FROM pg_stat_activity a
+            WHERE a.backend_type = 'ebpf_capture hub' AND a.datname = current_database()
+            LIMIT 1),
+           h.worker_started_at, h.discovery_state, h.discovery_error, h.discovery_pods,
+           (SELECT count(*)::int FROM @extschema@.hub_nodes),
+           (SELECT count(*)::int FROM @extschema@.hub_nodes n WHERE n.state = 'up'),
+           ARRAY(SELECT n.node FROM @extschema@.hub_nodes n WHERE n.state <> 'up'
+                 ORDER BY n.node)
+    FROM (SELECT) AS one LEFT JOIN @extschema@.hub h ON true;
+END;
+
+-- ---- what the hub worker runs --------------------------------------------
+
+-- postgres_fdw's options for a node's foreign server: where it is, and the
+-- bounds that keep a node that is slow, gone or cut off from holding a hub
+-- query (docs/hub.md, "Timeouts").
+CREATE FUNCTION @extschema@._hub_server_options(host text, port int, database text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    query_ms bigint := (extract(epoch FROM coalesce(
+                           nullif(current_setting('ebpf_capture.hub_query_timeout', true),
+                                  '')::interval, interval '10 s')) * 1000)::bigint;
+    connect_s int := greatest(2, ceil(extract(epoch FROM coalesce(
+                        nullif(current_setting('ebpf_capture.hub_connect_timeout', true),
+                               '')::interval, interval '3 s')))::int);
+    keepidle int := greatest(1, (query_ms / 2000)::int);
+    keepintvl int := greatest(1, (query_ms / 4000)::int);
+BEGIN
+    RETURN format('host %L, port %L, dbname %L, connect_timeout %L, keepalives %L, '
+                  'keepalives_idle %L, keepalives_interval %L, keepalives_count %L, '
+                  'tcp_user_timeout %L, sslmode %L, application_name %L, options %L, '
+                  'async_capable %L, fetch_size %L, updatable %L',
+                  host, port::text, database, connect_s::text, '1', keepidle::text,
+                  keepintvl::text, '2', query_ms::text,
+                  coalesce(nullif(current_setting('ebpf_capture.hub_sslmode', true), ''),
+                           'prefer'),
+                  'ebpf_capture hub',
+                  format('-c statement_timeout=%s -c default_transaction_read_only=on',
+                         query_ms),
+                  'true', '10000', 'false');
+END
+$$;
+
+-- Makes what the hub needs to read a node: its foreign server, a user
+-- mapping for every local role with the hub role's password, its two
+-- foreign tables, its row of hub_nodes (state 'new' until a probe answers).
+-- The remote schema is where the extension is on the hub (the nodes run
+-- the same image).
+CREATE FUNCTION @extschema@._hub_add_node(
+    a_uid text, a_namespace text, a_pod text, a_node text, a_host text, a_port int,
+    a_database text, a_user text, a_password text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    srv name := 'ebpfc_node_' || substr(md5(a_uid), 1, 20);
+BEGIN
+    CREATE SCHEMA IF NOT EXISTS ebpf_capture_hub;
+    REVOKE ALL ON SCHEMA ebpf_capture_hub FROM PUBLIC;
+    EXECUTE format('CREATE SERVER %I FOREIGN DATA WRAPPER postgres_fdw OPTIONS (%s)', srv,
+                   @extschema@._hub_server_options(a_host, a_port, a_database));
+    PERFORM @extschema@._hub_map_user(srv, a_user, a_password);
+    EXECUTE format('CREATE FOREIGN TABLE ebpf_capture_hub.%I (minute timestamptz, '
+                   'src_id text, dst_id text, bucket smallint, src_title text, '
+                   'src_subtitle text, dst_title text, dst_subtitle text, spans bigint, '
+                   'errors bigint, bytes_sent bigint, bytes_received bigint, '
+                   'client_node text) SERVER %I OPTIONS (schema_name %L, '
+                   'table_name %L)', srv || '_minutes', srv, '@extschema@',
+                   'service_map_minutes');
+    EXECUTE format('CREATE FOREIGN TABLE ebpf_capture_hub.%I (%s) SERVER %I OPTIONS '
+                   '(schema_name %L, table_name %L)', srv || '_spans',
+                   (SELECT string_agg(format('%I %s', a.attname,
+                                             format_type(a.atttypid, a.atttypmod)),
+                                      ', ' ORDER BY a.attnum)
+                    FROM pg_attribute a
+                    WHERE a.attrelid = '@extschema@.spans'::regclass AND a.attnum > 0
+                      AND NOT a.attisdropped),
+                   srv, '@extschema@', 'spans');
+    INSERT INTO @extschema@.hub_nodes (pod_uid, pod_namespace, pod_name, node, host, port,
+                                      database, server, state)
+    VALUES (a_uid, a_namespace, a_pod, a_node, a_host, a_port, a_database, srv, 'new');
+END
+$$;
+
+-- Another address, port or database for a node (the same pod).
+CREATE FUNCTION @extschema@._hub_move_node(a_uid text, a_host text, a_port int,
+                                          a_database text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    srv name;
+BEGIN
+    SELECT n.server INTO srv FROM @extschema@.hub_nodes n WHERE n.pod_uid = a_uid;
+    IF srv IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER SERVER %I OPTIONS (SET host %L, SET port %L, SET dbname %L)', srv,
+                   a_host, a_port::text, a_database);
+    UPDATE @extschema@.hub_nodes
+    SET host = a_host, port = a_port, database = a_database, state = 'new',
+        state_since = now()
+    WHERE pod_uid = a_uid;
+END
+$$;
+
+-- Closes this session's dblink connection to a node's server, if open.
+CREATE FUNCTION @extschema@._hub_disconnect(srv name) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d text := @extschema@._hub_dblink();
+    conns text[];
+BEGIN
+    IF d IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE format('SELECT %s.dblink_get_connections()', d) INTO conns;
+    IF srv = ANY (coalesce(conns, '{}')) THEN
+        EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, srv);
+    END IF;
+END
+$$;
+
+-- Forgets a node: its server, mapping and tables go. This session's
+-- connection to it closes now; another session's closes at its next hub
+-- query (dblink) or as it sees the drop (postgres_fdw).
+CREATE FUNCTION @extschema@._hub_drop_node(a_uid text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    srv name;
+BEGIN
+    DELETE FROM @extschema@.hub_nodes n WHERE n.pod_uid = a_uid RETURNING n.server INTO srv;
+    IF srv IS NOT NULL THEN
+        PERFORM @extschema@._hub_disconnect(srv);
+        EXECUTE format('DROP SERVER IF EXISTS %I CASCADE', srv);
+    END IF;
+END
+$$;
+
+-- Everything the hub made: on hub_stop(), and at the start of a worker for
+-- servers of nodes hub_nodes does not know (a crash between the two).
+CREATE FUNCTION @extschema@._hub_drop_unknown(everything boolean) RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    srv name;
+    n int := 0;
+BEGIN
+    IF everything THEN
+        DELETE FROM @extschema@.hub_nodes;
+    END IF;
+    FOR srv IN
+        SELECT s.srvname FROM pg_foreign_server s
+        WHERE s.srvname LIKE 'ebpfc\_node\_%'
+          AND NOT EXISTS (SELECT FROM @extschema@.hub_nodes h WHERE h.server = s.srvname)
+    LOOP
+        PERFORM @extschema@._hub_disconnect(srv);
+        EXECUTE format('DROP SERVER %I CASCADE', srv);
+        n := n + 1;
+    END LOOP;
+    IF everything THEN
+        DROP SCHEMA IF EXISTS ebpf_capture_hub CASCADE;
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- The user mapping of a node's server, for every local role: the hub's
+-- role on the nodes and its password (none: no password option).
+CREATE FUNCTION @extschema@._hub_map_user(srv name, a_user text, a_password text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('DROP USER MAPPING IF EXISTS FOR PUBLIC SERVER %I', srv);
+    IF a_password IS NULL OR a_password = '' THEN
+        EXECUTE format('CREATE USER MAPPING FOR PUBLIC SERVER %I OPTIONS (user %L)', srv, a_user);
+    ELSE
+        EXECUTE format('CREATE USER MAPPING FOR PUBLIC SERVER %I OPTIONS (user %L, password %L)',
+                       srv, a_user, a_password);
+    END IF;
+END
+$$;
+
+-- A new role or password (the Secret's file changed): every node's mapping.
+CREATE FUNCTION @extschema@._hub_set_login(a_user text, a_password text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    srv name;
+BEGIN
+    FOR srv IN SELECT n.server FROM @extschema@.hub_nodes n LOOP
+        PERFORM @extschema@._hub_map_user(srv, a_user, a_password);
+    END LOOP;
+END
+$$;
+
+-- Asks one node (through dblink, as the hub's queries do, on a connection
+-- the worker keeps) for the newest minute of its rollup and whether the hub
+-- may run _service_map_window_of there (which needs the connection, the
+-- login, the grants and this version of the extension), and records the
+-- answer, or the error, in hub_nodes. Returns the new state.
+CREATE FUNCTION @extschema@._hub_probe(a_uid text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d text := @extschema@._hub_dblink();
+    srv name;
+    conns text[];
+    kept boolean;
+    attempt int;
+    newest timestamptz;
+    allowed boolean;
+    message text;
+    detail text;
+BEGIN
+    SELECT n.server INTO srv FROM @extschema@.hub_nodes n WHERE n.pod_uid = a_uid;
+    IF srv IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('SELECT %s.dblink_get_connections()', d) INTO conns;
+    kept := srv = ANY (coalesce(conns, '{}'));
+    FOR attempt IN 1 .. 2 LOOP
+        BEGIN
+            IF NOT kept THEN
+                EXECUTE format('SELECT %s.dblink_connect(%L, %L)', d, srv, srv);
+            END IF;
+            EXECUTE format('SELECT t.newest, t.allowed FROM %s.dblink(%L, %L) '
+                           'AS t(newest timestamptz, allowed boolean)', d, srv,
+                           'SELECT (SELECT max(m.minute) FROM @extschema@.service_map_minutes m '
+                           'WHERE m.client_node IS NOT NULL), has_function_privilege('
+                           '''@extschema@._service_map_window_of(timestamptz, timestamptz)'', '
+                           '''EXECUTE'')')
+                INTO newest, allowed;
+            IF NOT allowed THEN
+                RAISE EXCEPTION 'the hub''s role may not run _service_map_window_of there '
+                                '(is ebpf_capture.hub_access on?)';
+            END IF;
+            message := NULL;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+            message := message || coalesce(': ' || nullif(detail, ''), '');
+            PERFORM @extschema@._hub_disconnect(srv);
+        END;
+        -- a connection kept from an earlier probe may be dead (the node
+        -- restarted since): once more, anew
+        EXIT WHEN message IS NULL OR NOT kept;
+        kept := false;
+    END LOOP;
+    IF message IS NOT NULL THEN
+        UPDATE @extschema@.hub_nodes n
+        SET state = 'down', state_since = CASE WHEN n.state = 'down' THEN n.state_since
+                                               ELSE now() END,
+            last_error = left(message, 1000), last_error_at = now(), probes = n.probes + 1,
+            failed_probes = n.failed_probes + 1
+        WHERE n.pod_uid = a_uid;
+        RETURN 'down';
+    END IF;
+    UPDATE @extschema@.hub_nodes n
+    SET state = 'up', state_since = CASE WHEN n.state = 'up' THEN n.state_since ELSE now() END,
+        last_contact = now(), newest_minute = newest, probes = n.probes + 1
+    WHERE n.pod_uid = a_uid;
+    RETURN 'up';
+END
+$$;
+
+-- The hub worker's view of its discovery.
+CREATE FUNCTION @extschema@._hub_set_discovery(a_state text, a_error text, a_pods int,
+                                              a_started timestamptz)
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    UPDATE @extschema@.hub
+    SET discovery_state = a_state, discovery_error = a_error, discovery_pods = a_pods,
+        worker_started_at = coalesce(a_started, worker_started_at);
+END;
+
+-- ---- reading the nodes ---------------------------------------------------
+--
+-- The hub asks every node at once with dblink's asynchronous queries, over
+-- the same foreign servers and user mappings (dblink connects by server
+-- name, with the server's timeouts). Not through postgres_fdw scans: with
+-- PostgreSQL 15's postgres_fdw a node whose connection dies during a query
+-- leaves its connection in a state that fails the whole transaction at
+-- commit ("cannot be used due to abort cleanup failure"), however the
+-- error was caught; a dblink connection is no part of the local
+-- transaction, so a node that dies costs only its own share (docs/hub.md).
+-- Each session keeps one connection per node (named after its server).
+
+-- dblink's schema, quoted (the hub creates it in the extension's; one made
+-- before may be elsewhere).
+CREATE FUNCTION @extschema@._hub_dblink() RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n
+        ON n.oid = e.extnamespace WHERE e.extname = 'dblink';
+END;
+
+-- Asks every node its query at once and collects the answers: one row per
+-- answer row, made by `rowexpr` from the columns `coldefs` (t.*), of the
+-- element type of `got`. A node that cannot be reached, or fails, or whose
+-- connection dies, is in `failed`; a connection kept from an earlier query
+-- that turns out dead is opened anew once before the node counts as failed.
+CREATE FUNCTION @extschema@._hub_gather(servers text[], nodes text[], queries text[],
+                                       coldefs text, rowexpr text, sample anyelement,
+                                       OUT got anyarray, OUT answered text[],
+                                       OUT failed text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d text := @extschema@._hub_dblink();
+    open_conns text[];
+    fresh boolean[] := '{}';
+    sent boolean[] := '{}';
+    one got%TYPE;
+    message text;
+    detail text;
+    i int;
+    attempt int;
+    collect constant text := 'SELECT array_agg(%s) FROM %s.dblink_get_result(%L) AS t(%s)';
+BEGIN
+    answered := '{}';
+    failed := '{}';
+    IF d IS NULL THEN
+        RAISE EXCEPTION 'the hub needs the dblink extension (hub_start() creates it)';
+    END IF;
+    EXECUTE format('SELECT %s.dblink_get_connections()', d) INTO open_conns;
+    open_conns := coalesce(open_conns, '{}');
+    -- connections to servers gone (nodes that left) are closed
+    FOR i IN SELECT generate_subscripts(open_conns, 1) LOOP
+        IF open_conns[i] LIKE 'ebpfc\_node\_%'
+           AND NOT EXISTS (SELECT FROM @extschema@.hub_nodes h
+                           WHERE h.server = open_conns[i]) THEN
+            EXECUTE format('SELECT %s.dblink_disconnect(%L)', d, open_conns[i]);
+        END IF;
+    END LOOP;
+    -- send every node its query
+    FOR i IN 1 .. coalesce(cardinality(servers), 0) LOOP
+        sent[i] := false;
+        fresh[i] := NOT servers[i] = ANY (open_conns);
+        FOR attempt IN 1 .. 2 LOOP
+            BEGIN
+                IF fresh[i] THEN
+                    EXECUTE format('SELECT %s.dblink_connect(%L, %L)', d, servers[i], servers[i]);
+                END IF;
+                EXECUTE format('SELECT %s.dblink_send_query(%L, %L)', d, servers[i], queries[i]);
+                sent[i] := true;
+            EXCEPTION WHEN query_canceled THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+                message := message || coalesce(': ' || nullif(detail, ''), '');
+                PERFORM @extschema@._hub_disconnect(servers[i]);
+            END;
+            EXIT WHEN sent[i] OR fresh[i];
+            fresh[i] := true;  -- a dead kept connection: once more, anew
+        END LOOP;
+        IF NOT sent[i] THEN
+            failed := failed || nodes[i];
+            RAISE WARNING 'ebpf_capture hub: node "%" did not answer: %', nodes[i], message;
+        END IF;
+    END LOOP;
+    -- collect the answers, in the order sent (they were computed meanwhile)
+    FOR i IN 1 .. coalesce(cardinality(servers), 0) LOOP
+        CONTINUE WHEN NOT sent[i];
+        FOR attempt IN 1 .. 2 LOOP
+            BEGIN
+                IF attempt = 2 THEN
+                    EXECUTE format('SELECT %s.dblink_connect(%L, %L)', d, servers[i], servers[i]);
+                    EXECUTE format('SELECT %s.dblink_send_query(%L, %L)', d, servers[i],
+                                   queries[i]);
+                END IF;
+                EXECUTE format(collect, rowexpr, d, servers[i], coldefs) INTO one;
+                -- the empty result that frees the connection for the next query
+                EXECUTE format(collect, rowexpr, d, servers[i], coldefs);
+                got := got || one;
+                answered := answered || nodes[i];
+                message := NULL;
+            EXCEPTION WHEN query_canceled THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+                message := message || coalesce(': ' || nullif(detail, ''), '');
+                PERFORM @extschema@._hub_disconnect(servers[i]);
+            END;
+            EXIT WHEN message IS NULL OR fresh[i];
+            fresh[i] := true;
+        END LOOP;
+        IF message IS NOT NULL THEN
+            failed := failed || nodes[i];
+            RAISE WARNING 'ebpf_capture hub: node "%" did not answer: %', nodes[i], message;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Says which nodes an answer left out, for the rest of the transaction
+-- (the map's coverage node and the DOT title read it: _hub_coverage).
+CREATE FUNCTION @extschema@._hub_note_coverage(answered text[], missing text[])
+RETURNS void
+LANGUAGE sql
+BEGIN ATOMIC
+    SELECT set_config('ebpf_capture_hub.answered', cardinality(answered)::text, true),
+           set_config('ebpf_capture_hub.missing', array_to_string(missing, ','), true);
+END;
+
+-- The nodes of the last hub answer in this transaction: how many answered,
+-- and which did not. NULL outside a hub answer.
+CREATE FUNCTION @extschema@._hub_coverage(OUT answered int, OUT missing text[])
+RETURNS record
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT nullif(current_setting('ebpf_capture_hub.answered', true), '')::int,
+           string_to_array(nullif(current_setting('ebpf_capture_hub.missing', true), ''),
+                           ',');
+END;
+
+-- A time as text any server reads the same, whatever its DateStyle and
+-- TimeZone (for the nodes' queries).
+CREATE FUNCTION @extschema@._hub_time(t timestamptz) RETURNS text
+LANGUAGE sql STABLE
+RETURN CASE WHEN isfinite(t)
+            THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'
+            ELSE t::text END;
+
+-- The nodes a hub asks now (those whose last probe answered) and the
+-- others, read together: a probe that changes a node's state meanwhile
+-- does not make it both answered and missing.
+CREATE FUNCTION @extschema@._hub_asked(OUT servers text[], OUT nodes text[],
+                                      OUT others text[])
+RETURNS record
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT coalesce(array_agg(h.server::text ORDER BY h.node) FILTER (WHERE h.state = 'up'),
+                    '{}'),
+           coalesce(array_agg(h.node ORDER BY h.node) FILTER (WHERE h.state = 'up'), '{}'),
+           coalesce(array_agg(h.node ORDER BY h.node) FILTER (WHERE h.state <> 'up'), '{}')
+    FROM @extschema@.hub_nodes h;
+END;
+
+-- The nodes an answer left out: those not asked and those that failed.
+CREATE FUNCTION @extschema@._hub_missing(others text[], failed text[]) RETURNS text[]
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT coalesce(array_agg(n ORDER BY n), '{}')
+    FROM (SELECT unnest(others) UNION SELECT unnest(failed)) AS u(n);
+END;
+
+-- The cluster's rollup rows of the window [window_start, window_end),
+-- summed over minutes, as _service_map_window gives a node's: every node
+-- that answers computes its share (_service_map_window_of: whole minutes
+-- from its rollup, the partial minutes at the ends from its spans); a
+-- node's record of a request whose client is a pod on another node that
+-- answered is left out (that node's record counts).
+CREATE FUNCTION @extschema@._hub_window(window_start timestamptz, window_end timestamptz)
+RETURNS TABLE (
+    src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    asked record;
+    queries text[];
+    r record;
+BEGIN
+    SELECT * INTO asked FROM @extschema@._hub_asked();
+    queries := ARRAY(
+        SELECT format('SELECT %L::text, w.src_id, w.dst_id, w.bucket, w.client_node, '
+                      'w.src_title, w.src_subtitle, w.dst_title, w.dst_subtitle, w.spans, '
+                      'w.errors, w.bytes_sent, w.bytes_received '
+                      'FROM @extschema@._service_map_window_of(%L, %L) w',
+                      n, @extschema@._hub_time(window_start), @extschema@._hub_time(window_end))
+        FROM unnest(asked.nodes) WITH ORDINALITY AS u(n, o) ORDER BY o);
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        asked.servers, asked.nodes, queries,
+        'node text, src_id text, dst_id text, bucket smallint, client_node text, '
+        'src_title text, src_subtitle text, dst_title text, dst_subtitle text, spans bigint, '
+        'errors bigint, bytes_sent bigint, bytes_received bigint',
+        'ROW(t.*)::@extschema@._hub_map_row', NULL::@extschema@._hub_map_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
+    RETURN QUERY
+        SELECT g.src_id, g.dst_id, g.bucket, min(g.src_title), min(g.src_subtitle),
+               min(g.dst_title), min(g.dst_subtitle), sum(g.spans)::bigint,
+               sum(g.errors)::bigint, sum(g.bytes_sent)::bigint, sum(g.bytes_received)::bigint
+        FROM unnest(r.got) g
+        WHERE g.client_node = '' OR g.client_node = g.node OR NOT g.client_node = ANY (r.answered)
+        GROUP BY g.src_id, g.dst_id, g.bucket;
+END
+$$;
+
+-- The spans of one trace on every node that answers, each request once
+-- (the rule of _hub_window).
+CREATE FUNCTION @extschema@._hub_trace(a_trace_id text)
+RETURNS SETOF @extschema@.spans
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    asked record;
+    queries text[];
+    r record;
+BEGIN
+    SELECT * INTO asked FROM @extschema@._hub_asked();
+    queries := ARRAY(
+        SELECT format('SELECT %L::text, s::text FROM @extschema@.spans s WHERE s.trace_id = %L',
+                      n, a_trace_id)
+        FROM unnest(asked.nodes) WITH ORDINALITY AS u(n, o) ORDER BY o);
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        asked.servers, asked.nodes, queries, 'node text, span text',
+        'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
+        NULL::@extschema@._hub_span_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
+    RETURN QUERY
+        SELECT (g.span).*
+        FROM unnest(r.got) g
+        WHERE @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  IN ('', g.node)
+           OR NOT @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  = ANY (r.answered)
+        ORDER BY (g.span).start_time, (g.span).span_id;
+END
+$$;
+
+-- The spans of one trace: this database's, or on a hub every node's.
+CREATE FUNCTION @extschema@.trace_spans(trace_id text)
+RETURNS SETOF @extschema@.spans
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF @extschema@._hub_active() THEN
+        RETURN QUERY SELECT * FROM @extschema@._hub_trace(trace_id);
+    ELSE
+        RETURN QUERY SELECT s.* FROM @extschema@.spans s WHERE s.trace_id = trace_spans.trace_id
+                     ORDER BY s.start_time, s.span_id;
+    END IF;
+END
+$$;
+
+-- ---- the service map and traces, on a node or on a hub -------------------
+
+-- A node's own rollup rows of the window [window_start, window_end), summed
+-- over minutes, per client node: the rollup for the whole minutes inside
+-- the window, the spans table for the partial minutes at its ends (0.1's
+-- _service_map_window, and the client node). A hub asks each node for this.
+CREATE FUNCTION @extschema@._service_map_window_of(window_start timestamptz,
+                                                   window_end timestamptz)
+RETURNS TABLE (
+    src_id text, dst_id text, bucket smallint, client_node text,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH bounds AS (
+        -- [a, b): the whole minutes inside the window (empty when a >= b)
+        SELECT @extschema@._service_map_minute(window_start - interval '1 microsecond')
+                   + interval '1 minute' AS a,
+               @extschema@._service_map_minute(window_end) AS b
+    ), parts AS (
+        SELECT m.src_id, m.dst_id, m.bucket, m.client_node, m.src_title, m.src_subtitle,
+               m.dst_title, m.dst_subtitle, m.spans, m.errors, m.bytes_sent, m.bytes_received
+        FROM bounds, @extschema@.service_map_minutes m
+        WHERE bounds.a < bounds.b AND m.minute >= bounds.a AND m.minute < bounds.b
+        UNION ALL
+        SELECT r.src_id, r.dst_id, r.bucket, r.client_node, r.src_title, r.src_subtitle,
+               r.dst_title, r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received
+        FROM bounds, LATERAL @extschema@._service_map_rollup_of_spans(
+                 window_start, least(bounds.a, window_end)) r
+        UNION ALL
+        SELECT r.src_id, r.dst_id, r.bucket, r.client_node, r.src_title, r.src_subtitle,
+               r.dst_title, r.dst_subtitle, r.spans, r.errors, r.bytes_sent, r.bytes_received
+        FROM bounds, LATERAL @extschema@._service_map_rollup_of_spans(
+                 greatest(bounds.b, least(bounds.a, window_end)), window_end) r
+    )
+    SELECT p.src_id, p.dst_id, p.bucket, p.client_node, min(p.src_title), min(p.src_subtitle),
+           min(p.dst_title), min(p.dst_subtitle), sum(p.spans)::bigint,
+           sum(p.errors)::bigint, sum(p.bytes_sent)::bigint, sum(p.bytes_received)::bigint
+    FROM parts p
+    GROUP BY p.src_id, p.dst_id, p.bucket, p.client_node
+$$;
+REVOKE ALL ON FUNCTION @extschema@._service_map_window_of(timestamptz, timestamptz) FROM PUBLIC;
+
+-- This database's own rollup rows of a window (all client nodes together).
+CREATE FUNCTION @extschema@._service_map_window_local(window_start timestamptz,
+                                                      window_end timestamptz)
+RETURNS TABLE (
+    src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT w.src_id, w.dst_id, w.bucket, min(w.src_title), min(w.src_subtitle),
+           min(w.dst_title), min(w.dst_subtitle), sum(w.spans)::bigint,
+           sum(w.errors)::bigint, sum(w.bytes_sent)::bigint, sum(w.bytes_received)::bigint
+    FROM @extschema@._service_map_window_of(window_start, window_end) w
+    GROUP BY w.src_id, w.dst_id, w.bucket
+$$;
+REVOKE ALL ON FUNCTION @extschema@._service_map_window_local(timestamptz, timestamptz)
+    FROM PUBLIC;
+
+-- The rollup rows of a window: this database's, or on a hub every node's
+-- (_hub_window). Everything the map shows is read through here.
+CREATE OR REPLACE FUNCTION @extschema@._service_map_window(window_start timestamptz,
+                                                          window_end timestamptz)
+RETURNS TABLE (
+    src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF @extschema@._hub_active() THEN
+        RETURN QUERY SELECT * FROM @extschema@._hub_window(window_start, window_end);
+    ELSE
+        RETURN QUERY SELECT * FROM @extschema@._service_map_window_local(window_start,
+                                                                         window_end);
+    END IF;
+END
+$$;
+
+-- The id of the map node by which a hub says that nodes are missing.
+CREATE FUNCTION @extschema@._hub_coverage_id() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 'hub:missing-nodes';
+
+-- On a hub whose last answer in this transaction left nodes out: one map
+-- node that says how many answered and which did not (red arcs: the
+-- missing share). Nothing otherwise.
+CREATE FUNCTION @extschema@._hub_coverage_node() RETURNS SETOF @extschema@.service_map_node
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT @extschema@._hub_coverage_id(),
+           c.answered || ' of ' || (c.answered + cardinality(c.missing)) || ' nodes answered',
+           'missing: ' || array_to_string(c.missing, ', '),
+           cardinality(c.missing) || ' nodes missing',
+           'see hub_status()',
+           c.answered::float8 / (c.answered + cardinality(c.missing)),
+           cardinality(c.missing)::float8 / (c.answered + cardinality(c.missing)),
+           NULL::bigint, NULL::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::float8,
+           NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+           NULL::bigint, NULL::bigint
+    FROM @extschema@._hub_coverage() c
+    WHERE @extschema@._hub_active() AND cardinality(c.missing) > 0;
+END;
+
+CREATE OR REPLACE FUNCTION @extschema@.service_map_nodes(window_start timestamptz,
+                                                         window_end timestamptz)
+RETURNS SETOF @extschema@.service_map_node
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH m AS MATERIALIZED (
+        SELECT * FROM @extschema@._service_map_window(window_start, window_end)
+    ), hist AS (
+        -- the latency histogram of the requests each node served
+        SELECT m.dst_id AS id, m.bucket, sum(m.spans)::bigint AS n
+        FROM m WHERE m.bucket > 0 GROUP BY m.dst_id, m.bucket
+    ), lat AS (
+        SELECT hist.id,
+               @extschema@._service_map_quantile(0.5, array_agg(hist.bucket), array_agg(hist.n))
+                   AS p50,
+               @extschema@._service_map_quantile(0.95, array_agg(hist.bucket), array_agg(hist.n))
+                   AS p95
+        FROM hist GROUP BY hist.id
+    ), sides AS (
+        -- each row once for the node that served it (received what the
+        -- client sent) and once for the node that called (the other way)
+        SELECT m.dst_id AS id, m.dst_title AS title, m.dst_subtitle AS subtitle, true AS served,
+               m.bucket, m.spans, m.errors, m.bytes_sent AS rx, m.bytes_received AS tx
+        FROM m
+        UNION ALL
+        SELECT m.src_id, m.src_title, m.src_subtitle, false, m.bucket, m.spans, m.errors,
+               m.bytes_received, m.bytes_sent
+        FROM m
+    ), agg AS (
+        SELECT s.id, s.served, min(s.title) AS title, min(s.subtitle) AS subtitle,
+               coalesce(sum(s.spans) FILTER (WHERE s.bucket > 0), 0)::bigint AS requests,
+               coalesce(sum(s.errors) FILTER (WHERE s.bucket > 0), 0)::bigint AS errors,
+               coalesce(sum(s.spans) FILTER (WHERE s.bucket = 0), 0)::bigint AS connections,
+               coalesce(sum(s.errors) FILTER (WHERE s.bucket = 0), 0)::bigint
+                   AS connection_errors,
+               coalesce(sum(s.rx), 0)::bigint AS bytes_rx,
+               coalesce(sum(s.tx), 0)::bigint AS bytes_tx
+        FROM sides s GROUP BY s.id, s.served
+    ), i AS (
+        SELECT * FROM agg WHERE served
+    ), o AS (
+        SELECT * FROM agg WHERE NOT served
+    ), w AS (
+        SELECT greatest(extract(epoch FROM window_end - window_start)::float8, 1e-9) AS seconds
+    ), n AS (
+        SELECT coalesce(i.id, o.id) AS id,
+               coalesce(i.title, o.title) AS title,
+               coalesce(i.subtitle, o.subtitle) AS subtitle,
+               coalesce(i.requests, 0) AS req_in, coalesce(i.errors, 0) AS err_in,
+               lat.p50, lat.p95,
+               coalesce(i.connections, 0) AS conn_in,
+               coalesce(i.connection_errors, 0) AS conn_err_in,
+               coalesce(i.bytes_rx, 0) + coalesce(o.bytes_rx, 0) AS bytes_rx,
+               coalesce(i.bytes_tx, 0) + coalesce(o.bytes_tx, 0) AS bytes_tx,
+               coalesce(o.requests, 0) AS req_out, coalesce(o.errors, 0) AS err_out,
+               coalesce(o.connections, 0) AS conn_out,
+               coalesce(o.connection_errors, 0) AS conn_err_out
+        FROM i FULL JOIN o ON o.id = i.id
+        LEFT JOIN lat ON lat.id = coalesce(i.id, o.id)
+    ), r AS (
+        -- the error ratio the arcs show: served HTTP, else served TCP, else
+        -- outgoing HTTP, else outgoing TCP
+        SELECT n.*,
+               CASE WHEN n.req_in > 0 THEN n.err_in::float8 / n.req_in
+                    WHEN n.conn_in > 0 THEN n.conn_err_in::float8 / n.conn_in
+                    WHEN n.req_out > 0 THEN n.err_out::float8 / n.req_out
+                    WHEN n.conn_out > 0 THEN n.conn_err_out::float8 / n.conn_out
+                    ELSE 0 END AS err_ratio
+        FROM n
+    )
+    SELECT r.id, r.title, r.subtitle,
+           CASE WHEN r.req_in > 0
+                    THEN @extschema@._service_map_num(r.req_in / w.seconds) || ' req/s'
+                WHEN r.conn_in > 0 THEN r.conn_in || ' conn'
+                WHEN r.req_out > 0
+                    THEN @extschema@._service_map_num(r.req_out / w.seconds) || ' req/s out'
+                ELSE r.conn_out || ' conn out'
+           END,
+           CASE WHEN r.req_in > 0
+                    THEN 'p95 ' || @extschema@._service_map_num(r.p95) || ' ms'
+                WHEN r.conn_in > 0 THEN pg_catalog.pg_size_pretty(r.bytes_rx) || ' received'
+                WHEN r.req_out > 0
+                    THEN @extschema@._service_map_num(100.0 * r.err_out / r.req_out) || '% errors'
+                ELSE pg_catalog.pg_size_pretty(r.bytes_tx) || ' sent'
+           END,
+           1 - r.err_ratio,
+           r.err_ratio,
+           r.req_in, r.err_in, r.req_in / w.seconds,
+           CASE WHEN r.req_in > 0 THEN r.err_in::float8 / r.req_in END,
+           r.p50, r.p95,
+           r.conn_in, r.conn_err_in,
+           r.req_out, r.err_out, r.conn_out, r.conn_err_out,
+           r.bytes_rx, r.bytes_tx
+    FROM r CROSS JOIN w
+    UNION ALL
+    -- after the rows above, so after the window was read: on a hub that
+    -- missed nodes, one node that says so (_hub_coverage_node)
+    SELECT * FROM @extschema@._hub_coverage_node()
+    ORDER BY 1
+$$;
+
+
+-- The same map as Graphviz DOT text (dot -Tpng draws it). On a hub the
+-- title says how many nodes answered, and which did not.
+CREATE OR REPLACE FUNCTION @extschema@.service_map_dot(window_start timestamptz,
+                                                       window_end timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nodes_text text;
+    edges_text text;
+    title text;
+    c record;
+BEGIN
+    SELECT string_agg('  ' || @extschema@._service_map_dot_quote(n.id)
+                      || ' [label=' || @extschema@._service_map_dot_quote(
+                             n.title || E'\n' || n.subtitle || E'\n' || n.mainstat
+                             || ', ' || n.secondarystat)
+                      || CASE WHEN n.arc__errors > 0
+                              THEN ', color="#d62728", penwidth=2' ELSE '' END
+                      || '];', E'\n' ORDER BY n.id) || E'\n'
+    INTO nodes_text
+    FROM @extschema@.service_map_nodes(window_start, window_end) n
+    WHERE n.id <> @extschema@._hub_coverage_id();
+    SELECT string_agg('  ' || @extschema@._service_map_dot_quote(e.source) || ' -> '
+                      || @extschema@._service_map_dot_quote(e.target)
+                      || ' [label=' || @extschema@._service_map_dot_quote(
+                             e.mainstat || E'\n' || e.secondarystat)
+                      || CASE WHEN coalesce(e.detail__error_ratio, 0) > 0
+                                OR e.detail__connection_errors > 0
+                              THEN ', color="#d62728", fontcolor="#d62728"' ELSE '' END
+                      || '];', E'\n' ORDER BY e.source, e.target) || E'\n'
+    INTO edges_text
+    FROM @extschema@.service_map_edges(window_start, window_end) e;
+    title := 'ebpf_capture service map, '
+             || to_char(window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' to '
+             || to_char(window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC';
+    IF @extschema@._hub_active() THEN
+        SELECT * INTO c FROM @extschema@._hub_coverage();
+        IF cardinality(c.missing) > 0 THEN
+            title := title || E'\n' || c.answered || ' of '
+                     || (c.answered + cardinality(c.missing))
+                     || ' nodes answered; missing: ' || array_to_string(c.missing, ', ');
+        ELSE
+            title := title || E'\n' || 'all ' || coalesce(c.answered, 0) || ' nodes answered';
+        END IF;
+    END IF;
+    RETURN 'digraph service_map {' || E'\n'
+        || '  graph [rankdir=LR, fontname="Helvetica", label='
+        || @extschema@._service_map_dot_quote(title) || ', labelloc=t];' || E'\n'
+        || '  node [shape=box, style="rounded,filled", fillcolor="#f4f6fa", fontname="Helvetica"];'
+        || E'\n'
+        || '  edge [fontname="Helvetica", fontsize=10];' || E'\n'
+        || coalesce(nodes_text, '') || coalesce(edges_text, '') || '}' || E'\n';
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._hub_active() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hub_start() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hub_stop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hub_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.hub_summary() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_server_options(text, int, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_add_node(text, text, text, text, text, int, text, text,
+    text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_move_node(text, text, int, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_drop_node(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_drop_unknown(boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_set_login(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_map_user(name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_probe(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_set_discovery(text, text, int, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_gather(text[], text[], text[], text, text, anyelement)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_dblink() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_disconnect(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_time(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_asked() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_missing(text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_note_coverage(text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_coverage() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_window(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_trace(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.trace_spans(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_coverage_id() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_coverage_node() FROM PUBLIC;
+
+-- ---- a node's side: the hub's role ---------------------------------------
+
+-- With ebpf_capture.hub_access on, the launcher of a node keeps the hub's
+-- role (ebpf_capture.hub_user) here: it may log in with the password of
+-- ebpf_capture.hub_password_file (given as a SCRAM secret) and read spans
+-- and the rollup, nothing else; its sessions are read-only, end when idle
+-- for 15 minutes, and when the hub is gone (TCP keepalives: about 35 s). A role of that name this function did not make is
+-- left alone ('foreign'). Off: the role it made can no longer log in.
+-- Returns what it did: made, updated, disabled, foreign, none.
+CREATE FUNCTION @extschema@._hub_node_access(a_role text, a_secret text, a_on boolean)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    marker constant text := 'ebpf_capture: the hub''s role (ebpf_capture.hub_access)';
+    r record;
+    made boolean := false;
+BEGIN
+    SELECT a.oid, a.rolcanlogin, shobj_description(a.oid, 'pg_authid') AS note INTO r
+    FROM pg_authid a WHERE a.rolname = a_role;
+    IF NOT a_on THEN
+        IF r.oid IS NOT NULL AND r.note = marker AND r.rolcanlogin THEN
+            EXECUTE format('ALTER ROLE %I NOLOGIN', a_role);
+            RETURN 'disabled';
+        END IF;
+        RETURN 'none';
+    END IF;
+    IF r.oid IS NULL THEN
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
+                       'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 64', a_role);
+        EXECUTE format('COMMENT ON ROLE %I IS %L', a_role, marker);
+        made := true;
+    ELSIF r.note IS DISTINCT FROM marker THEN
+        RETURN 'foreign';
+    END IF;
+    EXECUTE format('ALTER ROLE %I LOGIN PASSWORD %L', a_role, a_secret);
+    EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = on', a_role);
+    EXECUTE format('ALTER ROLE %I SET idle_session_timeout = %L', a_role, '15min');
+    -- a hub that vanishes (a network cut) leaves no session behind for long
+    EXECUTE format('ALTER ROLE %I SET tcp_keepalives_idle = 20', a_role);
+    EXECUTE format('ALTER ROLE %I SET tcp_keepalives_interval = 5', a_role);
+    EXECUTE format('ALTER ROLE %I SET tcp_keepalives_count = 3', a_role);
+    EXECUTE format('ALTER ROLE %I SET client_connection_check_interval = %L', a_role, '10s');
+    EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', a_role);
+    EXECUTE format('GRANT SELECT ON @extschema@.spans, @extschema@.service_map_minutes TO %I',
+                   a_role);
+    -- what a hub asks: _service_map_window_of, and what it calls
+    EXECUTE format('GRANT EXECUTE ON FUNCTION '
+                   '@extschema@._service_map_window_of(timestamptz, timestamptz), '
+                   '@extschema@._service_map_rollup_of_spans(timestamptz, timestamptz), '
+                   '@extschema@._service_map_minute(timestamptz), '
+                   '@extschema@._service_map_bucket(interval), '
+                   '@extschema@._service_map_client_node(text, text), '
+                   '@extschema@._service_map_node_id(text, text, text, text, inet), '
+                   '@extschema@._service_map_node_title(text, text, text, inet), '
+                   '@extschema@._service_map_node_subtitle(text, text, text, text, text) TO %I',
+                   a_role);
+    RETURN CASE WHEN made THEN 'made' ELSE 'updated' END;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._hub_node_access(text, text, boolean) FROM PUBLIC;

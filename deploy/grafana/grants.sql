@@ -5,7 +5,9 @@
 -- the rollup they read, and EXECUTE on them and on their helpers; and SELECT
 -- on open_connections for the panel of connections open now; the trace view
 -- and the slowest-requests table read spans through trace_view,
--- trace_tree and slowest_requests.
+-- trace_tree and slowest_requests. On a hub (docs/hub.md) the same grants
+-- read every node: the functions that read the nodes run with their owner's
+-- rights, the role needs nothing more.
 \set ON_ERROR_STOP 1
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
 \if :create_role
@@ -24,6 +26,16 @@ GRANT EXECUTE ON FUNCTION
     _service_map_bucket(interval),
     _service_map_rollup_of_spans(timestamptz, timestamptz),
     _service_map_window(timestamptz, timestamptz),
+    _service_map_window_local(timestamptz, timestamptz),
+    _service_map_window_of(timestamptz, timestamptz),
+    _service_map_client_node(text, text),
+    _hub_active(),
+    _hub_window(timestamptz, timestamptz),
+    _hub_coverage(),
+    _hub_coverage_id(),
+    _hub_coverage_node(),
+    _hub_trace(text),
+    trace_spans(text),
     _service_map_quantile(double precision, smallint[], bigint[]),
     _service_map_dot_quote(text),
     service_map_nodes(timestamptz, timestamptz),

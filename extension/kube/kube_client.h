@@ -20,19 +20,14 @@
 // PostgreSQL-free.
 #pragma once
 
-#include <curl/curl.h>
-
 #include <cstdint>
 #include <memory>
-#include <random>
-#include <string>
 
-#include "kube/curl_driver.h"
+#include "kube/api_client.h"
 #include "kube/kube_config.h"
 #include "kube/kube_status.h"
 #include "kube/pod_cache.h"
 #include "kube/reflector.h"
-#include "kube/token_file.h"
 
 namespace ebpfc::kube {
 
@@ -69,7 +64,7 @@ class KubeClient {
   // One descriptor for the worker's WaitEventSet (level-triggered):
   // readable when a socket has data or a timer (libcurl's, back-off, token
   // reload, cache expiry) is due.
-  int fd() const { return driver_.fd(); }
+  int fd() const { return api_->fd(); }
 
   // fd() was readable: serve sockets, finish transfers, then tick().
   void on_ready(const Instant& now);
@@ -80,8 +75,8 @@ class KubeClient {
   KubeStatus status() const;
   void status(KubeStatus* out) const;
 
-  const Reflector* reflector(Resource r) const { return reflectors_[static_cast<int>(r)].get(); }
-  const KubeConfig& config() const { return config_; }
+  const Reflector* reflector(Resource r) const { return api_->reflector(static_cast<int>(r)); }
+  const KubeConfig& config() const { return api_->config(); }
   // Changes timings (tests); takes effect for the next requests.
   void set_options(const KubeClientOptions& options);
   // Another API server, token or CA file (the GUCs changed): open requests
@@ -92,33 +87,16 @@ class KubeClient {
 
  private:
   struct Handler;
-  struct Transfer;
 
-  void reset_reflectors();
-  void start_due(const Instant& now);
-  void start(int i, const Instant& now);
-  void reload_token(const Instant& now, bool force);
-  void note_error(const std::string& message, int64_t unix_us);
-  void transfer_done(Transfer& t, CURLcode rc);
-  static size_t on_write(char* data, size_t size, size_t n, void* userp);
-  static size_t on_header(char* data, size_t size, size_t n, void* userp);
-  uint64_t next_deadline_ns() const;
+  static ApiClientOptions api_options(const KubeClientOptions& options);
+  std::vector<WatchedResource> watched();
 
-  KubeConfig config_;
   PodCache& cache_;
   KubeClientOptions options_;
-  std::mt19937_64 rng_;
-  CurlDriver driver_;
-  TokenFile token_;
-  KubeCounters counters_{};
   std::unique_ptr<Handler> handlers_[kResources];
-  std::unique_ptr<Reflector> reflectors_[kResources];
-  std::unique_ptr<Transfer> transfers_[kResources];
-  Instant now_{};  // the time of the on_ready/tick in progress
+  std::unique_ptr<ApiClient> api_;
   uint64_t next_expire_ns_ = 0;
   int64_t synced_at_us_ = 0;
-  std::string last_error_;
-  int64_t last_error_us_ = 0;
 };
 
 }  // namespace ebpfc::kube

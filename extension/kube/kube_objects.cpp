@@ -150,16 +150,18 @@ Filter filter_of(std::string_view key) {
   return Filter::None;
 }
 
-bool keep_member(Filter f, std::string_view key) {
+bool keep_member(Filter f, std::string_view key, ParseProfile profile) {
   switch (f) {
     case Filter::None:
       return true;
     case Filter::Metadata:
       return key == "uid" || key == "name" || key == "namespace" || key == "labels" ||
              key == "ownerReferences" || key == "creationTimestamp" || key == "deletionTimestamp" ||
-             key == "resourceVersion" || key == "continue" || key == "remainingItemCount";
+             key == "resourceVersion" || key == "continue" || key == "remainingItemCount" ||
+             (profile == ParseProfile::DatabasePods && key == "annotations");
     case Filter::Spec:
-      return key == "nodeName" || key == "hostNetwork";
+      return key == "nodeName" || key == "hostNetwork" ||
+             (profile == ParseProfile::DatabasePods && key == "containers");
     case Filter::Status:
       return key == "phase" || key == "podIP" || key == "podIPs" || key == "startTime" ||
              key == "addresses";
@@ -241,14 +243,14 @@ const std::string* ObjectMeta::label(std::string_view key) const {
   return nullptr;
 }
 
-bool parse_json(std::string_view text, json* out, std::string* error) {
+bool parse_json(std::string_view text, json* out, std::string* error, ParseProfile profile) {
   struct Frame {
     Filter self;      // filter for this container's members
     Filter last_key;  // filter a container under the last key would get
   };
   std::vector<Frame> frames;
   frames.reserve(16);
-  auto callback = [&frames](int depth, json::parse_event_t event, json& parsed) -> bool {
+  auto callback = [&frames, profile](int depth, json::parse_event_t event, json& parsed) -> bool {
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start: {
@@ -266,7 +268,7 @@ bool parse_json(std::string_view text, json* out, std::string* error) {
         frames.resize(static_cast<size_t>(depth));
         Frame& f = frames.back();
         const std::string& key = parsed.get_ref<const std::string&>();
-        if (!keep_member(f.self, key)) return false;
+        if (!keep_member(f.self, key, profile)) return false;
         // Only the object's own metadata/spec/status are filtered, not
         // e.g. a label called "spec" (whose value is a string anyway).
         f.last_key = f.self == Filter::None ? filter_of(key) : Filter::None;
@@ -328,10 +330,11 @@ ApiStatus status_from_body(int http_code, std::string_view body) {
   return st;
 }
 
-bool decode_watch_event(std::string_view line, json* doc, WatchEvent* out, std::string* error) {
+bool decode_watch_event(std::string_view line, json* doc, WatchEvent* out, std::string* error,
+                        ParseProfile profile) {
   *out = WatchEvent{};
   try {
-    if (!parse_json(line, doc, error)) return false;
+    if (!parse_json(line, doc, error, profile)) return false;
     if (!doc->is_object()) {
       *error = "watch event is not an object";
       return false;
@@ -384,10 +387,11 @@ bool decode_watch_event(std::string_view line, json* doc, WatchEvent* out, std::
   }
 }
 
-bool decode_list(std::string_view body, json* doc, ListPage* out, std::string* error) {
+bool decode_list(std::string_view body, json* doc, ListPage* out, std::string* error,
+                 ParseProfile profile) {
   *out = ListPage{};
   try {
-    if (!parse_json(body, doc, error)) return false;
+    if (!parse_json(body, doc, error, profile)) return false;
     if (!doc->is_object()) {
       *error = "list is not an object";
       return false;

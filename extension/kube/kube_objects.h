@@ -97,13 +97,20 @@ struct ApiStatus {
 enum class EventType : uint8_t { Added, Modified, Deleted, Bookmark, Error, Unknown };
 const char* event_type_name(EventType type);
 
+// What parse_json keeps of an object. Capture: what the capture's pod cache
+// reads (see parse_json). DatabasePods: that, and the annotations and the
+// containers (their ports), which the hub reads of the node databases' pods
+// (hub_discovery.h); there are only a few of those.
+enum class ParseProfile : uint8_t { Capture, DatabasePods };
+
 // Parses JSON, keeping only what the decoders read (metadata's identity,
 // labels and owners; spec.nodeName and hostNetwork; status' phase,
 // addresses and start time; Status fields): managedFields, annotations,
 // containers, images and the rest are dropped while parsing, so a list page
-// of big objects costs little memory. False with a message on malformed
-// input.
-bool parse_json(std::string_view text, nlohmann::json* out, std::string* error);
+// of big objects costs little memory (ParseProfile::DatabasePods keeps
+// annotations and containers too). False with a message on malformed input.
+bool parse_json(std::string_view text, nlohmann::json* out, std::string* error,
+                ParseProfile profile = ParseProfile::Capture);
 
 // One line of a watch stream. object points into `doc` (null for a
 // malformed event); for ERROR events `status` is filled.
@@ -115,7 +122,7 @@ struct WatchEvent {
   ApiStatus status;              // ERROR events
 };
 bool decode_watch_event(std::string_view line, nlohmann::json* doc, WatchEvent* out,
-                        std::string* error);
+                        std::string* error, ParseProfile profile = ParseProfile::Capture);
 
 // A list response (one page). items points into `doc` (null when the
 // page has no items: "items": null or missing).
@@ -124,7 +131,8 @@ struct ListPage {
   std::string continue_token;  // non-empty: more pages follow
   const nlohmann::json* items = nullptr;
 };
-bool decode_list(std::string_view body, nlohmann::json* doc, ListPage* out, std::string* error);
+bool decode_list(std::string_view body, nlohmann::json* doc, ListPage* out, std::string* error,
+                 ParseProfile profile = ParseProfile::Capture);
 
 bool decode_pod(const nlohmann::json& object, Pod* out, std::string* error);
 bool decode_owner(const nlohmann::json& object, std::string_view kind, OwnerInfo* out,

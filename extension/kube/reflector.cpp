@@ -101,7 +101,8 @@ HttpRequest Reflector::begin(const Instant& now) {
   if (listing_) {
     counters_.lists++;
     if (continue_.empty()) handler_.begin_list();
-    r.path_and_query = std::string(spec_.path) + "?limit=" + std::to_string(page_limit_);
+    r.path_and_query = spec_.path + "?limit=" + std::to_string(page_limit_);
+    if (!spec_.query.empty()) r.path_and_query += "&" + spec_.query;
     if (!continue_.empty()) r.path_and_query += "&continue=" + url_escape(continue_);
     r.watch = false;
     r.timeout_s = options_.list_timeout_s;
@@ -110,8 +111,9 @@ HttpRequest Reflector::begin(const Instant& now) {
     const int lo = std::max(1, options_.watch_timeout_min_s);
     const int hi = std::max(lo, options_.watch_timeout_max_s);
     const int timeout = lo + static_cast<int>(rng_() % static_cast<uint64_t>(hi - lo + 1));
-    r.path_and_query = std::string(spec_.path) + "?watch=1&resourceVersion=" + url_escape(rv_) +
+    r.path_and_query = spec_.path + "?watch=1&resourceVersion=" + url_escape(rv_) +
                        "&allowWatchBookmarks=true&timeoutSeconds=" + std::to_string(timeout);
+    if (!spec_.query.empty()) r.path_and_query += "&" + spec_.query;
     r.watch = true;
     // The server ends the watch at `timeout`; a client-side limit guards
     // against a server that never does.
@@ -162,7 +164,7 @@ void Reflector::handle_line(std::string_view line, const Instant& now) {
   if (stop_) return;
   WatchEvent ev;
   std::string error;
-  if (!decode_watch_event(line, &doc_, &ev, &error)) {
+  if (!decode_watch_event(line, &doc_, &ev, &error, spec_.profile)) {
     counters_.bad_events++;
     note_error(what() + ": bad event: " + error, now);
     return;
@@ -241,7 +243,7 @@ void Reflector::finish_list_page(const Instant& now) {
   ListPage page;
   std::string error;
   nlohmann::json doc;
-  const bool ok = decode_list(body_, &doc, &page, &error);
+  const bool ok = decode_list(body_, &doc, &page, &error, spec_.profile);
   std::string().swap(body_);
   if (!ok) {
     fail(kFailDecode, what() + ": " + error, now);

@@ -62,8 +62,12 @@ class ResourceHandler {
 
 struct ResourceSpec {
   const char* name;    // "pods": in messages
-  const char* path;    // "/api/v1/pods"
+  std::string path;    // "/api/v1/pods", "/api/v1/namespaces/ebpf-capture/pods"
   const char* accept;  // Accept header; null: application/json
+  // More parameters for every list and watch, escaped, without the leading
+  // '&': "labelSelector=app%3Dweb" ("": none).
+  std::string query = {};
+  ParseProfile profile = ParseProfile::Capture;
 };
 
 struct HttpRequest {

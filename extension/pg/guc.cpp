@@ -1,5 +1,6 @@
 #include "pg/guc.h"
 
+#include <cstring>
 #include <string>
 
 #include "core/disk_guard.h"
@@ -44,6 +45,16 @@ int g_rollup_retention_min = 30 * 24 * 60;
 char* g_min_free_disk = nullptr;
 bool g_synchronous_commit = false;
 char* g_fault_injection = nullptr;
+char* g_hub_selector = nullptr;
+char* g_hub_namespace = nullptr;
+char* g_hub_user = nullptr;
+char* g_hub_password_file = nullptr;
+char* g_hub_database = nullptr;
+int g_hub_probe_interval_ms = 5000;
+int g_hub_connect_timeout_ms = 3000;
+int g_hub_query_timeout_ms = 10000;
+char* g_hub_sslmode = nullptr;
+bool g_hub_access = false;
 
 static void assign_fault_injection(const char* newval, void* extra) {
   (void)extra;
@@ -215,6 +226,70 @@ static void define_reloadable_gucs() {
                           check_ring_buffer_kb, nullptr, nullptr);
 }
 
+static bool check_hub_sslmode(char** newval, void** extra, GucSource source) {
+  (void)extra;
+  (void)source;
+  static const char* const kModes[] = {"disable", "allow",     "prefer",
+                                       "require", "verify-ca", "verify-full"};
+  for (const char* m : kModes)
+    if (*newval != nullptr && strcmp(*newval, m) == 0) return true;
+  GUC_check_errdetail(
+      "ebpf_capture.hub_sslmode must be one of disable, allow, prefer, require, "
+      "verify-ca, verify-full.");
+  return false;
+}
+
+// A hub: where the node databases are and how to reach them (docs/hub.md).
+static void define_hub_gucs() {
+  DefineCustomStringVariable(
+      "ebpf_capture.hub_selector",
+      "Label selector of the node databases' pods a hub reads (Kubernetes syntax).", nullptr,
+      &g_hub_selector, "app.kubernetes.io/name=ebpf-capture", PGC_SIGHUP, 0, nullptr, nullptr,
+      nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.hub_namespace", "Namespace of the node databases' pods a hub reads.",
+      "Empty: the hub pod's own namespace (from its service account), or every namespace "
+      "outside a pod.",
+      &g_hub_namespace, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.hub_user",
+      "The role a hub logs in to the node databases as (on a node: the role kept for it).", nullptr,
+      &g_hub_user, "ebpf_capture_hub", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.hub_password_file",
+      "File holding the password of ebpf_capture.hub_user (a mounted Kubernetes Secret).",
+      "Re-read every minute and on reload.", &g_hub_password_file, "", PGC_SIGHUP,
+      GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "ebpf_capture.hub_database",
+      "Database a hub reads on each node (a pod's annotation ebpf-capture.io/database wins).",
+      nullptr, &g_hub_database, "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.hub_probe_interval",
+                          "How often a hub asks each node database whether it answers.", nullptr,
+                          &g_hub_probe_interval_ms, 5000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.hub_connect_timeout",
+                          "Longest a hub waits to connect to a node database (at least 2 s).",
+                          "Applies to nodes found after a change.", &g_hub_connect_timeout_ms, 3000,
+                          1000, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable(
+      "ebpf_capture.hub_query_timeout",
+      "Longest a node database's part of a hub query may take; a node silent this long is "
+      "left out of the answer.",
+      "Applies to nodes found after a change.", &g_hub_query_timeout_ms, 10000, 500, 3600 * 1000,
+      PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("ebpf_capture.hub_sslmode",
+                             "libpq sslmode of a hub's connections to the node databases.",
+                             "Applies to nodes found after a change.", &g_hub_sslmode, "prefer",
+                             PGC_SIGHUP, 0, check_hub_sslmode, nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.hub_access",
+      "On a node: keep the role ebpf_capture.hub_user able to log in with the password in "
+      "ebpf_capture.hub_password_file and read the spans and the service map rollup.",
+      "Off: the role, if this server made it, can no longer log in.", &g_hub_access, false,
+      PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+}
+
 // For the tests only: names a fault point (core/fault.h) that then throws
 // std::bad_alloc whenever it is reached. Hidden from SHOW ALL and the sample
 // configuration.
@@ -231,6 +306,7 @@ void define_gucs(bool preloading) {
   define_reloadable_gucs();
   define_storage_gucs();
   define_trace_gucs();
+  define_hub_gucs();
   MarkGUCPrefixReserved("ebpf_capture");
 }
 

@@ -34,6 +34,18 @@ extern char* g_kube_token_file;          // sighup: bearer token file ("" = in-c
 extern char* g_kube_ca_file;             // sighup: CA bundle ("" = in-cluster)
 extern bool g_kube_allow_insecure_http;  // sighup: accept an http:// API URL
 
+// The hub (hub_worker.cpp) and the node side of it (hub_access.cpp).
+extern char* g_hub_selector;          // sighup: label selector of the node databases' pods
+extern char* g_hub_namespace;         // sighup: their namespace ("" = the hub pod's own, else all)
+extern char* g_hub_user;              // sighup: the role the hub logs in to nodes as
+extern char* g_hub_password_file;     // sighup: that role's password (a mounted Secret)
+extern char* g_hub_database;          // sighup: the node databases' name (a pod's annotation wins)
+extern int g_hub_probe_interval_ms;   // sighup: how often each node is asked whether it answers
+extern int g_hub_connect_timeout_ms;  // sighup (new servers): connecting to a node
+extern int g_hub_query_timeout_ms;    // sighup (new servers): a node's part of a query
+extern char* g_hub_sslmode;           // sighup (new servers): libpq sslmode to the nodes
+extern bool g_hub_access;             // sighup: on a node: keep the hub's role
+
 // Defines the ebpf_capture.* parameters; the postmaster-level ones only while
 // shared_preload_libraries is being processed.
 void define_gucs(bool preloading);

@@ -10,8 +10,10 @@
 
 #include <cstring>
 
+#include "pg/bgworker.h"
 #include "pg/catalog.h"
 #include "pg/guc.h"
+#include "pg/hub.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/storage_maintenance.h"
@@ -78,18 +80,11 @@ int read_enabled(char names[][IFNAMSIZ], int max) {
 }
 
 bool start_worker(int slot) {
-  BackgroundWorker w;
-  std::memset(&w, 0, sizeof(w));
-  w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  w.bgw_restart_time = BGW_NEVER_RESTART;  // the launcher restarts it, with back-off
-  strlcpy(w.bgw_library_name, "ebpf_capture", BGW_MAXLEN);
-  strlcpy(w.bgw_function_name, "ebpf_capture_worker_main", BGW_MAXLEN);
-  snprintf(w.bgw_name, BGW_MAXLEN, "ebpf_capture worker %s", shared()->slots[slot].interface);
-  strlcpy(w.bgw_type, "ebpf_capture worker", BGW_MAXLEN);
-  w.bgw_main_arg = Int32GetDatum(slot);
-  w.bgw_notify_pid = MyProcPid;
-  return RegisterDynamicBackgroundWorker(&w, &g_control[slot].handle);
+  char name[BGW_MAXLEN];
+  snprintf(name, sizeof(name), "ebpf_capture worker %s", shared()->slots[slot].interface);
+  // the launcher restarts it, with back-off
+  return start_dynamic_worker("ebpf_capture_worker_main", name, "ebpf_capture worker",
+                              Int32GetDatum(slot), &g_control[slot].handle);
 }
 
 void reconcile() {
@@ -284,6 +279,8 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_launcher_main) {
   for (;;) {
     reconcile();
     storage_tick();
+    hub_launcher_tick();
+    hub_access_tick();
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kPollMs,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
@@ -292,6 +289,7 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_launcher_main) {
       ConfigReloadPending = false;
       ProcessConfigFile(PGC_SIGHUP);
       storage_settings_changed();
+      hub_settings_changed();
     }
   }
 }

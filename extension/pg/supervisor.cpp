@@ -10,6 +10,7 @@
 // instead of a launcher failing to connect every few seconds.
 #include <cstring>
 
+#include "pg/bgworker.h"
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
@@ -64,17 +65,9 @@ bool database_exists(const char* name) {
 }
 
 bool start_launcher(BackgroundWorkerHandle** handle) {
-  BackgroundWorker w;
-  std::memset(&w, 0, sizeof(w));
-  w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-  w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  w.bgw_restart_time = BGW_NEVER_RESTART;  // the supervisor restarts it, with back-off
-  strlcpy(w.bgw_library_name, "ebpf_capture", BGW_MAXLEN);
-  strlcpy(w.bgw_function_name, "ebpf_capture_launcher_main", BGW_MAXLEN);
-  strlcpy(w.bgw_name, "ebpf_capture launcher", BGW_MAXLEN);
-  strlcpy(w.bgw_type, "ebpf_capture launcher", BGW_MAXLEN);
-  w.bgw_notify_pid = MyProcPid;
-  return RegisterDynamicBackgroundWorker(&w, handle);
+  // the supervisor restarts it, with back-off
+  return start_dynamic_worker("ebpf_capture_launcher_main", "ebpf_capture launcher",
+                              "ebpf_capture launcher", Datum(0), handle);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include "kube/pod_cache.h"
 #include "pg/guc.h"
 #include "pg/otlp_export.h"
+#include "pg/kube_settings.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
 #include "pg/span_store.h"
@@ -421,15 +422,6 @@ void apply_session_settings() {
   const char* commit =
       g_synchronous_commit ? GetConfigOptionResetString("synchronous_commit") : "off";
   SetConfigOption("synchronous_commit", commit, PGC_SUSET, PGC_S_SESSION);
-}
-
-kube::KubeConfig kube_config() {
-  kube::KubeSettings settings;
-  settings.api_url = g_kube_api_url ? g_kube_api_url : "";
-  settings.token_file = g_kube_token_file ? g_kube_token_file : "";
-  settings.ca_file = g_kube_ca_file ? g_kube_ca_file : "";
-  settings.allow_http = g_kube_allow_insecure_http;
-  return kube::resolve_kube_config(settings);
 }
 
 HttpTrackerOptions http_options() {

@@ -15,7 +15,9 @@
 // the decoders; the splitter reports the same lines however the body is cut
 // (and exactly the reference split of the body when no line is oversize);
 // the cache's invariants hold after every event; every lookup result is a
-// well-formed identity.
+// well-formed identity. The same body, as pods a hub watches (the
+// DatabasePods profile, hub_discovery.h), gives targets that are complete,
+// one per node.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "kube/hub_discovery.h"
 #include "kube/line_splitter.h"
 #include "kube/pod_cache.h"
 #include "kube/reflector.h"
@@ -78,6 +81,59 @@ struct CacheHandler final : ResourceHandler {
   }
   PodCache& cache;
 };
+
+// The reflector's first request: an empty list, so the next is a watch.
+void list_empty(Reflector& r, Instant& now) {
+  r.begin(now);
+  r.on_status(200, -1);
+  const std::string list = R"({"metadata":{"resourceVersion":"1"},"items":[]})";
+  r.on_body(list.data(), list.size(), now);
+  r.on_done(TransferResult{}, now);
+  CHECK(r.synced());
+}
+
+// The next request's response: body, in pieces `cuts` long, each followed
+// by after_piece(); then its end.
+template <class AfterPiece>
+void respond(Reflector& r, const std::string& body, const std::vector<size_t>& cuts, Instant& now,
+             AfterPiece after_piece) {
+  CHECK(r.due(now.mono_ns));
+  r.begin(now);
+  r.on_status(200, -1);
+  size_t pos = 0, k = 0;
+  bool go = true;
+  while (go && pos < body.size()) {
+    const size_t n = std::min(cuts[k++ % cuts.size()], body.size() - pos);
+    go = r.on_body(body.data() + pos, n, now);
+    pos += n;
+    after_piece();
+  }
+  r.on_done(TransferResult{go ? TransferResult::Kind::Ok : TransferResult::Kind::Aborted, ""}, now);
+}
+
+// The body as the hub's discovery sees it (a list first for a watch).
+void check_database_pods(const std::string& body, const std::vector<size_t>& cuts, bool list) {
+  DatabasePodSet set("postgres");
+  KubeCounters counters{};
+  std::mt19937_64 rng(2);
+  ReflectorOptions ro;
+  ro.max_line = kMaxLine;
+  ro.max_list_body = 1 << 16;
+  Reflector r(database_pods_spec("ns", "app=db"), ro, set, counters, rng);
+  Instant now{1000000000ull, 1714564800000000ll};
+  if (!list) {
+    list_empty(r, now);
+    CHECK(set.synced());
+  }
+  respond(r, body, cuts, now, [] {});
+  std::string last_node;
+  for (const HubTarget& t : set.targets()) {
+    CHECK(!t.uid.empty() && !t.node.empty() && !t.host.empty() && !t.database.empty());
+    CHECK(t.port >= 1 && t.port <= 65535);
+    CHECK(t.node > last_node);  // one per node, sorted
+    last_node = t.node;
+  }
+}
 
 std::vector<std::string> split_all(const std::string& body, const std::vector<size_t>& cuts,
                                    uint64_t* oversize) {
@@ -150,29 +206,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CHECK(st.message.size() <= 512);
     return 0;
   }
+  check_database_pods(body, cuts, mode == 2);
   if (mode <= 1) {
     // A list first (an empty one), then the body as a watch stream.
-    r.begin(now);
-    r.on_status(200, -1);
-    const std::string list = R"({"metadata":{"resourceVersion":"1"},"items":[]})";
-    r.on_body(list.data(), list.size(), now);
-    r.on_done(TransferResult{}, now);
-    CHECK(r.synced());
+    list_empty(r, now);
   }
-  CHECK(r.due(now.mono_ns));
-  r.begin(now);
-  r.on_status(200, -1);
-  size_t pos = 0, k = 0;
-  bool go = true;
-  while (go && pos < body.size()) {
-    const size_t n = std::min(cuts[k++ % cuts.size()], body.size() - pos);
-    go = r.on_body(body.data() + pos, n, now);
-    pos += n;
+  respond(r, body, cuts, now, [&] {
     now.unix_us += 400000;
     now.mono_ns += 400000000ull;
     cache.expire(now.unix_us);
-  }
-  r.on_done(TransferResult{go ? TransferResult::Kind::Ok : TransferResult::Kind::Aborted, ""}, now);
+  });
   std::vector<PodRecord> changes;
   cache.take_changes(changes);
   for (const PodRecord& rec : changes) CHECK(!rec.uid.empty() && !rec.name.empty());

@@ -494,8 +494,8 @@ def test_unaligned_window_counts_exactly(smdb, mix):
 
 
 def test_rollup_rows_hold_the_mix(smdb, mix):
-    """service_map_minutes, read directly: one row per minute, edge and
-    bucket, whose counts add up to the mix's rows."""
+    """service_map_minutes, read directly: one row per minute, edge, bucket
+    and client node, whose counts add up to the mix's rows."""
     rows = smdb.sql("""SELECT * FROM service_map_minutes
                        WHERE minute >= %s AND minute < %s AND src_id LIKE %s""",
                     (T0 - timedelta(minutes=1), T1 + timedelta(minutes=1), f"{mix['ns']}%"))
@@ -504,8 +504,12 @@ def test_rollup_rows_hold_the_mix(smdb, mix):
     assert sum(r["errors"] for r in rows) == sum(r["status"] == "ERROR" for r in mine)
     assert sum(r["bytes_sent"] for r in rows) == sum(r["bytes_sent"] for r in mine
                                                      if r["protocol"] == "tcp")
-    keys = [(r["minute"], r["src_id"], r["dst_id"], r["bucket"]) for r in rows]
+    # one row per minute, edge, bucket and client node (the node of a client
+    # pod, '' for any other client: a hub counts each request once by it)
+    keys = [(r["minute"], r["src_id"], r["dst_id"], r["bucket"], r["client_node"]) for r in rows]
     assert len(keys) == len(set(keys))
+    pod_nodes = {r["src"].node for r in mine if r["src"].pod}
+    assert {r["client_node"] for r in rows} <= pod_nodes | {""}, rows
     for r in rows:
         assert r["minute"].second == 0 and r["minute"].microsecond == 0, r
         if r["bucket"] > 0:  # http rows: their bytes are counted on the tcp rows
@@ -569,7 +573,8 @@ def test_functions_are_not_public(smdb, mix):
 ROLLUP_DIFF = """
     WITH w AS (
         SELECT m.minute, m.src_id, m.dst_id, m.bucket, m.src_title, m.src_subtitle,
-               m.dst_title, m.dst_subtitle, m.spans, m.errors, m.bytes_sent, m.bytes_received
+               m.dst_title, m.dst_subtitle, m.spans, m.errors, m.bytes_sent, m.bytes_received,
+               m.client_node
         FROM service_map_minutes m WHERE m.minute >= %(lo)s AND m.minute < %(hi)s
     ), s AS (
         SELECT * FROM _service_map_rollup_of_spans(%(lo)s, %(hi)s)
@@ -585,7 +590,8 @@ def test_worker_rollup_matches_spans(smdb, capture, topology):
     into service_map_minutes (C++ aggregation, SQL node ids) in the batch's
     transaction. The map shows the traffic, and every rollup row equals what
     SQL recomputes from the spans table: same edges, buckets (the C++ and
-    SQL latency buckets agree on real latencies), counts and bytes."""
+    SQL latency buckets agree on real latencies), counts, bytes and client
+    node."""
     port = Pods.new_port()
     backend = Nginx(3, port, "backend")
     client, server = pod_ip4(1), pod_ip4(3)

@@ -21,13 +21,15 @@ FAKE = str(REPO / "tests" / "kube" / "fake_kube_api.py")
 
 
 class FakeApi:
-    """fake_kube_api.py as a program in the node namespace, driven through
-    its JSON control endpoint (reachable only from inside that namespace)."""
+    """fake_kube_api.py as a program in a network namespace (the node's by
+    default), driven through its JSON control endpoint (reachable only from
+    inside that namespace). extra: more arguments (--host, --san-ip)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, netns=None, extra=()):
+        self.netns = netns or node_ns()
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", node_ns(), "/usr/bin/python3", FAKE, "--dir", directory,
-             "--bookmark-interval", "0.5"],
+            ["ip", "netns", "exec", self.netns, "/usr/bin/python3", FAKE, "--dir", directory,
+             "--bookmark-interval", "0.5", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line:
@@ -37,7 +39,7 @@ class FakeApi:
     def call(self, op, **args):
         body = json.dumps({"op": op, "args": args})
         out = subprocess.run(
-            ["ip", "netns", "exec", node_ns(), "curl", "-sS", "--max-time", "10",
+            ["ip", "netns", "exec", self.netns, "curl", "-sS", "--max-time", "10",
              "-H", "Content-Type: application/json", "--data", body,
              self.info["control_url"] + "/control"],
             capture_output=True, text=True, check=True).stdout

@@ -14,7 +14,10 @@ It behaves like the real one where the client cares:
   resourceVersion and limit/continue paging over a consistent snapshot
   (a continue token of a compacted snapshot gets 410 Expired), optionally
   with short and empty pages; PartialObjectMetadataList for
-  `Accept: application/json;as=PartialObjectMetadataList;...`.
+  `Accept: application/json;as=PartialObjectMetadataList;...`. Pods also
+  per namespace (/api/v1/namespaces/NS/pods), and every list and watch
+  takes a labelSelector (k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b));
+  a watch with one sends DELETED for an object that stops matching.
 - ?watch=1: a chunked, newline-delimited stream of ADDED/MODIFIED/DELETED
   events after resourceVersion, BOOKMARK events every `bookmark_interval`
   seconds when allowWatchBookmarks=true, an ERROR 410 Expired event for a
@@ -102,13 +105,14 @@ def _openssl(*args, cwd):
                    stderr=subprocess.PIPE)
 
 
-def make_certificates(directory):
+def make_certificates(directory, extra_ips=()):
     """A test CA and a server certificate it signed (127.0.0.1, ::1,
-    localhost); a rogue CA and a server certificate of its own. EC keys:
-    fast to make. Returns a dict of paths."""
+    localhost, and extra_ips); a rogue CA and a server certificate of its
+    own. EC keys: fast to make. Returns a dict of paths."""
     ext = os.path.join(directory, "san.ext")
+    sans = "".join(",IP:%s" % ip for ip in extra_ips)
     with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
+        f.write("subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost%s\n" % sans +
                 "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
                 "extendedKeyUsage=serverAuth\n")
     paths = {}
@@ -134,8 +138,9 @@ def make_certificates(directory):
 
 def make_pod(name, namespace="default", ip=None, ips=None, node="node-1", phase="Running",
              owner=None, host_network=False, labels=None, uid=None, start_offset=0.0,
-             with_status=True):
-    """A Pod as the API returns it. owner: (kind, name[, uid])."""
+             with_status=True, ports=None, annotations=None):
+    """A Pod as the API returns it. owner: (kind, name[, uid]); ports: the
+    main container's ports, {name: number}; annotations: more of them."""
     if ips is None:
         ips = [ip] if ip else []
     meta = {
@@ -144,7 +149,8 @@ def make_pod(name, namespace="default", ip=None, ips=None, node="node-1", phase=
         "uid": uid or str(uuid.uuid4()),
         "creationTimestamp": now_rfc3339(start_offset - 1),
         "labels": dict(labels or {"app": name.split("-")[0]}),
-        "annotations": {"kubectl.kubernetes.io/restartedAt": now_rfc3339()},
+        "annotations": dict({"kubectl.kubernetes.io/restartedAt": now_rfc3339()},
+                            **(annotations or {})),
         "managedFields": [{"manager": "kubelet", "operation": "Update",
                            "fieldsV1": {"f:status": {"f:podIPs": {}}}}],
     }
@@ -158,6 +164,11 @@ def make_pod(name, namespace="default", ip=None, ips=None, node="node-1", phase=
             "blockOwnerDeletion": True,
         }]
     spec = {"nodeName": node, "containers": [{"name": "main", "image": "nginx:1.25"}]}
+    if ports:
+        spec["containers"][0]["ports"] = [
+            {"name": k, "containerPort": v, "protocol": "TCP"} for k, v in ports.items()]
+        spec["containers"].insert(0, {"name": "sidecar", "image": "busybox",
+                                      "ports": [{"containerPort": 9000}]})
     if host_network:
         spec["hostNetwork"] = True
     pod = {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": spec}
@@ -192,6 +203,56 @@ def make_node(name, internal_ips, uid=None):
                          "creationTimestamp": now_rfc3339(-3600), "labels": {"kubernetes.io/hostname": name}},
             "spec": {"podCIDR": "10.244.0.0/24"},
             "status": {"addresses": addresses, "images": [{"names": ["nginx"], "sizeBytes": 1}]}}
+
+
+def parse_selector(text):
+    """A label selector as a list of (key, op, values); ValueError if bad."""
+    reqs = []
+    text = (text or "").strip()
+    i = 0
+    while i < len(text):
+        # one requirement, up to the next comma outside parentheses
+        depth, j = 0, i
+        while j < len(text) and (depth or text[j] != ","):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            j += 1
+        part = text[i:j].strip()
+        i = j + 1
+        if not part:
+            raise ValueError("empty requirement")
+        words = part.split()
+        if len(words) >= 3 and words[1] in ("in", "notin"):
+            vals = part.split(None, 2)[2].strip()
+            if not (vals.startswith("(") and vals.endswith(")")):
+                raise ValueError("bad set: %r" % part)
+            reqs.append((words[0], words[1], [v.strip() for v in vals[1:-1].split(",")]))
+        elif "!=" in part:
+            k, v = part.split("!=", 1)
+            reqs.append((k.strip(), "!=", [v.strip()]))
+        elif "==" in part:
+            k, v = part.split("==", 1)
+            reqs.append((k.strip(), "=", [v.strip()]))
+        elif "=" in part:
+            k, v = part.split("=", 1)
+            reqs.append((k.strip(), "=", [v.strip()]))
+        elif part.startswith("!"):
+            reqs.append((part[1:].strip(), "!", []))
+        else:
+            reqs.append((part, "exists", []))
+    return reqs
+
+
+def selector_matches(reqs, obj):
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for key, op, vals in reqs:
+        have = key in labels
+        v = labels.get(key)
+        ok = {"=": have and v == vals[0], "!=": not have or v != vals[0],
+              "in": have and v in vals, "notin": not have or v not in vals,
+              "exists": have, "!": not have}[op]
+        if not ok:
+            return False
+    return True
 
 
 def object_key(obj):
@@ -258,11 +319,12 @@ class FakeKubeAPI:
     """The fake API server. All public methods are thread-safe."""
 
     def __init__(self, directory=None, port=0, token="token-1", bookmark_interval=1.0,
-                 max_watch_seconds=None, short_pages=False, verbose=False, host="127.0.0.1"):
+                 max_watch_seconds=None, short_pages=False, verbose=False, host="127.0.0.1",
+                 san_ips=()):
         self._own_dir = directory is None
         self.dir = directory or tempfile.mkdtemp(prefix="fake-kube-")
         os.makedirs(self.dir, exist_ok=True)
-        self.certs = make_certificates(self.dir)
+        self.certs = make_certificates(self.dir, [ip for ip in san_ips if ip])
         self.ca_file = self.certs["ca"]
         self.rogue_ca_file = self.certs["rogue-ca"]
         self.token_file = os.path.join(self.dir, "accepted-tokens")
@@ -348,8 +410,11 @@ class FakeKubeAPI:
 
     @property
     def url(self):
-        host = "[%s]" % self.host if ":" in self.host else self.host
+        host = self.public_host or self.host
+        host = "[%s]" % host if ":" in host else host
         return "https://%s:%d" % (host, self.port)
+
+    public_host = None  # the address clients use, when the server listens on 0.0.0.0
 
     # -- tokens, certificates, permissions -----------------------------------
 
@@ -407,7 +472,7 @@ class FakeKubeAPI:
             return json.loads(json.dumps(obj)) if obj else None
 
     def modify(self, resource, name, namespace="default", **changes):
-        """Changes a pod: phase, ip/ips, node, labels, deletion_timestamp."""
+        """Changes a pod: phase, ip/ips, node, labels, deletion_timestamp, ports."""
         with self._lock:
             obj = self.get(resource, name, namespace)
             if obj is None:
@@ -428,6 +493,10 @@ class FakeKubeAPI:
                 obj["metadata"]["deletionTimestamp"] = now_rfc3339()
             if "node" in changes:
                 obj["spec"]["nodeName"] = changes["node"]
+            if "ports" in changes:
+                main = [c for c in obj["spec"]["containers"] if c["name"] == "main"][0]
+                main["ports"] = [{"name": k, "containerPort": v, "protocol": "TCP"}
+                                 for k, v in changes["ports"].items()]
             return self._record(resource, "MODIFIED", obj)
 
     def delete(self, resource, name, namespace="default"):
@@ -606,13 +675,19 @@ class FakeKubeAPI:
         for part in query.split("&") if query else []:
             k, _, v = part.partition("=")
             params[k] = _unquote(v)
+        namespace = None
+        parts = path.split("/")
+        if len(parts) == 6 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "pods":
+            namespace = parts[4]
+            path = "/api/v1/pods"
         res = RESOURCES.get(path)
         resource = res[0] if res else path
         verb = "watch" if params.get("watch") in ("1", "true") else "list"
         auth = h.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
-        entry = {"method": "GET", "path": path, "query": params, "resource": resource,
-                 "verb": verb, "token": token, "accept": h.headers.get("Accept", ""), "code": 0}
+        entry = {"method": "GET", "path": h.path.partition("?")[0], "query": params,
+                 "resource": resource, "namespace": namespace, "verb": verb, "token": token,
+                 "accept": h.headers.get("Accept", ""), "code": 0}
 
         fault = self._take_fault(resource, verb, params) if res else None
         if fault and fault["kind"] == "reset":
@@ -655,10 +730,23 @@ class FakeKubeAPI:
                               % (resource, verb, resource, group))
             return
         partial = "as=PartialObjectMetadata" in entry["accept"]
+        try:
+            reqs = parse_selector(params.get("labelSelector"))
+        except ValueError as e:
+            entry["code"] = 400
+            self._log(entry)
+            self._send_status(h, 400, "unable to parse requirement: %s" % e)
+            return
+
+        def wanted(obj):
+            if namespace is not None and obj["metadata"].get("namespace") != namespace:
+                return False
+            return selector_matches(reqs, obj)
+
         if verb == "watch":
-            self._watch(h, resource, params, entry, partial, fault)
+            self._watch(h, resource, params, entry, partial, fault, wanted)
         else:
-            self._list(h, resource, params, entry, partial)
+            self._list(h, resource, params, entry, partial, wanted)
 
     def _present(self, resource, obj, partial):
         if not partial:
@@ -666,7 +754,7 @@ class FakeKubeAPI:
         return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                 "metadata": obj["metadata"]}
 
-    def _list(self, h, resource, params, entry, partial):
+    def _list(self, h, resource, params, entry, partial, wanted=lambda obj: True):
         limit = int(params.get("limit") or 0)
         cont = params.get("continue")
         with self._lock:
@@ -690,7 +778,8 @@ class FakeKubeAPI:
                 rv, items, snap_id = snap[0], snap[1], token["snap"]
             else:
                 rv = self._rv
-                items = [self._objects[resource][k] for k in sorted(self._objects[resource])]
+                items = [self._objects[resource][k] for k in sorted(self._objects[resource])
+                         if wanted(self._objects[resource][k])]
                 snap_id = None
                 offset = 0
             n = len(items) - offset
@@ -722,7 +811,7 @@ class FakeKubeAPI:
         h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         h.wfile.flush()
 
-    def _watch(self, h, resource, params, entry, partial, fault):
+    def _watch(self, h, resource, params, entry, partial, fault, wanted=lambda obj: True):
         try:
             since = int(params.get("resourceVersion") or 0)
         except ValueError:
@@ -778,7 +867,13 @@ class FakeKubeAPI:
                         for rv, res, type_, obj in self._history:
                             if rv > pos and res == resource:
                                 if rv not in sent_by_faults:
-                                    out.append(event(type_, self._present(resource, obj, partial)))
+                                    if not wanted(obj):
+                                        # an object that no longer matches is gone
+                                        # for this watch (the real server says so)
+                                        type_ = "DELETED" if type_ == "MODIFIED" else None
+                                    if type_:
+                                        out.append(event(type_, self._present(resource, obj,
+                                                                              partial)))
                                 pos = rv
                         if not out and bookmarks and time.monotonic() >= next_bookmark:
                             pos = max(pos, self._rv)
@@ -878,9 +973,16 @@ def main():
     p.add_argument("--max-watch-seconds", type=float)
     p.add_argument("--short-pages", action="store_true")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--san-ip", action="append", default=[],
+                   help="another address the certificate names (and the URL uses)")
     args = p.parse_args()
     api = FakeKubeAPI(args.dir, args.port, args.token, args.bookmark_interval,
-                      args.max_watch_seconds, args.short_pages, args.verbose).start()
+                      args.max_watch_seconds, args.short_pages, args.verbose, args.host,
+                      args.san_ip)
+    if args.san_ip:
+        api.public_host = args.san_ip[0]
+    api.start()
 
     class Control(http.server.BaseHTTPRequestHandler):
         def log_message(self, *a):

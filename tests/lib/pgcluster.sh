@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pgcluster.sh - throw-away PostgreSQL 15 clusters for the tests.
 #
-#   pgcluster.sh start DIR [--no-preload] [--no-caps] [--port P]
+#   pgcluster.sh start DIR [--no-preload] [--no-caps] [--port P] [--netns NS] [--listen ADDR]
 #   pgcluster.sh stop DIR
 #   pgcluster.sh restart DIR
 #   pgcluster.sh psql DIR [psql args...]
@@ -9,7 +9,8 @@
 # The server runs inside the node network namespace (${EBPFC_NS}-node, where
 # cni0 lives) as the postgres user with the ambient capabilities the capture
 # needs (CAP_NET_RAW, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON); --no-caps starts it
-# with none. It listens only on a Unix socket in DIR. The port and the
+# with none; --netns runs it in another namespace. It listens only on a Unix
+# socket in DIR (and on TCP at ADDR with --listen). The port and the
 # namespace are remembered in DIR/port and DIR/netns for restart. Extra postgresql.conf
 # lines may be given in EBPFC_PG_EXTRA_CONF (newline-separated); EBPFC_PG_STOCK=1
 # keeps fsync, synchronous_commit and full_page_writes at their defaults.
@@ -62,7 +63,7 @@ _pg_server_start() {
 }
 
 pg_start() {
-	local dir="" preload=1 caps=1 port=5499
+	local dir="" preload=1 caps=1 port=5499 netns="${EBPFC_NS}-node" listen=
 	while (($#)); do
 		case "$1" in
 		--no-preload) preload=0 ;;
@@ -72,6 +73,14 @@ pg_start() {
 			shift
 			;;
 		--port=*) port="${1#--port=}" ;;
+		--netns)
+			netns="$2"
+			shift
+			;;
+		--listen)
+			listen="$2"
+			shift
+			;;
 		-*)
 			pg_log "unknown option $1"
 			return 2
@@ -84,8 +93,8 @@ pg_start() {
 		pg_log "start: DIR missing"
 		return 2
 	fi
-	if ! ip netns list | grep -q "^${EBPFC_NS}-node\b"; then
-		pg_log "network namespace ${EBPFC_NS}-node does not exist (run topology.sh up)"
+	if ! ip netns list | grep -q "^${netns}\b"; then
+		pg_log "network namespace ${netns} does not exist (run topology.sh up)"
 		return 1
 	fi
 
@@ -99,7 +108,7 @@ pg_start() {
 	chown postgres:postgres "$dir"
 	chmod 0700 "$dir"
 	printf '%s\n' "$port" >"$dir/port"
-	printf '%s\n' "${EBPFC_NS}-node" >"$dir/netns"
+	printf '%s\n' "$netns" >"$dir/netns"
 	if ((caps == 0)); then
 		: >"$dir/nocaps"
 	fi
@@ -117,7 +126,7 @@ pg_start() {
 			echo "shared_preload_libraries = 'ebpf_capture'"
 		fi
 		echo "unix_socket_directories = '$dir'"
-		echo "listen_addresses = ''"
+		echo "listen_addresses = '$listen'"
 		echo "port = $port"
 		# Test clusters skip what keeps data across an operating system
 		# crash; EBPFC_PG_STOCK=1 keeps the server's defaults (benchmarks).
@@ -140,7 +149,7 @@ pg_start() {
 	} >>"$dir/data/postgresql.conf"
 
 	_pg_server_start "$dir" || return 1
-	pg_log "started in $dir (port $port, preload=$preload, caps=$caps, netns ${EBPFC_NS}-node)"
+	pg_log "started in $dir (port $port, preload=$preload, caps=$caps, netns $netns)"
 }
 
 pg_stop() {
@@ -169,7 +178,7 @@ pg_main() {
 	restart) pg_restart "$@" ;;
 	psql) pg_psql "$@" ;;
 	*)
-		echo "usage: $0 start DIR [--no-preload] [--no-caps] [--port P] | stop DIR | restart DIR | psql DIR [args]" >&2
+		echo "usage: $0 start DIR [--no-preload] [--no-caps] [--port P] [--netns NS] [--listen ADDR] | stop DIR | restart DIR | psql DIR [args]" >&2
 		return 2
 		;;
 	esac
