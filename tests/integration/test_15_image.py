@@ -321,10 +321,13 @@ class Pod:
             path = self.root / "volumes" / vol["name"]
             path.mkdir(parents=True)
             read_only = False
+            # 0777: the kubelet's emptyDir, which ConfigMap and Secret
+            # volumes are made in too
+            path.chmod(0o777)
             if "hostPath" in vol:
                 path.chmod(0o755)  # as the kubelet's DirectoryOrCreate
             elif "emptyDir" in vol:
-                path.chmod(0o777)  # the kubelet's emptyDir
+                pass
             elif "configMap" in vol:
                 src = vol["configMap"]
                 assert src["name"] == self.cm["metadata"]["name"], src
