@@ -634,13 +634,13 @@ def check_serves_tls(pod, srv):
     st = key.stat()
     assert key.is_symlink() and (st.st_uid, st.st_gid) == (0, pod.fs_group), st
     assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
-    assert srv.db.value("SHOW ssl") == "on"
-    assert srv.db.value("SHOW ssl_key_file") == "/etc/ebpf-capture-tls/tls.key"
     sql = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
     res = client_psql(pod.password, sql, sslmode=sslmode)
     assert res.returncode == 0, res.stderr
     ssl, version = res.stdout.strip().split("|")
     assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), res.stdout
+    assert srv.db.value("SHOW ssl") == "on"
+    assert srv.db.value("SHOW ssl_key_file") == "/etc/ebpf-capture-tls/tls.key"
     # the certificate is the Secret's: it verifies against itself (self-signed)
     res = client_psql(pod.password, "SELECT 1", sslmode="verify-ca",
                       sslrootcert=pod.tls_dir / "tls.crt")
