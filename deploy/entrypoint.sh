@@ -10,7 +10,8 @@
 #   ebpf-capture-entrypoint COMMAND [ARGS...]    any other command, as it is
 #
 # Running the server, as the postgres user (started as root, it prepares
-# $PGDATA and re-runs itself as postgres):
+# $PGDATA and re-runs itself as postgres, keeping the supplementary groups it
+# was given, such as a pod's fsGroup, but root's):
 #
 #  1. An empty $PGDATA is initialised (initdb, UTF-8, locale C.UTF-8).
 #     Local connections are trusted; network clients authenticate with
@@ -147,10 +148,22 @@ run_init_scripts() {
 	trap - EXIT
 }
 
+# The groups the server runs with when started as root: postgres' own (as
+# initgroups gives them) and the supplementary groups this process was given,
+# but root's group 0. Those are the runtime's: a pod's fsGroup and
+# supplementalGroups (the kubelet gives them to every container of the pod),
+# docker run --group-add. The TLS key is readable through fsGroup only.
+postgres_groups() {
+	{
+		id -G postgres
+		id -G
+	} | tr ' ' '\n' | grep -vx 0 | sort -un | paste -sd, -
+}
+
 run_server() {
 	if [[ "$(id -u)" == 0 ]]; then
 		prepare_data
-		exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$0" "$@"
+		exec setpriv --reuid=postgres --regid=postgres --groups="$(postgres_groups)" -- "$0" "$@"
 	fi
 	if [[ "$(id -un)" != postgres ]]; then
 		log "warning: running as $(id -un), not postgres"

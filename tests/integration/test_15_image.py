@@ -8,9 +8,24 @@ as a DaemonSet pod on the host network would be), each container of the
 DaemonSet as `kubectl kustomize deploy/` renders it: the image's
 ENTRYPOINT with the container's args, its environment (ConfigMap keys, the
 Secret's password, the node name), its volumes (the ConfigMap's
-postgresql.conf and init script, the node-local data directory, /dev/shm),
-its user, added capabilities, seccomp profile and privilege escalation
-setting. One extra mount is the test's own window: a host directory as
+postgresql.conf and init script, the Secret ebpf-capture-tls with a
+certificate and key the test makes, the node-local data directory,
+/dev/shm), its user, the pod's fsGroup, added capabilities, seccomp profile
+and privilege escalation setting.
+
+Volumes are written as the kubelet writes them: ConfigMap and Secret items
+through its atomic writer's layout (a timestamped directory, ..data and
+symlinks to it) with the volume's defaultMode; then, with a pod fsGroup, every
+volume but a hostPath owned by that group, files' modes ORed with 0440
+(read-only volumes: ConfigMap, Secret) or 0660, directories setgid. The
+kubelet gives fsGroup to every container's processes as a supplementary
+group; buildah run (1.28) has no option for that, but with `--user UID`
+(no group) it gives the process the supplementary groups /etc/group lists
+the user in. The test adds a group fsGroup whose one member is the user the
+container starts as to the working container's /etc/group: the process's
+credentials are then those of the pod's container (uid, gid, supplementary
+fsGroup); what the image has as its own /etc/group is not what a process
+run as another user (the entrypoint's setpriv from root) finds there. One extra mount is the test's own window: a host directory as
 /run/postgresql, for the server's Unix socket.
 
 `podman run` does not work on this machine (RLIMIT_NOFILE without
@@ -24,6 +39,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -55,6 +71,10 @@ NODE_NAME = "image-test-node"
 OUT_DIR = "/.ebpfc-test-out"
 NODE_ADDR = "10.213.0.1"  # cni0's address in the node namespace
 START_TIMEOUT = 120
+TLS_CN = "ebpfc-image-test"
+# the kubelet's modes for a pod's fsGroup (pkg/volume/volume_linux.go)
+FSGROUP_RO_MASK = 0o440
+FSGROUP_RW_MASK = 0o660
 
 
 def extension_version():
@@ -167,6 +187,55 @@ def inspect_ctr(image):
     return image.container()
 
 
+def make_tls(directory):
+    """A self-signed certificate and its key, as deploy/README.md makes them
+    (CN the test's own); returns {Secret key: bytes}."""
+    d = Path(directory)
+    d.mkdir(parents=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={TLS_CN}", "-keyout", str(d / "tls.key"), "-out", str(d / "tls.crt")])
+    return {"tls.crt": (d / "tls.crt").read_bytes(), "tls.key": (d / "tls.key").read_bytes()}
+
+
+def atomic_write(path, files, mode):
+    """files ({relative path: bytes}) in the volume directory path the way the
+    kubelet's atomic writer lays out ConfigMap and Secret volumes: the data in
+    a timestamped directory, ..data a symlink to it, each item a symlink
+    through ..data; each file with mode, owned by root (the kubelet)."""
+    ts = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + f"{os.getpid()}"
+    data = path / ts
+    data.mkdir()
+    data.chmod(0o755)
+    for rel, content in files.items():
+        f = data / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(content)
+        os.chown(f, 0, 0)
+        f.chmod(mode)
+    (path / "..data").symlink_to(ts)
+    for rel in files:
+        (path / rel).symlink_to(Path("..data") / rel)
+
+
+def set_volume_ownership(path, fs_group, read_only):
+    """The kubelet's SetVolumeOwnership: group fs_group on everything below
+    path (symlinks themselves, not followed), modes ORed with the read-only
+    or read-write mask, directories also setgid and searchable by the
+    group; symlinks' modes are left alone."""
+    mask = FSGROUP_RO_MASK if read_only else FSGROUP_RW_MASK
+    for top, dirs, files in os.walk(path):
+        for p in [Path(top)] + [Path(top) / n for n in dirs + files]:
+            if p != Path(top) and p.is_dir() and not p.is_symlink():
+                continue  # when os.walk enters it
+            os.lchown(p, -1, fs_group)
+            if p.is_symlink():
+                continue
+            m = stat.S_IMODE(p.stat().st_mode) | mask
+            if p.is_dir():
+                m |= stat.S_ISGID | 0o110
+            p.chmod(m)
+
+
 # ----------------------------------------------------------------------------
 # what the image holds
 
@@ -243,24 +312,39 @@ class Pod:
         self.spec = self.ds["spec"]["template"]["spec"]
         self.root = Path(root)
         self.password = password
+        self.fs_group = self.spec.get("securityContext", {}).get("fsGroup")
+        # the Secret ebpf-capture-tls: a certificate and key made here
+        self.tls_dir = self.root / "tls"
+        self.tls = make_tls(self.tls_dir)
         self.volumes = {}
         for vol in self.spec["volumes"]:
             path = self.root / "volumes" / vol["name"]
             path.mkdir(parents=True)
+            read_only = False
+            # 0777: the kubelet's emptyDir, which ConfigMap and Secret
+            # volumes are made in too
+            path.chmod(0o777)
             if "hostPath" in vol:
                 path.chmod(0o755)  # as the kubelet's DirectoryOrCreate
             elif "emptyDir" in vol:
-                path.chmod(0o1777)
+                pass
             elif "configMap" in vol:
                 src = vol["configMap"]
                 assert src["name"] == self.cm["metadata"]["name"], src
-                mode = src.get("defaultMode", 0o644)
-                for item in src["items"]:
-                    f = path / item["path"]
-                    f.write_text(self.cm["data"][item["key"]])
-                    f.chmod(mode)
+                atomic_write(path, {i["path"]: self.cm["data"][i["key"]].encode()
+                                    for i in src["items"]}, src.get("defaultMode", 0o644))
+                read_only = True
+            elif "secret" in vol:
+                src = vol["secret"]
+                assert src["secretName"] == "ebpf-capture-tls", src
+                items = src.get("items") or [{"key": k, "path": k} for k in self.tls]
+                atomic_write(path, {i["path"]: self.tls[i["key"]] for i in items},
+                             src.get("defaultMode", 0o644))
+                read_only = True
             else:
                 raise AssertionError(f"volume kind not handled: {vol}")
+            if self.fs_group is not None and "hostPath" not in vol:
+                set_volume_ownership(path, self.fs_group, read_only)
             self.volumes[vol["name"]] = path
         self.socket_dir = self.root / "socket"
         self.socket_dir.mkdir()
@@ -305,11 +389,44 @@ class Pod:
             opts += ["--security-opt", "seccomp=unconfined"]
         return opts
 
-    def run_args(self, ctr, init_dir=None, env_drop=()):
+    def user_of(self, ctr, user=None):
+        """(uid, gid) the container starts as: user ("UID:GID") or its
+        runAsUser and runAsGroup (the image's user when not set)."""
+        if user is not None:
+            uid, gid = user.split(":")
+            return int(uid), int(gid)
         sc = ctr.get("securityContext", {})
-        args = ["--isolation", "chroot"]
-        if "runAsUser" in sc:
-            args += ["--user", f"{sc['runAsUser']}:{sc.get('runAsGroup', sc['runAsUser'])}"]
+        uid = sc.get("runAsUser")
+        if uid is None:
+            uid = self.image.config["User"]
+        return uid, sc.get("runAsGroup")
+
+    def new_container(self, ctr, user=None):
+        """A working container for the DaemonSet's container ctr; returns its
+        name and the --user for buildah run. With a pod fsGroup, the
+        container's /etc/group gets a group fsGroup with the starting user
+        as its one member, and --user is the uid alone, so that buildah
+        gives the process fsGroup as a supplementary group (the module's
+        docstring): the uid's primary group, from /etc/passwd, must then be
+        the container's runAsGroup."""
+        name = self.image.container(*self.from_opts(ctr))
+        uid, gid = self.user_of(ctr, user)
+        if self.fs_group is None:
+            return name, f"{uid}:{gid if gid is not None else uid}"
+        entry = self.image.run_in(name, "getent", "passwd", str(uid), check=False).stdout
+        assert entry.count(":") == 6, f"uid {uid} has no entry in the image's /etc/passwd: {entry}"
+        login, _, _, passwd_gid = entry.split(":")[:4]
+        assert gid is None or int(passwd_gid) == int(gid), \
+            f"uid {uid}'s group in /etc/passwd is {passwd_gid}, the container's is {gid}"
+        taken = self.image.run_in(name, "getent", "group", str(self.fs_group), check=False)
+        assert taken.returncode == 2, f"fsGroup {self.fs_group} is a group of the image: {taken}"
+        self.image.run_in(name, "sh", "-c", 'echo "$1" >>/etc/group', "sh",
+                          f"ebpfc-test-fsgroup:x:{self.fs_group}:{login}")
+        return name, str(uid)
+
+    def run_args(self, ctr, user, init_dir=None, env_drop=()):
+        sc = ctr.get("securityContext", {})
+        args = ["--isolation", "chroot", "--user", user]
         caps = sc.get("capabilities", {})
         add = ["CAP_" + c for c in caps.get("add", [])]
         drop = ["CAP_" + c for c in caps.get("drop", [])]
@@ -337,8 +454,8 @@ class Pod:
 
     def run_init_containers(self):
         for ctr in self.spec.get("initContainers", []):
-            name = self.image.container(*self.from_opts(ctr))
-            args, cmd = self.run_args(ctr)
+            name, user = self.new_container(ctr)
+            args, cmd = self.run_args(ctr, user)
             res = buildah("run", *args, name, "--", *cmd, check=False)
             assert res.returncode == 0, f"init container {ctr['name']}: {res.stdout}{res.stderr}"
 
@@ -351,10 +468,8 @@ class Pod:
         Its output goes to ROOT/NAME/log, buildah's own to ROOT/NAME/buildah.
         user: instead of the container's runAsUser:runAsGroup."""
         main = self.main()
-        ctr = self.image.container(*self.from_opts(main))
-        args, cmd = self.run_args(main, init_dir, env_drop)
-        if user is not None:
-            args[args.index("--user") + 1] = user
+        ctr, buildah_user = self.new_container(main, user)
+        args, cmd = self.run_args(main, buildah_user, init_dir, env_drop)
         uid = main["securityContext"]["runAsUser"]
         os.chown(self.socket_dir, uid, main["securityContext"]["runAsGroup"])
         self.socket_dir.chmod(0o2775)
@@ -466,10 +581,13 @@ def proc_status(pid):
     return fields
 
 
-def check_runs_as_postgres_with_caps(pid, uid, gid):
+def check_runs_as_postgres_with_caps(pid, uid, gid, fs_group):
     st = proc_status(pid)
     assert [int(x) for x in st["Uid"]] == [uid] * 4, (pid, st["Uid"])
     assert [int(x) for x in st["Gid"]] == [gid] * 4, (pid, st["Gid"])
+    # the pod's fsGroup, through which the TLS key is readable; not root's
+    groups = {int(x) for x in st["Groups"]}
+    assert fs_group in groups and 0 not in groups, (pid, st["Groups"], fs_group)
     eff = int(st["CapEff"][0], 16)
     want = sum(1 << bit for bit in CAPS.values())
     assert eff == want, f"pid {pid}: CapEff {eff:#x}, expected exactly {want:#x} (the file caps)"
@@ -495,11 +613,38 @@ def connections_spanned(db, pods, plan):
     return [got[0] for _, _, got in pairs]
 
 
-def client_psql(password, sql):
-    """psql from pod1 to the node's address, as a network client would."""
-    return run(["ip", "netns", "exec", pod_ns(1), "psql", "-X", "-At", "-h", NODE_ADDR,
-                "-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql],
+def client_psql(password, sql, **conn):
+    """psql from pod1 to the node's address, as a network client would; conn:
+    more connection parameters (sslmode, sslrootcert)."""
+    dsn = " ".join([f"host={NODE_ADDR} port=5432 user=postgres dbname=postgres",
+                    *(f"{k}={v}" for k, v in conn.items())])
+    return run(["ip", "netns", "exec", pod_ns(1), "psql", "-X", "-At", "-d", dsn, "-c", sql],
                check=False, env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"})
+
+
+def check_serves_tls(pod, srv):
+    """What Grafana's data source (deploy/grafana/datasource.yaml) needs: the
+    server speaks TLS on the node's address, with the Secret's certificate.
+    The key as the container sees it is the kubelet's: root's, group
+    fsGroup, mode 0640, the mode PostgreSQL accepts for a root-owned key."""
+    ds = yaml.safe_load((DEPLOY / "grafana" / "datasource.yaml").read_text())
+    sslmode = ds["datasources"][0]["jsonData"]["sslmode"]
+    assert sslmode == "require", sslmode
+    key = pod.volume("tls") / "tls.key"
+    st = key.stat()
+    assert key.is_symlink() and (st.st_uid, st.st_gid) == (0, pod.fs_group), st
+    assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
+    sql = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    res = client_psql(pod.password, sql, sslmode=sslmode)
+    assert res.returncode == 0, res.stderr
+    ssl, version = res.stdout.strip().split("|")
+    assert ssl == "t" and version in ("TLSv1.2", "TLSv1.3"), res.stdout
+    assert srv.db.value("SHOW ssl") == "on"
+    assert srv.db.value("SHOW ssl_key_file") == "/etc/ebpf-capture-tls/tls.key"
+    # the certificate is the Secret's: it verifies against itself (self-signed)
+    res = client_psql(pod.password, "SELECT 1", sslmode="verify-ca",
+                      sslrootcert=pod.tls_dir / "tls.crt")
+    assert res.returncode == 0 and res.stdout.strip() == "1", res.stderr
 
 
 def test_daemonset_pod_starts_and_captures(image, pod, pods, request):
@@ -529,8 +674,8 @@ def test_daemonset_pod_starts_and_captures(image, pod, pods, request):
 
     # the server and the capture's worker: the postgres user, exactly the
     # four capabilities, from the binary's file capabilities
-    check_runs_as_postgres_with_caps(first.postmaster_pid(), uid, gid)
-    check_runs_as_postgres_with_caps(st["pid"], uid, gid)
+    check_runs_as_postgres_with_caps(first.postmaster_pid(), uid, gid, pod.fs_group)
+    check_runs_as_postgres_with_caps(st["pid"], uid, gid, pod.fs_group)
 
     connections_spanned(db, pods, [[100, 2000], None, [70_000, 5], [1, 1]])
 
@@ -539,6 +684,7 @@ def test_daemonset_pod_starts_and_captures(image, pod, pods, request):
     assert ok.returncode == 0 and ok.stdout.strip() == "postgres", ok.stderr
     bad = client_psql(pod.password + "x", "SELECT 1")
     assert bad.returncode != 0 and "password authentication failed" in bad.stderr, bad
+    check_serves_tls(pod, first)
 
     assert (pgdata / "ebpf_capture.version").read_text().strip() == extension_version()
     assert first.stop() == 0, first.log_text()[-3000:]
@@ -611,7 +757,8 @@ def test_entrypoint_refuses_clearly(image, pod):
 def test_started_as_root_runs_postgres(image, pod, pods):
     """The image started as root (docker run --user root; no init container)
     prepares the data directory itself and runs the server as postgres, with
-    the binary's capabilities and no others."""
+    the binary's capabilities and no others, and the pod's fsGroup (the TLS
+    key's group) still among its groups."""
     main = pod.main()
     uid, gid = main["securityContext"]["runAsUser"], main["securityContext"]["runAsGroup"]
     srv = pod.start("as-root", user="0:0")
@@ -619,7 +766,8 @@ def test_started_as_root_runs_postgres(image, pod, pods):
     assert "is ready for the postgres user" in srv.log_text(), srv.log_text()
     pgdata = pod.data_mount()
     assert (pgdata.stat().st_uid, pgdata.stat().st_gid) == (uid, gid)
-    check_runs_as_postgres_with_caps(srv.postmaster_pid(), uid, gid)
-    check_runs_as_postgres_with_caps(st["pid"], uid, gid)
+    check_runs_as_postgres_with_caps(srv.postmaster_pid(), uid, gid, pod.fs_group)
+    check_runs_as_postgres_with_caps(st["pid"], uid, gid, pod.fs_group)
     connections_spanned(srv.db, pods, [[3, 4]])
+    check_serves_tls(pod, srv)
     assert srv.stop() == 0
