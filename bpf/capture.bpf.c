@@ -72,6 +72,88 @@ const volatile __u8 send_payload = 0;
 const volatile __u32 bridge_ifindex = 0;
 #define EBPFC_PACKET_OUTGOING 4 /* PACKET_OUTGOING in linux/if_packet.h */
 
+/*
+ * One source's share of the flows map. A connection opened by a SYN takes an
+ * entry at once and keeps it until it closes or, if it never completes its
+ * handshake, until it has been idle for the idle timeout: a SYN flood from
+ * one pod would fill the whole map within seconds and blind the capture to
+ * every other pod's new connections. So each source (the pod's bridge port,
+ * or the sender's address elsewhere) may have at most
+ * max_half_open_per_source connections whose handshake has not completed,
+ * counted per window of half_open_window_ns (the idle timeout, after which
+ * the entries of those that never completed are gone); SYNs beyond that
+ * start no flow and are counted (source_capped). 0: no cap. Set by user
+ * space before load.
+ */
+const volatile __u32 max_half_open_per_source = 0;
+const volatile __u64 half_open_window_ns = 60000000000ULL;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ebpfc_source_key);
+	__type(value, struct ebpfc_source_budget);
+} sources SEC(".maps");
+
+static __always_inline void ebpfc_source_of(const struct __sk_buff *skb,
+					    const struct ebpfc_packet *p,
+					    struct ebpfc_source_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->ifindex = skb->ifindex;
+	/* at a bridge port every frame is the pod's, whatever address it claims */
+	if (bridge_ifindex != 0 && skb->ifindex != bridge_ifindex)
+		return;
+	__builtin_memcpy(k->addr, p->key.addr[p->sender & 1], sizeof(k->addr));
+}
+
+/* Whether the source of SYN p may open one more connection now (counted). */
+static __always_inline int ebpfc_source_admits(const struct __sk_buff *skb,
+					       const struct ebpfc_packet *p, __u64 now,
+					       struct ebpfc_counters *c)
+{
+	struct ebpfc_source_budget *b;
+	struct ebpfc_source_budget fresh = {};
+	struct ebpfc_source_key k;
+
+	if (max_half_open_per_source == 0)
+		return 1;
+	ebpfc_source_of(skb, p, &k);
+	b = bpf_map_lookup_elem(&sources, &k);
+	if (!b) {
+		fresh.window_start = now;
+		fresh.half_open = 1;
+		bpf_map_update_elem(&sources, &k, &fresh, BPF_ANY);
+		return 1;
+	}
+	if (now - b->window_start > half_open_window_ns || b->half_open < 0) {
+		/* racy between CPUs: at worst a few connections more or less */
+		b->window_start = now;
+		b->half_open = 0;
+	}
+	if (b->half_open >= (__s32)max_half_open_per_source) {
+		c->source_capped++;
+		return 0;
+	}
+	__sync_fetch_and_add(&b->half_open, 1);
+	return 1;
+}
+
+/* The connection of p completed its handshake: its source has one more to open. */
+static __always_inline void ebpfc_source_release(const struct __sk_buff *skb,
+						 const struct ebpfc_packet *p)
+{
+	struct ebpfc_source_budget *b;
+	struct ebpfc_source_key k;
+
+	if (max_half_open_per_source == 0)
+		return;
+	ebpfc_source_of(skb, p, &k);
+	b = bpf_map_lookup_elem(&sources, &k);
+	if (b)
+		__sync_fetch_and_add(&b->half_open, -1);
+}
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	__u8 head[EBPFC_HEAD_LEN]; /* the frame's first bytes, read at once */
@@ -87,7 +169,8 @@ struct {
 	__type(value, struct ebpfc_scratch);
 } scratch SEC(".maps");
 
-static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struct ebpfc_packet *p,
+static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struct __sk_buff *skb,
+								     const struct ebpfc_packet *p,
 								     __u64 now,
 								     struct ebpfc_counters *c,
 								     struct ebpfc_scratch *tmp)
@@ -101,6 +184,9 @@ static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struc
 		c->untracked++;
 		return 0;
 	}
+	if ((p->flags & (EBPFC_TCP_SYN | EBPFC_TCP_ACK)) == EBPFC_TCP_SYN &&
+	    !ebpfc_source_admits(skb, p, now, c))
+		return 0;
 	ebpfc_flow_init(&tmp->fresh, p, now);
 	err = bpf_map_update_elem(&flows, &p->key, &tmp->fresh, BPF_NOEXIST);
 	if (err == 0)
@@ -303,6 +389,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	struct ebpfc_scratch *tmp = bpf_map_lookup_elem(&scratch, &zero);
 	struct ebpfc_packet p = {};
 	struct ebpfc_flow_stats *v;
+	__u64 established;
 	__u32 head_len;
 	__u64 now;
 	int result;
@@ -335,11 +422,14 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	}
 
 	now = bpf_ktime_get_ns();
-	v = ebpfc_find_or_create(&p, now, c, tmp);
+	v = ebpfc_find_or_create(skb, &p, now, c, tmp);
 	if (!v)
 		return 0;
 
+	established = v->established_ns;
 	result = ebpfc_flow_account(v, &p, now, &tmp->closed);
+	if (!established && v->established_ns && v->syn_ns)
+		ebpfc_source_release(skb, &p);
 	if (result == EBPFC_CLOSED_NOW)
 		__builtin_memcpy(&tmp->closed, v, sizeof(tmp->closed));
 

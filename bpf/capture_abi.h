@@ -202,6 +202,20 @@ struct ebpfc_counters {
 	__u64 payload_dropped; /* payload heads lost because the ring buffer was full */
 	__u64 l7_not_http;     /* connections whose first payload was not HTTP: never looked at
 				* again (l7_classify.h) */
+	__u64 source_capped;   /* new flows not tracked: their source had its share of
+				* half-open connections (max_half_open_per_source) */
+};
+
+/* The flows map's share of one source (see capture.bpf.c, sources). */
+struct ebpfc_source_key {
+	__u8 addr[16];	/* the sender's address; zeros at a bridge port (the port is the pod) */
+	__u32 ifindex; /* where the frame came in */
+};
+
+struct ebpfc_source_budget {
+	__u64 window_start; /* when the current window began */
+	__s32 half_open;    /* connections opened in it whose handshake has not completed */
+	__u32 pad;
 };
 
 #endif /* EBPFC_CAPTURE_ABI_H */

@@ -101,6 +101,8 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   skel_->rodata->wakeup_bytes =
       std::max<__u64>(options.ring_buffer_bytes / 16, sizeof(ebpfc_event));
   skel_->rodata->bridge_ifindex = watch_ ? ifindex : 0;
+  skel_->rodata->max_half_open_per_source = options.max_half_open_per_source;
+  skel_->rodata->half_open_window_ns = options.half_open_window_ns;
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {

@@ -25,6 +25,12 @@ struct ring_buffer;
 
 namespace ebpfc {
 
+// A sixteenth of the flows map (at least 64 connections): one pod flooding
+// SYNs holds at most two windows' worth, an eighth of the map.
+inline uint32_t max_half_open_share(uint32_t flow_table_size) {
+  return flow_table_size / 16 > 64 ? flow_table_size / 16 : 64;
+}
+
 class CaptureError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -38,7 +44,12 @@ struct CaptureOptions {
   bool bridge_ports = true;
   // Otherwise (or when the interface is not a bridge): join it promiscuously.
   bool promiscuous = true;
-  uint32_t flow_table_size = 65536;        // entries in the flows map
+  uint32_t flow_table_size = 65536;  // entries in the flows map
+  // One source's share of the flows map: connections it opened whose
+  // handshake has not completed, per window (capture.bpf.c, sources); 0: no
+  // cap. max_half_open_share() is the worker's choice.
+  uint32_t max_half_open_per_source = 0;
+  uint64_t half_open_window_ns = 60'000'000'000ull;
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
   // Send the payload heads of HTTP connections (FlowSink::payload).
   bool http = false;

@@ -146,7 +146,8 @@ void publish_counters() {
                          "bridge's ports again (%llu times so far)",
                          g_worker->interface, static_cast<unsigned long long>(c.port_resyncs))));
   }
-  set(kFlowTableFull, c.filter.flow_table_full);
+  // a SYN its source had no share left for is a new connection not tracked
+  set(kFlowTableFull, c.filter.flow_table_full + c.filter.source_capped);
   set(kFlowsTracked, g_worker->capture->flows_tracked());
   set(kSpansWritten, g_worker->spans_written);
   set(kSpansDropped, g_worker->batch.dropped());
@@ -533,6 +534,8 @@ void run() {
     options.bridge_ports = g_bridge_ports;
     options.promiscuous = g_promiscuous;
     options.flow_table_size = static_cast<uint32_t>(g_flow_table_size);
+    options.max_half_open_per_source = max_half_open_share(options.flow_table_size);
+    options.half_open_window_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull;
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
     options.http = g_http;
     g_worker->capture = new PacketCapture(options);

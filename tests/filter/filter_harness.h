@@ -129,8 +129,9 @@ class LoadedFilter {
   struct Options {
     uint32_t flow_table_size = 1024;
     uint32_t ring_buffer_bytes = 1u << 20;
-    bool early_return = false;  // returns at its first test (the harness's own cost)
-    bool http = false;          // send payload heads of HTTP connections
+    bool early_return = false;              // returns at its first test (the harness's own cost)
+    bool http = false;                      // send payload heads of HTTP connections
+    uint32_t max_half_open_per_source = 0;  // one source's share of the flows map (0: none)
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -140,6 +141,7 @@ class LoadedFilter {
     // frames are not outgoing: as the bridge device, the filter returns at once.
     if (o.early_return) skel_->rodata->bridge_ifindex = 1;
     skel_->rodata->send_payload = o.http ? 1 : 0;
+    skel_->rodata->max_half_open_per_source = o.max_half_open_per_source;
     bpf_map__set_max_entries(skel_->maps.flows, o.flow_table_size);
     bpf_map__set_max_entries(skel_->maps.events, o.ring_buffer_bytes);
     if (capture_bpf__load(skel_) != 0) {

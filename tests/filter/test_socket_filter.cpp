@@ -383,5 +383,67 @@ TEST_F(SocketFilterSmallRing, ConnectionWhoseEventIsLostStaysInTheMapWithItsCoun
   }
 }
 
+// A SYN from `client` (port sport) to the replay server, 10.77.0.2:80.
+ReplayFrame syn_from(Ip4 client, uint16_t sport) {
+  Ipv4Spec ip;
+  TcpSpec t;
+  ip.src = client;
+  ip.dst = Ip4{10, 77, 0, 2};
+  t.sport = sport;
+  t.dport = 80;
+  t.seq = 1000;
+  t.flags = kReplaySyn;
+  t.window = 65535;
+  Bytes out(14, 0);  // the throwaway Ethernet header (see replay_frame)
+  out[12] = 0x08;
+  Bytes frame = tcp4_frame(ip, t);
+  out.insert(out.end(), frame.begin(), frame.end());
+  return ReplayFrame{std::move(out), 0};
+}
+
+// The flows map as the worker sizes it for a 1,024-entry table: 64 half-open
+// connections per source (max_half_open_share).
+class SocketFilterSynShare : public SocketFilter {
+ protected:
+  void SetUp() override {
+    options_.flow_table_size = 1024;
+    options_.max_half_open_per_source = 64;
+    SocketFilter::SetUp();
+  }
+};
+
+// A SYN flood from one source (never answered, as to a port that drops
+// them) takes its share of the map and no more: another client's connection
+// is tracked whole, and the SYNs beyond the share are counted. Without the
+// share, the flood fills the map and that connection is lost.
+TEST_F(SocketFilterSynShare, ASynFloodFromOneSourceLeavesTheTableToTheOthers) {
+  for (int i = 0; i < 2000; i++) filter_->run(syn_from(Ip4{10, 77, 0, 9}, 20000 + i));
+  ebpfc_counters c = filter_->counters();
+  EXPECT_EQ(c.flows_created, 64u);
+  EXPECT_EQ(c.source_capped, 2000u - 64u);
+  EXPECT_EQ(c.flow_table_full, 0u);
+
+  std::vector<ReplayFrame> frames;
+  short_connection(frames, 40001);
+  replay(frames);
+  auto events = filter_->events();
+  ASSERT_EQ(events.size(), 1u);
+  expect_short_connection(events[0], 40001);
+  EXPECT_EQ(filter_->counters().flow_table_full, 0u);
+}
+
+// Connections that complete their handshake give their share back: a
+// source may open any number of them, one after another.
+TEST_F(SocketFilterSynShare, CompletedHandshakesGiveTheShareBack) {
+  constexpr int kConnections = 200;
+  std::vector<ReplayFrame> frames;
+  for (int i = 0; i < kConnections; i++) short_connection(frames, static_cast<uint16_t>(41000 + i));
+  replay(frames);
+  const ebpfc_counters c = filter_->counters();
+  EXPECT_EQ(c.flows_created, static_cast<uint64_t>(kConnections));
+  EXPECT_EQ(c.source_capped, 0u);
+  EXPECT_EQ(filter_->events().size(), static_cast<size_t>(kConnections));
+}
+
 }  // namespace
 }  // namespace ebpfc_test
