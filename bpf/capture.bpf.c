@@ -107,23 +107,29 @@ static __always_inline void ebpfc_source_of(const struct __sk_buff *skb,
 	__builtin_memcpy(k->addr, p->key.addr[p->sender & 1], sizeof(k->addr));
 }
 
-/* Whether the source of SYN p may open one more connection now (counted). */
-static __always_inline int ebpfc_source_admits(const struct __sk_buff *skb,
-					       const struct ebpfc_packet *p, __u64 now,
-					       struct ebpfc_counters *c)
+/*
+ * Source k opens a connection (release 0: returns whether it may, counting
+ * it) or one of its connections completed its handshake (release 1). A
+ * global function: the verifier checks it once, on its own, instead of in
+ * every path of the filter that reaches it.
+ */
+__noinline int ebpfc_source_step(struct ebpfc_source_key *k, __u64 now, int release)
 {
 	struct ebpfc_source_budget *b;
 	struct ebpfc_source_budget fresh = {};
-	struct ebpfc_source_key k;
 
-	if (max_half_open_per_source == 0)
+	if (!k)
 		return 1;
-	ebpfc_source_of(skb, p, &k);
-	b = bpf_map_lookup_elem(&sources, &k);
+	b = bpf_map_lookup_elem(&sources, k);
+	if (release) {
+		if (b)
+			__sync_fetch_and_add(&b->half_open, -1);
+		return 1;
+	}
 	if (!b) {
 		fresh.window_start = now;
 		fresh.half_open = 1;
-		bpf_map_update_elem(&sources, &k, &fresh, BPF_ANY);
+		bpf_map_update_elem(&sources, k, &fresh, BPF_ANY);
 		return 1;
 	}
 	if (now - b->window_start > half_open_window_ns || b->half_open < 0) {
@@ -131,27 +137,38 @@ static __always_inline int ebpfc_source_admits(const struct __sk_buff *skb,
 		b->window_start = now;
 		b->half_open = 0;
 	}
-	if (b->half_open >= (__s32)max_half_open_per_source) {
-		c->source_capped++;
+	if (b->half_open >= (__s32)max_half_open_per_source)
 		return 0;
-	}
 	__sync_fetch_and_add(&b->half_open, 1);
 	return 1;
+}
+
+/* Whether the source of SYN p may open one more connection now (counted). */
+static __always_inline int ebpfc_source_admits(const struct __sk_buff *skb,
+					       const struct ebpfc_packet *p, __u64 now,
+					       struct ebpfc_counters *c)
+{
+	struct ebpfc_source_key k;
+
+	if (max_half_open_per_source == 0)
+		return 1;
+	ebpfc_source_of(skb, p, &k);
+	if (ebpfc_source_step(&k, now, 0))
+		return 1;
+	c->source_capped++;
+	return 0;
 }
 
 /* The connection of p completed its handshake: its source has one more to open. */
 static __always_inline void ebpfc_source_release(const struct __sk_buff *skb,
 						 const struct ebpfc_packet *p)
 {
-	struct ebpfc_source_budget *b;
 	struct ebpfc_source_key k;
 
 	if (max_half_open_per_source == 0)
 		return;
 	ebpfc_source_of(skb, p, &k);
-	b = bpf_map_lookup_elem(&sources, &k);
-	if (b)
-		__sync_fetch_and_add(&b->half_open, -1);
+	ebpfc_source_step(&k, 0, 1);
 }
 
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */

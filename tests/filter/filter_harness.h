@@ -131,7 +131,9 @@ class LoadedFilter {
     uint32_t ring_buffer_bytes = 1u << 20;
     bool early_return = false;              // returns at its first test (the harness's own cost)
     bool http = false;                      // send payload heads of HTTP connections
-    uint32_t max_half_open_per_source = 0;  // one source's share of the flows map (0: none)
+    // one source's share of the flows map (0: none): what the worker sets
+    // for a table of flow_table_size entries (max_half_open_share)
+    uint32_t max_half_open_per_source = 64;
   };
 
   explicit LoadedFilter(const Options& o) {
