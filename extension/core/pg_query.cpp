@@ -61,6 +61,35 @@ size_t dollar_tag_end(const char* q, size_t n, size_t i) {
   return j < n && q[j] == '$' ? j + 1 : 0;
 }
 
+// The end (one past the closing quote, or n) of a quoted run that opens at
+// q[open] with `quote`: a doubled quote stands for itself, and with
+// `escapes` a backslash escapes the next byte (E'...').
+size_t quoted_end(const char* q, size_t n, size_t open, char quote, bool escapes) {
+  size_t j = open + 1;
+  while (j < n) {
+    if (escapes && q[j] == '\\' && j + 1 < n) {
+      j += 2;
+    } else if (q[j] == quote) {
+      if (j + 1 < n && q[j + 1] == quote)
+        j += 2;
+      else
+        return j + 1;
+    } else {
+      j++;
+    }
+  }
+  return n;
+}
+
+// Copies q[from, to) to the output as sent (raw), or a placeholder.
+void literal(Out& o, const char* q, size_t from, size_t to, bool raw) {
+  if (!raw) {
+    o.put('?');
+    return;
+  }
+  for (size_t k = from; k < to; k++) o.put(q[k]);
+}
+
 }  // namespace
 
 void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, size_t cap,
@@ -127,26 +156,8 @@ void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, 
       escapes = c == 'E' || c == 'e';
     }
     if (lit < n) {
-      size_t j = lit + 1;
-      while (j < n) {
-        if (escapes && q[j] == '\\' && j + 1 < n) {
-          j += 2;
-          continue;
-        }
-        if (q[j] == '\'') {
-          if (j + 1 < n && q[j + 1] == '\'') {
-            j += 2;
-            continue;
-          }
-          break;
-        }
-        j++;
-      }
-      const size_t end = j < n ? j + 1 : n;
-      if (raw)
-        for (size_t k = i; k < end; k++) o.put(q[k]);
-      else
-        o.put('?');
+      const size_t end = quoted_end(q, n, lit, '\'', escapes);
+      literal(o, q, i, end, raw);
       want_name = false;
       first_word = false;
       i = end;
@@ -165,10 +176,7 @@ void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, 
           }
           j++;
         }
-        if (raw)
-          for (size_t k = i; k < end; k++) o.put(q[k]);
-        else
-          o.put('?');
+        literal(o, q, i, end, raw);
         i = end;
         first_word = false;
         want_name = false;
@@ -182,18 +190,7 @@ void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, 
       continue;
     }
     if (c == '"') {  // a quoted identifier stays
-      size_t j = i + 1;
-      while (j < n) {
-        if (q[j] == '"') {
-          if (j + 1 < n && q[j + 1] == '"') {
-            j += 2;
-            continue;
-          }
-          break;
-        }
-        j++;
-      }
-      const size_t end = j < n ? j + 1 : n;
+      const size_t end = quoted_end(q, n, i, '"', false);
       if (want_name && depth == 0) {
         size_t k = 0;
         for (size_t m = i + 1; m + 1 < end && k + 1 < sizeof(s->collection); m++)
@@ -215,10 +212,7 @@ void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, 
                 q[j + 1] == '+')) ||
               ((q[j] == '-' || q[j] == '+') && j > i && (q[j - 1] == 'e' || q[j - 1] == 'E'))))
         j++;
-      if (raw)
-        for (size_t k = i; k < j; k++) o.put(q[k]);
-      else
-        o.put('?');
+      literal(o, q, i, j, raw);
       want_name = false;
       first_word = false;
       i = j;
