@@ -74,13 +74,31 @@ const volatile __u8 send_pgsql = 0;
 const volatile __u32 bridge_ifindex = 0;
 #define EBPFC_PACKET_OUTGOING 4 /* PACKET_OUTGOING in linux/if_packet.h */
 
+/* A payload's first bytes, as the classifiers read them. */
+struct ebpfc_l7_buf {
+	__u8 b[EBPFC_L7_BUF_LEN];
+};
+
+/*
+ * ebpfc_pg_classify as a global function: the verifier checks it once, on
+ * its own, instead of once per path of the filter that reaches it (inlined,
+ * its branches multiplied the filter's states past the verifier's bound).
+ */
+__noinline int ebpfc_pg_classify_buf(struct ebpfc_l7_buf *buf, __u32 n, __u32 payload_len,
+				     int at_start)
+{
+	if (!buf)
+		return 0;
+	return ebpfc_pg_classify(buf->b, n, payload_len, at_start);
+}
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	__u8 head[EBPFC_HEAD_LEN]; /* the frame's first bytes, read at once */
 	struct ebpfc_flow_stats fresh;
 	struct ebpfc_flow_stats closed;
 	struct ebpfc_payload_event payload;
-	__u8 l7_head[EBPFC_L7_BUF_LEN]; /* a payload's first bytes, for the classifiers */
+	struct ebpfc_l7_buf l7_head; /* a payload's first bytes, for the classifiers */
 };
 
 struct {
@@ -174,8 +192,9 @@ static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
  */
 static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct ebpfc_packet *p,
 					  struct ebpfc_flow_stats *v, __u32 data_seq,
-					  struct ebpfc_counters *c, __u8 *head)
+					  struct ebpfc_counters *c, struct ebpfc_l7_buf *buf)
 {
+	__u8 *head = buf->b;
 	const struct ebpfc_flow_dir *d = &v->dir[p->sender & 1];
 	__u32 start = d->isn + 1;
 	int syn = (d->flags & EBPFC_TCP_SYN) != 0;
@@ -193,7 +212,7 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 		return 0;
 	verdict = send_payload ? ebpfc_l7_classify(head, len) : EBPFC_L7_OTHER;
 	if (verdict != EBPFC_L7_HTTP && send_pgsql &&
-	    ebpfc_pg_classify(head, len, p->payload_len, at_start))
+	    ebpfc_pg_classify_buf(buf, len, p->payload_len, at_start))
 		verdict = EBPFC_L7_PGSQL;
 	if (verdict == EBPFC_L7_UNKNOWN)
 		return from_start;
@@ -220,7 +239,7 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const struct ebpfc_packet *p,
 					       struct ebpfc_flow_stats *v, __u64 now,
 					       struct ebpfc_counters *c,
-					       struct ebpfc_payload_event *pe, __u8 *head)
+					       struct ebpfc_payload_event *pe, struct ebpfc_l7_buf *head)
 {
 	__u32 data_seq = p->seq + ((p->flags & EBPFC_TCP_SYN) ? 1 : 0);
 	__u8 from = p->sender & 1;
@@ -361,7 +380,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		return 0;
 	}
 	c->tcp_packets++;
-	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload, tmp->l7_head);
+	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload, &tmp->l7_head);
 	if (result == EBPFC_RESTARTED) {
 		/*
 		 * A client reused its port at once: the closed entry, whose
