@@ -328,7 +328,13 @@ class PgConnection {
   }
   Op* push(OpKind kind, uint64_t start_ns, const Ctx& ctx) {
     if (op_count_ == kPgMaxPending) {
+      // More requests in flight than followed: the responses to come could
+      // no longer be paired exactly. The connection is given up (counted),
+      // its waiting requests with it.
       ctx.counters->pending_bound++;
+      ctx.counters->lost_requests += pending_requests();
+      op_head_ = op_count_ = 0;
+      stopped = true;
       return nullptr;
     }
     Op& op = ops_[(op_head_ + op_count_) % kPgMaxPending];

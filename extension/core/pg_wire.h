@@ -32,7 +32,7 @@ namespace ebpfc {
 constexpr size_t kPgTextMax = 1024;      // bytes of a statement's text kept
 constexpr size_t kPgMaxStatements = 16;  // prepared statements followed per connection
 constexpr size_t kPgMaxPortals = 8;      // named portals followed per connection
-constexpr size_t kPgMaxPending = 32;     // requests waiting for their response
+constexpr size_t kPgMaxPending = 64;     // requests waiting for their response
 constexpr size_t kPgNameMax = 64;        // database and user names kept
 
 // Why a span is incomplete or special (PgSpan::flags).
