@@ -932,11 +932,7 @@ void PgTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clo
     Entry e{nullptr, head.flow_first_ns, head.ts_ns, false, inherited_control};
     if (followed_ >= options_.max_connections) {
       counters_.pool_full++;
-      ebpfc_l7_control stop{};
-      stop.not_http = 1;
-      stop.first_ns = head.flow_first_ns;
-      control_.set_l7_control(head.key, stop);
-      e.control_set = true;
+      stop_payload(head.key, e);
     } else {
       if (!free_.empty()) {
         e.conn = free_.back();
@@ -959,12 +955,17 @@ void PgTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clo
   c.on_segment(head.from_client ? 0 : 1, head, ctx);
   if (c.stopped && !e.control_set) {
     // Encrypted, a cancel, or not the protocol: the kernel stops sending it.
-    ebpfc_l7_control stop{};
-    stop.not_http = 1;
-    stop.first_ns = e.first_ns;
-    control_.set_l7_control(c.key, stop);
-    e.control_set = true;
+    stop_payload(c.key, e);
   }
+}
+
+// Tells the kernel to send no more of the connection's payload.
+void PgTracker::stop_payload(const ebpfc_flow_key& key, Entry& e) {
+  ebpfc_l7_control stop{};
+  stop.not_http = 1;
+  stop.first_ns = e.first_ns;
+  control_.set_l7_control(key, stop);
+  e.control_set = true;
 }
 
 // The connection's last spans; its parser goes back to the pool.

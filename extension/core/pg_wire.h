@@ -178,6 +178,7 @@ class PgTracker {
   };
   void finish(Entry& e, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
   void release(Entry& e);
+  void stop_payload(const ebpfc_flow_key& key, Entry& e);
 
   PgTrackerOptions options_;
   PayloadControl& control_;
