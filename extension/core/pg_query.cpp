@@ -30,8 +30,9 @@ class Out {
   }
   size_t len() const { return len_; }
   bool full() const { return full_; }
-  void trim() {
-    while (len_ > 0 && buf_[len_ - 1] == ' ') len_--;
+  // Drops trailing spaces and statement terminators.
+  void trim_end() {
+    while (len_ > 0 && (buf_[len_ - 1] == ' ' || buf_[len_ - 1] == ';')) len_--;
   }
 
  private:
@@ -251,7 +252,7 @@ void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, 
     o.put(static_cast<char>(c));
     i++;
   }
-  if (!raw) o.trim();
+  if (!raw) o.trim_end();
   s->text_len = o.len();
   s->truncated = cut || o.full();
 }

@@ -21,7 +21,8 @@ struct PgQuerySummary {
 // Writes the statement `q` (n bytes, not NUL-terminated) into out (at most
 // cap bytes): with `raw` as sent, else normalized: string literals ('...',
 // E'...', X'...', B'...', $tag$...$tag$), numbers and comments are replaced
-// by '?' (comments are dropped), runs of white space become one space,
+// by '?' (comments are dropped), runs of white space become one space
+// (trailing ones and a final ';' go),
 // parameters ($1) and identifiers stay. Fills in the summary either way.
 // `cut`: q is only the head of a longer statement.
 void pg_summarize_query(const char* q, size_t n, bool cut, bool raw, char* out, size_t cap,

@@ -129,6 +129,8 @@ std::string normalized(const std::string& q, PgQuerySummary* s = nullptr, bool r
 TEST(PgQuery, LiteralsBecomePlaceholders) {
   EXPECT_EQ(normalized("SELECT abalance FROM pgbench_accounts WHERE aid = 4711"),
             "SELECT abalance FROM pgbench_accounts WHERE aid = ?");
+  EXPECT_EQ(normalized("SELECT abalance FROM pgbench_accounts WHERE aid = 4711;\n"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?");
   EXPECT_EQ(normalized("SELECT * FROM users WHERE name = 'O''Brien' AND pw = E'se\\'cret'"),
             "SELECT * FROM users WHERE name = ? AND pw = ?");
   EXPECT_EQ(normalized("select $1::int, 1.5e-3, x'ff', $tag$secret$tag$, $$x$$"),
