@@ -62,6 +62,8 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 
 /* Whether to send payload heads of HTTP connections. Set by user space before load. */
 const volatile __u8 send_payload = 0;
+/* Whether to send the payload of PostgreSQL connections. Set by user space before load. */
+const volatile __u8 send_pgsql = 0;
 
 /*
  * Set when the capture is at a bridge's ports (user space, before load): the
@@ -171,12 +173,31 @@ static __always_inline void ebpfc_source_release(const struct __sk_buff *skb,
 	ebpfc_source_step(&k, 0, 1);
 }
 
+/* A payload's first bytes, as the classifiers read them. */
+struct ebpfc_l7_buf {
+	__u8 b[EBPFC_L7_BUF_LEN];
+};
+
+/*
+ * ebpfc_pg_classify as a global function: the verifier checks it once, on
+ * its own, instead of once per path of the filter that reaches it (inlined,
+ * its branches multiplied the filter's states past the verifier's bound).
+ */
+__noinline int ebpfc_pg_classify_buf(struct ebpfc_l7_buf *buf, __u32 n, __u32 payload_len,
+				     int at_start)
+{
+	if (!buf)
+		return 0;
+	return ebpfc_pg_classify(buf->b, n, payload_len, at_start);
+}
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	__u8 head[EBPFC_HEAD_LEN]; /* the frame's first bytes, read at once */
 	struct ebpfc_flow_stats fresh;
 	struct ebpfc_flow_stats closed;
 	struct ebpfc_payload_event payload;
+	struct ebpfc_l7_buf l7_head; /* a payload's first bytes, for the classifiers */
 };
 
 struct {
@@ -266,19 +287,23 @@ static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
  *    the direction never came this way) may be the middle of a body: it is
  *    only a probe. One that does not look like HTTP is not sent, and
  *    EBPFC_L7_PROBES_MAX of them make the connection OTHER.
- * The CPU that makes a connection OTHER counts it (l7_not_http).
+ * A connection that is not HTTP may be PostgreSQL (ebpfc_pg_classify): a
+ * startup packet at the direction's start, message shapes anywhere (probes
+ * as above).
+ * The CPU that makes a connection OTHER counts it (l7_not_http), the one that
+ * makes it PGSQL counts that (l7_pgsql).
  */
 static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct ebpfc_packet *p,
 					  struct ebpfc_flow_stats *v, __u32 data_seq,
-					  struct ebpfc_counters *c)
+					  struct ebpfc_counters *c, struct ebpfc_l7_buf *buf)
 {
+	__u8 *head = buf->b;
 	const struct ebpfc_flow_dir *d = &v->dir[p->sender & 1];
 	__u32 start = d->isn + 1;
 	int syn = (d->flags & EBPFC_TCP_SYN) != 0;
 	int at_start = syn && data_seq == start;
 	/* every byte of the direction up to this segment's end was seen (counted) */
 	int from_start = syn && d->bytes >= (__u64)(__u32)(data_seq + p->payload_len - start);
-	__u8 head[EBPFC_L7_PROBE_LEN];
 	__u32 len = p->payload_len;
 	__u32 verdict;
 
@@ -288,7 +313,10 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 		len = EBPFC_L7_PROBE_LEN;
 	if (bpf_skb_load_bytes(skb, p->payload_off, head, len) < 0)
 		return 0;
-	verdict = ebpfc_l7_classify(head, len);
+	verdict = send_payload ? ebpfc_l7_classify(head, len) : EBPFC_L7_OTHER;
+	if (verdict != EBPFC_L7_HTTP && send_pgsql &&
+	    ebpfc_pg_classify_buf(buf, len, p->payload_len, at_start))
+		verdict = EBPFC_L7_PGSQL;
 	if (verdict == EBPFC_L7_UNKNOWN)
 		return from_start;
 	if (verdict == EBPFC_L7_OTHER && !at_start) {
@@ -297,21 +325,24 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 		if (__sync_fetch_and_add(&v->l7_probes, 1) + 1 < EBPFC_L7_PROBES_MAX)
 			return 0;
 	}
-	if (__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN, verdict) == EBPFC_L7_UNKNOWN &&
-	    verdict == EBPFC_L7_OTHER)
-		c->l7_not_http++;
-	return v->l7 == EBPFC_L7_HTTP;
+	if (__sync_val_compare_and_swap(&v->l7, EBPFC_L7_UNKNOWN, verdict) == EBPFC_L7_UNKNOWN) {
+		if (verdict == EBPFC_L7_OTHER)
+			c->l7_not_http++;
+		else if (verdict == EBPFC_L7_PGSQL)
+			c->l7_pgsql++;
+	}
+	return v->l7 == EBPFC_L7_HTTP || v->l7 == EBPFC_L7_PGSQL;
 }
 
 /*
  * Sends user space the head of this segment's payload if the connection is
- * (or may be) HTTP and the parser wants these bytes. Classifies the
+ * (or may be) HTTP, or PostgreSQL, and the parser wants these bytes. Classifies the
  * connection first while it is UNKNOWN.
  */
 static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const struct ebpfc_packet *p,
 					       struct ebpfc_flow_stats *v, __u64 now,
 					       struct ebpfc_counters *c,
-					       struct ebpfc_payload_event *pe)
+					       struct ebpfc_payload_event *pe, struct ebpfc_l7_buf *head)
 {
 	__u32 data_seq = p->seq + ((p->flags & EBPFC_TCP_SYN) ? 1 : 0);
 	__u8 from = p->sender & 1;
@@ -320,12 +351,12 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	__u32 len;
 	__u32 l7;
 
-	if (!send_payload || p->payload_len == 0)
+	if ((!send_payload && !send_pgsql) || p->payload_len == 0)
 		return;
 	l7 = v->l7;
 	if (l7 == EBPFC_L7_OTHER)
 		return;
-	if (l7 == EBPFC_L7_UNKNOWN && !ebpfc_classify(skb, p, v, data_seq, c))
+	if (l7 == EBPFC_L7_UNKNOWN && !ebpfc_classify(skb, p, v, data_seq, c, head))
 		return;
 
 	ctl = bpf_map_lookup_elem(&l7_control, &p->key);
@@ -353,6 +384,7 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	pe->sender = from;
 	pe->from_client = from == v->client;
 	pe->flags = 0;
+	pe->l7 = (__u8)v->l7;
 	pe->ack = p->ack;
 	if (p->flags & EBPFC_TCP_ACK)
 		pe->flags |= EBPFC_PAYLOAD_ACK;
@@ -455,7 +487,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		return 0;
 	}
 	c->tcp_packets++;
-	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload);
+	ebpfc_send_payload(skb, &p, v, now, c, &tmp->payload, &tmp->l7_head);
 	if (result == EBPFC_RESTARTED) {
 		/*
 		 * A client reused its port at once: the closed entry, whose

@@ -101,11 +101,13 @@ enum ebpfc_l7 {
 	EBPFC_L7_UNKNOWN = 0, /* no payload yet, or too little to tell (see l7_classify.h) */
 	EBPFC_L7_HTTP = 1,    /* starts like an HTTP/1.x request or response: heads are sent */
 	EBPFC_L7_OTHER = 2,   /* anything else: no payload is sent */
+	EBPFC_L7_PGSQL = 3,   /* PostgreSQL's wire protocol (a startup packet, an SSLRequest or
+			       * message shapes): payload is sent to its parser */
 };
 
 /*
- * Written by user space, read by the filter: where the parser of an HTTP
- * connection wants payload again. Segments that end before skip_to[i] (what
+ * Written by user space, read by the filter: where the parser of an HTTP (or
+ * PostgreSQL) connection wants payload again. Segments that end before skip_to[i] (what
  * endpoint i sends, while skip_valid[i]) are not sent: they are body bytes
  * whose end the parser already knows. not_http stops all payload of the flow.
  * first_ns names the connection it is for (its flow's first_ns): user space
@@ -149,7 +151,8 @@ struct ebpfc_payload_event {
 	__u8 sender;	  /* endpoint index (in key) of the sender */
 	__u8 from_client; /* the sender is the connection's client */
 	__u8 flags;	  /* EBPFC_PAYLOAD_* */
-	__u8 pad;
+	__u8 l7;	  /* enum ebpfc_l7: the connection's class when this was sent (UNKNOWN:
+			   * first bytes too few to tell, sent to the HTTP parser) */
 	struct ebpfc_flow_key key;
 	__u64 ts_ns;
 	__u64 flow_first_ns; /* the connection's first_ns: tells two connections on one
@@ -204,6 +207,7 @@ struct ebpfc_counters {
 				* again (l7_classify.h) */
 	__u64 source_capped;   /* new flows not tracked: their source had its share of
 				* half-open connections (max_half_open_per_source) */
+	__u64 l7_pgsql;	       /* connections taken for PostgreSQL's wire protocol */
 };
 
 /* The flows map's share of one source (see capture.bpf.c, sources). */

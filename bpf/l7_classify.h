@@ -137,4 +137,127 @@ static __always_inline __u32 ebpfc_l7_classify(const __u8 *b, __u32 n)
 	return EBPFC_L7_OTHER; /* no decision in EBPFC_L7_PROBE_LEN bytes */
 }
 
+/*
+ * Does a payload look like PostgreSQL's wire protocol (protocol 3.0)?
+ *
+ * b holds the payload's first n bytes (n <= EBPFC_L7_PROBE_LEN) and must have
+ * EBPFC_L7_BUF_LEN readable bytes (the filter's scratch buffer; reads past n
+ * are masked into it and never decide anything); payload_len is the whole
+ * segment's. at_start: these are the direction's first bytes.
+ *  - At a direction's start a client sends a startup packet: a length, then
+ *    the protocol version 3.0 (196608) and "name\0value\0" pairs, or an
+ *    SSLRequest (80877103), a GSSENCRequest (80877104), both 8 bytes long, or
+ *    a CancelRequest (80877102, 16 bytes).
+ *  - Anywhere (a connection first seen mid-stream): a chain of message
+ *    headers - a type byte of the protocol and a 4-byte length below 16 MiB,
+ *    fixed-size messages with their sizes - that ends exactly at the
+ *    segment's end, or of at least two messages, or a Query ('Q') whose
+ *    visible text is printable.
+ */
+#define EBPFC_L7_BUF_LEN 64
+#define EBPFC_L7_BUF_MASK (EBPFC_L7_BUF_LEN - 1)
+#define EBPFC_PG_PROTOCOL_3 0x00030000u
+#define EBPFC_PG_SSL_REQUEST 80877103u
+#define EBPFC_PG_GSSENC_REQUEST 80877104u
+#define EBPFC_PG_CANCEL_REQUEST 80877102u
+/* The longest startup packet the classifier believes (PostgreSQL: 10000). */
+#define EBPFC_PG_STARTUP_MAX 10000u
+/* Message headers the classifier walks at most. */
+#define EBPFC_PG_PROBE_MESSAGES 3
+
+static __always_inline __u32 ebpfc_be32(const __u8 *b, __u32 off)
+{
+	return ((__u32)b[off & EBPFC_L7_BUF_MASK] << 24) |
+	       ((__u32)b[(off + 1) & EBPFC_L7_BUF_MASK] << 16) |
+	       ((__u32)b[(off + 2) & EBPFC_L7_BUF_MASK] << 8) | b[(off + 3) & EBPFC_L7_BUF_MASK];
+}
+
+/* Message types of protocol 3.0, either direction. Returns the length a
+ * fixed-size message must have, 0 for any, -1 for no such type. */
+static __always_inline int ebpfc_pg_type_len(__u8 t)
+{
+	switch (t) {
+	case '1': case '2': case '3': case 'n': case 's': case 'I': case 'c':
+		return 4; /* Parse/Bind/CloseComplete, NoData, PortalSuspended,
+			   * EmptyQueryResponse, CopyDone */
+	case 'Z':
+		return 5; /* ReadyForQuery */
+	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S':
+	case 'X': case 'F': case 'd': case 'f': case 'p': case 'R': case 'K': case 'T':
+	case 'N': case 't': case 'A': case 'G': case 'W': case 'v': case 'V':
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static __always_inline int ebpfc_pg_printable(__u8 c)
+{
+	return (c >= ' ' && c < 0x7f) || c == '\t' || c == '\n' || c == '\r' || c >= 0x80;
+}
+
+static __always_inline int ebpfc_pg_classify(const __u8 *b, __u32 n, __u32 payload_len,
+					     int at_start)
+{
+	__u32 off = 0, msgs = 0;
+
+	if (n > EBPFC_L7_PROBE_LEN)
+		n = EBPFC_L7_PROBE_LEN;
+	if (at_start && n >= 8) {
+		__u32 len = ebpfc_be32(b, 0), code = ebpfc_be32(b, 4);
+
+		if ((code == EBPFC_PG_SSL_REQUEST || code == EBPFC_PG_GSSENC_REQUEST) && len == 8)
+			return 1;
+		if (code == EBPFC_PG_CANCEL_REQUEST && len == 16)
+			return 1;
+		if (code == EBPFC_PG_PROTOCOL_3 && len > 8 && len <= EBPFC_PG_STARTUP_MAX &&
+		    (n == 8 || (b[8] >= 'a' && b[8] <= 'z') || b[8] == '_' || b[8] == 0))
+			return 1;
+	}
+#pragma unroll
+	for (__u32 k = 0; k < EBPFC_PG_PROBE_MESSAGES; k++) {
+		__u8 t;
+		__u32 len;
+		int fixed;
+
+		if (off + 5 > n)
+			break; /* the next header is not in view */
+		t = b[off & EBPFC_L7_BUF_MASK];
+		fixed = ebpfc_pg_type_len(t);
+		len = ebpfc_be32(b, off + 1);
+		if (fixed < 0 || len < 4 || len >= (1u << 24))
+			return 0;
+		if (fixed > 0 && len != (__u32)fixed)
+			return 0;
+		if (t == 'Z' && off + 5 < n) {
+			__u8 st = b[(off + 5) & EBPFC_L7_BUF_MASK];
+
+			if (st != 'I' && st != 'T' && st != 'E')
+				return 0;
+		}
+		if (k == 0 && t == 'Q') {
+			/* the query's text, as far as it is in view */
+			__u32 seen = 0;
+
+#pragma unroll
+			for (__u32 i = 5; i < EBPFC_L7_PROBE_LEN; i++) {
+				if (i >= n || i >= 1 + len)
+					break;
+				if (!ebpfc_pg_printable(b[i]))
+					return b[i] == 0 && i == len && seen > 0;
+				seen++;
+			}
+			if (seen >= 3)
+				return 1;
+		}
+		msgs++;
+		off += 1 + len;
+		if (off == payload_len)
+			return 1; /* the segment is whole messages */
+		if (off > payload_len)
+			return msgs >= 2;
+	}
+	return msgs >= 2;
+}
+
 #endif /* EBPFC_L7_CLASSIFY_H */

@@ -2274,3 +2274,120 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@._hub_node_access(text, text, boolean) FROM PUBLIC;
+
+-- ============================================================================
+-- PostgreSQL's wire protocol: spans of protocol 'postgresql'
+-- ============================================================================
+--
+-- One span per simple Query and per Execute of the extended protocol
+-- (docs/protocols.md); attributes follow OpenTelemetry's database
+-- conventions. In the service map they are requests, as http spans are
+-- (the worker's rollup counts them so; this recomputation from the spans
+-- table does the same), except the span of a session that went encrypted.
+CREATE OR REPLACE FUNCTION @extschema@._service_map_rollup_of_spans(
+    window_start timestamptz, window_end timestamptz)
+RETURNS TABLE (
+    minute timestamptz, src_id text, dst_id text, bucket smallint,
+    src_title text, src_subtitle text, dst_title text, dst_subtitle text,
+    spans bigint, errors bigint, bytes_sent bigint, bytes_received bigint, client_node text)
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT @extschema@._service_map_minute(s.start_time),
+           @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
+                                            s.src_node, s.src_addr),
+           @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
+                                            s.dst_node, s.dst_addr),
+           CASE WHEN s.protocol IN ('http', 'postgresql')
+                THEN @extschema@._service_map_bucket(s.end_time - s.start_time)
+                ELSE 0::smallint END,
+           min(@extschema@._service_map_node_title(s.src_workload, s.src_pod, s.src_node,
+                                                   s.src_addr)),
+           min(@extschema@._service_map_node_subtitle(s.src_namespace, s.src_workload,
+                                                      s.src_workload_kind, s.src_pod,
+                                                      s.src_node)),
+           min(@extschema@._service_map_node_title(s.dst_workload, s.dst_pod, s.dst_node,
+                                                   s.dst_addr)),
+           min(@extschema@._service_map_node_subtitle(s.dst_namespace, s.dst_workload,
+                                                      s.dst_workload_kind, s.dst_pod,
+                                                      s.dst_node)),
+           count(*),
+           count(*) FILTER (WHERE s.status = 'ERROR'),
+           coalesce(sum(s.bytes_sent) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           coalesce(sum(s.bytes_received) FILTER (WHERE s.protocol = 'tcp'), 0)::bigint,
+           @extschema@._service_map_client_node(s.src_pod, s.src_node)
+    FROM @extschema@.spans s
+    WHERE s.start_time >= window_start AND s.start_time < window_end
+      AND (s.protocol IN ('http', 'tcp')
+           OR (s.protocol = 'postgresql' AND s.name NOT IN ('TLS', 'GSSENC')))
+    GROUP BY 1, 2, 3, 4, 13
+$$;
+REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
+    FROM PUBLIC;
+
+-- capture_status() gains PostgreSQL's counters (after otlp_last_error):
+-- connections the filter took for PostgreSQL, spans made, sessions that went
+-- encrypted (TLS or GSS: not parsed), connections first seen mid-stream,
+-- resynchronisations on message boundaries, and requests or connections
+-- lost (unanswered at a capture gap, not the protocol, over a bound).
+DROP FUNCTION @extschema@.capture_status();
+DROP FUNCTION @extschema@._capture_slots();
+
+CREATE FUNCTION @extschema@._capture_slots(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text, OUT not_http_connections bigint,
+    OUT postgresql_connections bigint, OUT postgresql_spans bigint,
+    OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
+    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint)
+    RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
+REVOKE ALL ON FUNCTION @extschema@._capture_slots() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.capture_status(
+    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
+    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
+    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
+    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
+    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
+    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
+    OUT last_error text, OUT not_http_connections bigint,
+    OUT otlp_state text, OUT otlp_exported bigint, OUT otlp_failed bigint,
+    OUT otlp_dropped bigint, OUT otlp_queued bigint, OUT otlp_last_error text,
+    OUT postgresql_connections bigint, OUT postgresql_spans bigint,
+    OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
+    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint)
+RETURNS SETOF record LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.interface, s.pid,
+           CASE
+             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
+             WHEN c.enabled THEN s.state
+             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
+             ELSE 'stopped'
+           END,
+           s.started_at,
+           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
+           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
+           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
+           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
+           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
+           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
+           s.metadata_state, s.metadata_error, s.last_error,
+           coalesce(s.not_http_connections, 0),
+           coalesce(o.otlp_state, 'off'), coalesce(o.otlp_exported, 0),
+           coalesce(o.otlp_failed, 0), coalesce(o.otlp_dropped, 0),
+           coalesce(o.otlp_queued, 0), o.otlp_last_error,
+           coalesce(s.postgresql_connections, 0), coalesce(s.postgresql_spans, 0),
+           coalesce(s.postgresql_encrypted, 0), coalesce(s.postgresql_mid_stream, 0),
+           coalesce(s.postgresql_resyncs, 0), coalesce(s.postgresql_lost, 0)
+    FROM @extschema@.captures c
+    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
+    LEFT JOIN @extschema@._otlp_slots() o ON o.interface = c.interface
+    ORDER BY c.interface
+$$;
+REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;

@@ -53,6 +53,8 @@ struct CaptureOptions {
   uint32_t ring_buffer_bytes = 16u << 20;  // power of two, >= page size
   // Send the payload heads of HTTP connections (FlowSink::payload).
   bool http = false;
+  // Send the payload of PostgreSQL connections (FlowSink::payload, l7 PGSQL).
+  bool pgsql = false;
 };
 
 // Kernel-side counters: the filter's per-CPU counters summed, plus the

@@ -18,7 +18,7 @@ using Rollup = EdgeRollup<kube::PeerIdentity>;
 
 class ResolvedChunk {
  public:
-  // Looks up both ends of every span of the chunk (tcp, then http) and folds
+  // Looks up both ends of every span of the chunk (tcp, http, then postgresql) and folds
   // the spans into the rollup. `pods` may be null (no identities). Throws
   // std::bad_alloc, leaving the object empty.
   void resolve(const SpanBatch::Chunk& chunk, const kube::PodCache* pods);

@@ -24,6 +24,7 @@
 #include "core/flow_span.h"
 #include "core/http_span.h"
 #include "core/http_tracker.h"
+#include "core/pg_wire.h"
 #include "core/span.h"
 #include "core/span_ids.h"
 #include "core/wall_clock.h"
@@ -37,6 +38,8 @@ class SpanBatch final : public FlowSink {
 
   // Follows the HTTP exchanges of the connections (null: HTTP is off).
   void set_http(HttpTracker* http) { http_ = http; }
+  // Follows the PostgreSQL connections (null: PostgreSQL is off).
+  void set_pg(PgTracker* pg) { pg_ = pg; }
   // Sets the bound and reserves the buffers' address space for it, so that
   // they never move their contents to grow (resident memory follows use).
   void set_max_bytes(size_t max_bytes);
@@ -54,7 +57,7 @@ class SpanBatch final : public FlowSink {
   void close_all();
 
   // Spans waiting for a flush.
-  size_t waiting() const { return tcp_.size() + http_spans_.size(); }
+  size_t waiting() const { return tcp_.size() + http_spans_.size() + pg_spans_.size(); }
   // Bytes held by the waiting spans and those of the flush in progress
   // (written or not: they are held until it ends): what the bound counts.
   size_t pending_bytes() const;
@@ -78,12 +81,16 @@ class SpanBatch final : public FlowSink {
     const HttpSpan* http = nullptr;
     size_t nhttp = 0;
     const char* http_text = nullptr;  // what the http spans' TextRefs point into
-    size_t size() const { return ntcp + nhttp; }
+    const PgSpan* pg = nullptr;
+    size_t npg = 0;
+    const char* pg_text = nullptr;  // what the postgresql spans' TextRefs point into
+    size_t size() const { return ntcp + nhttp + npg; }
   };
   // Starts a flush: unless spans of the last flush are left to write, takes
   // every waiting span.
   void begin_flush();
-  // The next chunk of at most `limit` spans (tcp first), empty at the end.
+  // The next chunk of at most `limit` spans (tcp, http, then postgresql),
+  // empty at the end.
   Chunk next_chunk(size_t limit) const;
   // The chunk was written, or refused for good (it is then counted as
   // dropped when `refused`): the next chunk follows it.
@@ -106,16 +113,22 @@ class SpanBatch final : public FlowSink {
   void note_first();
   // Keeps the HTTP spans made since `before` within the bound.
   void after_http(size_t before);
+  // The same for PostgreSQL spans.
+  void after_pg(size_t before);
 
   size_t max_bytes_;
   std::vector<Span> tcp_;  // waiting
   HttpSpanList http_spans_;
   std::vector<Span> flushing_tcp_;  // taken by the flush, written up to tcp_done_
   HttpSpanList flushing_http_;
+  PgSpanList pg_spans_;
+  PgSpanList flushing_pg_;
   size_t tcp_done_ = 0;
   size_t http_done_ = 0;
+  size_t pg_done_ = 0;
   std::vector<Span> open_;
   HttpTracker* http_ = nullptr;
+  PgTracker* pg_ = nullptr;
   uint64_t oldest_ns_ = 0;
   uint64_t dropped_ = 0;
   uint64_t heads_shed_ = 0;

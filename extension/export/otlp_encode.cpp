@@ -256,22 +256,50 @@ void Encoder::http_span(Writer& w, const HttpSpan& s, const char* text) {
   w.end();
 }
 
+void Encoder::pg_span(Writer& w, const PgSpan& s, const char* text) {
+  w.begin(w.list_field(), nullptr);
+  w.bytes(f::kTraceId, "traceId", s.trace_id, 16);
+  w.bytes(f::kSpanId, "spanId", s.span_id, 8);
+  char buf[128];
+  const char* name = pg_span_name(s, text, buf, sizeof(buf));
+  w.string(f::kName, "name", name, std::strlen(name));
+  w.uint(f::kKind, "kind", kSpanKindClient);
+  times(w, s.start_unix_us, s.end_unix_us);
+  w.begin_list(f::kSpanAttributes, "attributes");
+  kv_str(w, "server.address", address_text(s.family, s.dst_addr));
+  kv_int(w, "server.port", s.dst_port);
+  const std::string peer = address_text(s.family, s.dst_addr);
+  kv_str(w, "network.peer.address", peer);
+  kv_int(w, "network.peer.port", s.dst_port);
+  KeyValueSink sink(w);
+  pg_attributes(s, text, sink);
+  w.end_list();
+  if (s.status == SpanStatus::Error) error_status(w, s.sqlstate[0] != '\0' ? s.sqlstate : "error");
+  w.end();
+}
+
 size_t Encoder::encode(const SpanBatch::Chunk& chunk, const kube::PeerIdentity* const* peers,
                        const EncodeOptions& options, std::vector<uint8_t>& out) {
   out.clear();
   items_.clear();
   const size_t ntcp = options.connection_spans ? chunk.ntcp : 0;
-  items_.reserve(ntcp + chunk.nhttp);
+  items_.reserve(ntcp + chunk.nhttp + chunk.npg);
   for (size_t i = 0; i < ntcp; i++) {
     const Span& s = chunk.tcp[i];
-    Item it{peers[2 * i], {}, s.family, false, static_cast<uint32_t>(i)};
+    Item it{peers[2 * i], {}, s.family, 0, static_cast<uint32_t>(i)};
     if (it.who == nullptr) std::memcpy(it.addr, s.src_addr, 16);  // the client's service
     items_.push_back(it);
   }
   for (size_t i = 0; i < chunk.nhttp; i++) {
     const HttpSpan& s = chunk.http[i];
-    Item it{peers[2 * (chunk.ntcp + i) + 1], {}, s.family, true, static_cast<uint32_t>(i)};
+    Item it{peers[2 * (chunk.ntcp + i) + 1], {}, s.family, 1, static_cast<uint32_t>(i)};
     if (it.who == nullptr) std::memcpy(it.addr, s.dst_addr, 16);  // the server's service
+    items_.push_back(it);
+  }
+  for (size_t i = 0; i < chunk.npg; i++) {
+    const PgSpan& s = chunk.pg[i];
+    Item it{peers[2 * (chunk.ntcp + chunk.nhttp + i)], {}, s.family, 2, static_cast<uint32_t>(i)};
+    if (it.who == nullptr) std::memcpy(it.addr, s.src_addr, 16);  // the client's service
     items_.push_back(it);
   }
   if (items_.empty()) return 0;
@@ -284,7 +312,7 @@ size_t Encoder::encode(const SpanBatch::Chunk& chunk, const kube::PeerIdentity* 
       const int c = std::memcmp(a.addr, b.addr, 16);
       if (c != 0) return c < 0;
     }
-    if (a.http != b.http) return b.http;
+    if (a.kind != b.kind) return a.kind < b.kind;
     return a.index < b.index;
   });
 
@@ -308,8 +336,10 @@ size_t Encoder::encode(const SpanBatch::Chunk& chunk, const kube::PeerIdentity* 
     w.end();
     w.begin_list(f::kSpans, "spans");
     for (size_t k = i; k < j; k++) {
-      if (items_[k].http)
+      if (items_[k].kind == 1)
         http_span(w, chunk.http[items_[k].index], chunk.http_text);
+      else if (items_[k].kind == 2)
+        pg_span(w, chunk.pg[items_[k].index], chunk.pg_text);
       else
         tcp_span(w, chunk.tcp[items_[k].index]);
     }

@@ -66,12 +66,13 @@ class Encoder {
     const kube::PeerIdentity* who;  // the resource's pod, or null
     uint8_t addr[16];               // ... else its address
     uint8_t family;
-    bool http;
-    uint32_t index;  // in chunk.tcp or chunk.http
+    uint8_t kind;    // 0 tcp, 1 http, 2 postgresql
+    uint32_t index;  // in chunk.tcp, chunk.http or chunk.pg
   };
   void resource(Writer& w, const Item& it);
   void tcp_span(Writer& w, const Span& s);
   void http_span(Writer& w, const HttpSpan& s, const char* text);
+  void pg_span(Writer& w, const PgSpan& s, const char* text);
 
   std::vector<Item> items_;
   ProtobufWriter protobuf_;

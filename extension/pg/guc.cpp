@@ -27,6 +27,9 @@ int g_ring_buffer_kb = 16384;
 bool g_http = true;
 int g_max_http_memory_kb = 64 * 1024;
 int g_http_query = static_cast<int>(HttpQueryMode::Redact);
+bool g_postgresql = true;
+int g_max_postgresql_connections = 1024;
+bool g_postgresql_raw_queries = false;
 
 static const struct config_enum_entry kHttpQueryModes[] = {
     {"keep", static_cast<int>(HttpQueryMode::Keep), false},
@@ -202,6 +205,19 @@ static void define_reloadable_gucs() {
       "Query strings carry tokens and signatures.", &g_http_query,
       static_cast<int>(HttpQueryMode::Redact), kHttpQueryModes, PGC_SIGHUP, 0, nullptr, nullptr,
       nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.postgresql",
+      "Parse PostgreSQL's wire protocol and write one span per query or Execute.", nullptr,
+      &g_postgresql, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.max_postgresql_connections",
+                          "PostgreSQL connections followed at once per capture.", nullptr,
+                          &g_max_postgresql_connections, 1024, 16, 1000000, PGC_SIGHUP, 0, nullptr,
+                          nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.postgresql_raw_queries",
+      "Store db.query.text as sent, literals included (off: literals become ?).",
+      "Literals in SQL carry personal data and secrets.", &g_postgresql_raw_queries, false,
+      PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
       "ebpf_capture.kube_api_url",
       "Kubernetes API server URL; empty: KUBERNETES_SERVICE_HOST/PORT (in a pod).", nullptr,

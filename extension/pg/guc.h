@@ -10,14 +10,17 @@ extern int g_flush_interval_ms;             // sighup: oldest span waits at most
 extern int g_open_connections_interval_ms;  // sighup: open_connections rewritten this often; 0 off
 extern int g_batch_size;                    // sighup: spans per insert transaction
 extern int g_max_pending_memory_kb;         // sighup: backlog bound (spans waiting), in kB
-extern bool g_direct_insert;      // sighup: write spans through the table AM when possible
-extern bool g_bridge_ports;       // sighup (next start): on a bridge, capture at its ports
-extern bool g_promiscuous;        // sighup (next start): join the interface promiscuously
-extern int g_flow_table_size;     // sighup (next start): entries in the kernel flows map
-extern int g_ring_buffer_kb;      // sighup (next start): ring buffer size
-extern bool g_http;               // sighup (next start): parse HTTP/1.x exchanges
-extern int g_max_http_memory_kb;  // sighup (next start): HTTP connection pool, in kB
-extern int g_http_query;          // sighup: HttpQueryMode of targets' query strings
+extern bool g_direct_insert;              // sighup: write spans through the table AM when possible
+extern bool g_bridge_ports;               // sighup (next start): on a bridge, capture at its ports
+extern bool g_promiscuous;                // sighup (next start): join the interface promiscuously
+extern int g_flow_table_size;             // sighup (next start): entries in the kernel flows map
+extern int g_ring_buffer_kb;              // sighup (next start): ring buffer size
+extern bool g_http;                       // sighup (next start): parse HTTP/1.x exchanges
+extern int g_max_http_memory_kb;          // sighup (next start): HTTP connection pool, in kB
+extern int g_http_query;                  // sighup: HttpQueryMode of targets' query strings
+extern bool g_postgresql;                 // sighup (next start): parse PostgreSQL's wire protocol
+extern int g_max_postgresql_connections;  // sighup (next start): PostgreSQL connections at once
+extern bool g_postgresql_raw_queries;     // sighup: db.query.text as sent, literals and all
 
 // Storage (the launcher keeps it; see sql/ebpf_capture--0.1--0.2.sql).
 extern int g_partition_interval_min;         // sighup: time covered by one spans partition

@@ -38,6 +38,12 @@ enum SlotCounter : int {
   // Columns added after 0.1 come after capture_status()'s text columns (see
   // ebpf_capture_slots): kFirstLaterCounter is the first of them.
   kNotHttpConnections,  // connections dropped as not HTTP after their first bytes
+  kPgConnections,       // connections the filter took for PostgreSQL
+  kPgSpans,             // PostgreSQL spans made
+  kPgEncrypted,         // PostgreSQL sessions that went encrypted (TLS, GSS): not parsed
+  kPgMidStream,         // PostgreSQL connections first seen without their start
+  kPgResyncs,           // ... a direction found message boundaries again
+  kPgLost,              // requests given up unanswered, connections given up or not followed
   kSlotCounterCount
 };
 constexpr int kFirstLaterCounter = kNotHttpConnections;

@@ -184,6 +184,8 @@ struct SpanColumns {
 
 const SpanColumns kTcpColumns(kTcpIds, count(kTcpIds), kTcpOwn, count(kTcpOwn));
 const SpanColumns kHttpColumns(kHttpIds, count(kHttpIds), kHttpOwn, count(kHttpOwn));
+const ColumnSpec kPgOwn[] = {{"attributes", JSONBOID, false}};
+const SpanColumns kPgColumns(kTcpIds, count(kTcpIds), kPgOwn, count(kPgOwn));
 static_assert(3 + kCommonColumns + 4 + kPeerColumns <= kMaxInsertColumns, "too many span columns");
 
 // A row of open_connections: the connection as it stands, then who is at
@@ -235,7 +237,7 @@ void peer_values(const kube::PeerIdentity* src, const kube::PeerIdentity* dst, D
 
 // Text values every row of a batch shares, made once per batch.
 struct RowConstants {
-  Datum interface, tcp_name, client_kind, tcp_protocol, server_kind, http_protocol;
+  Datum interface, tcp_name, client_kind, tcp_protocol, server_kind, http_protocol, pg_protocol;
   Datum status[3];  // by SpanStatus
   explicit RowConstants(const char* iface)
       : interface(make_text(iface)),
@@ -244,6 +246,7 @@ struct RowConstants {
         tcp_protocol(make_text("tcp")),
         server_kind(make_text("SERVER")),
         http_protocol(make_text("http")),
+        pg_protocol(make_text("postgresql")),
         status{make_text(status_name(SpanStatus::Unset)), make_text(status_name(SpanStatus::Ok)),
                make_text(status_name(SpanStatus::Error))} {}
   Datum status_of(SpanStatus s) const { return status[static_cast<int>(s) % 3]; }
@@ -328,6 +331,22 @@ void http_row(const HttpSpan& s, const char* text, const RowConstants& k,
   null[own + 3] = s.http_status == 0;
   v[own + 3] = Int32GetDatum(s.http_status);
   peer_values(who[0], who[1], v + kHttpColumns.peers, null + kHttpColumns.peers);
+}
+
+// One postgresql row in kPgColumns order; `text` holds the span's strings.
+void pg_row(const PgSpan& s, const char* text, const RowConstants& k,
+            const kube::PeerIdentity* const* who, Datum* v, bool* null) {
+  std::memset(null, 0, sizeof(bool) * kPgColumns.n);
+  v[0] = make_hex(s.trace_id, 16);
+  v[1] = make_hex(s.span_id, 8);
+  char buf[128];
+  const char* name = pg_span_name(s, text, buf, sizeof(buf));
+  common_values(s, make_wire_text(name, strlen(name)), k.client_kind, k.pg_protocol,
+                s.request_bytes, s.response_bytes, k, v + 2);
+  JsonbAttributes attributes;
+  pg_attributes(s, text, attributes);
+  v[kPgColumns.own] = attributes.finish();
+  peer_values(who[0], who[1], v + kPgColumns.peers, null + kPgColumns.peers);
 }
 
 // Rows gathered column by column into array parameters, for the SPI insert.
@@ -613,6 +632,7 @@ void SpanStore::prepare() {
         schema_ = MemoryContextStrdup(TopMemoryContext, schema);
         tcp_plan_ = prepare_array_insert(schema, "spans", kTcpColumns.spec, kTcpColumns.n);
         http_plan_ = prepare_array_insert(schema, "spans", kHttpColumns.spec, kHttpColumns.n);
+        pg_plan_ = prepare_array_insert(schema, "spans", kPgColumns.spec, kPgColumns.n);
         open_insert_plan_ =
             prepare_array_insert(schema, "open_connections", kOpenSpecs, kOpenColumns);
         Oid text_type[1] = {TEXTOID};
@@ -698,6 +718,14 @@ void SpanStore::write(const SpanBatch::Chunk& chunk, const ResolvedChunk& resolv
             g_direct_insert,
             [&](const HttpSpan& s, int i, Datum* v, bool* null) {
               http_row(s, chunk.http_text, k, who + 2 * i, v, null);
+            },
+            &why);
+        who += 2 * chunk.nhttp;
+        write_spans(
+            chunk.pg, static_cast<int>(chunk.npg), kPgColumns, pg_plan_, *direct_, spans,
+            g_direct_insert,
+            [&](const PgSpan& s, int i, Datum* v, bool* null) {
+              pg_row(s, chunk.pg_text, k, who + 2 * i, v, null);
             },
             &why);
         int side_state = 0;

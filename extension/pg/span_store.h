@@ -77,6 +77,7 @@ class SpanStore {
  private:
   SPIPlanPtr tcp_plan_ = nullptr;
   SPIPlanPtr http_plan_ = nullptr;
+  SPIPlanPtr pg_plan_ = nullptr;
   SPIPlanPtr pods_plan_ = nullptr;
   SPIPlanPtr rollup_add_plan_ = nullptr;
   SPIPlanPtr rollup_stage_plan_ = nullptr;

@@ -173,7 +173,7 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     // the SQL scripts
     constexpr int kColumns = 4 + kSlotCounterCount + 3;
     constexpr int kText = 4 + kFirstLaterCounter;  // metadata_state
-    static_assert(kColumns == 22, "capture slot columns: see _capture_slots in the SQL script");
+    static_assert(kColumns == 28, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);

@@ -23,6 +23,7 @@
 #include "core/fault.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
+#include "core/pg_wire.h"
 #include "core/span_batch.h"
 #include "kube/kube_client.h"
 #include "kube/kube_config.h"
@@ -53,6 +54,7 @@ struct Worker {
   char interface[IFNAMSIZ] = {};
   PacketCapture* capture = nullptr;
   HttpTracker* http = nullptr;
+  PgTracker* pg = nullptr;
   kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
   kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
   PodPeerKeys* peer_keys = nullptr;          // pods as peers of the trace parent rules
@@ -170,6 +172,15 @@ void publish_counters() {
                             h.parser.string_bound + h.parser.reorder_full +
                             g_worker->batch.heads_shed());
     set(kNotHttpConnections, c.filter.l7_not_http + h.not_http);
+  }
+  set(kPgConnections, c.filter.l7_pgsql);
+  if (g_worker->pg != nullptr) {
+    const PgCounters& p = g_worker->pg->counters();
+    set(kPgSpans, p.spans);
+    set(kPgEncrypted, p.tls_sessions);
+    set(kPgMidStream, p.mid_stream);
+    set(kPgResyncs, p.resyncs);
+    set(kPgLost, p.lost_requests + p.bad_messages + p.pool_full + p.pending_bound);
   }
 }
 
@@ -425,6 +436,14 @@ void apply_session_settings() {
   SetConfigOption("synchronous_commit", commit, PGC_SUSET, PGC_S_SESSION);
 }
 
+PgTrackerOptions pg_options() {
+  PgTrackerOptions o;
+  o.max_connections = static_cast<size_t>(g_max_postgresql_connections);
+  o.raw_text = g_postgresql_raw_queries;
+  o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
+  return o;
+}
+
 HttpTrackerOptions http_options() {
   HttpTrackerOptions o;
   o.max_connections =
@@ -538,10 +557,15 @@ void run() {
     options.half_open_window_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull;
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
     options.http = g_http;
+    options.pgsql = g_postgresql;
     g_worker->capture = new PacketCapture(options);
     if (g_http) {
       g_worker->http = new HttpTracker(http_options(), *g_worker->capture);
       g_worker->batch.set_http(g_worker->http);
+    }
+    if (g_postgresql) {
+      g_worker->pg = new PgTracker(pg_options(), *g_worker->capture);
+      g_worker->batch.set_pg(g_worker->pg);
     }
     // One client for the worker's life, even when no API is configured (it
     // then idles and says why in capture_status).
@@ -622,6 +646,7 @@ void run() {
       or_fail("applying the new settings", [&] {
         fault::at("sighup");
         if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
+        if (g_worker->pg != nullptr) g_worker->pg->set_options(pg_options());
         g_worker->batch.set_max_bytes(static_cast<size_t>(g_max_pending_memory_kb) * 1024);
         g_worker->otlp->configure();
       });

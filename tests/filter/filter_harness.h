@@ -134,6 +134,7 @@ class LoadedFilter {
     // one source's share of the flows map (0: none): what the worker sets
     // for a table of flow_table_size entries (max_half_open_share)
     uint32_t max_half_open_per_source = 64;
+    bool pgsql = false;                     // send the payload of PostgreSQL connections
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -144,6 +145,7 @@ class LoadedFilter {
     if (o.early_return) skel_->rodata->bridge_ifindex = 1;
     skel_->rodata->send_payload = o.http ? 1 : 0;
     skel_->rodata->max_half_open_per_source = o.max_half_open_per_source;
+    skel_->rodata->send_pgsql = o.pgsql ? 1 : 0;
     bpf_map__set_max_entries(skel_->maps.flows, o.flow_table_size);
     bpf_map__set_max_entries(skel_->maps.events, o.ring_buffer_bytes);
     if (capture_bpf__load(skel_) != 0) {
@@ -185,6 +187,7 @@ class LoadedFilter {
     uint32_t peer_start;
     uint8_t flags;  // EBPFC_PAYLOAD_*
     std::string data;
+    uint8_t l7;  // enum ebpfc_l7: the connection's class when it was sent
   };
 
   // The events the ring buffer holds now, oldest first; payload heads go to
@@ -247,7 +250,7 @@ class LoadedFilter {
       self->payloads_.push_back(
           {p.from_client != 0, p.flow_first_ns, p.seq, p.segment_len, p.ack, p.stream_start,
            p.peer_start, p.flags,
-           std::string(static_cast<const char*>(data) + EBPFC_PAYLOAD_HEADER_LEN, n)});
+           std::string(static_cast<const char*>(data) + EBPFC_PAYLOAD_HEADER_LEN, n), p.l7});
       return 0;
     }
     ebpfc_event e;

@@ -299,6 +299,84 @@ std::vector<ReplayFrame> reset_connection(uint16_t cport, uint32_t c, uint32_t s
           replay_frame(false, cport, s + 1, 0, kReplayRst, 0)};
 }
 
+class SocketFilterPg : public SocketFilter {
+ protected:
+  void SetUp() override {
+    options_.http = true;
+    options_.pgsql = true;
+    SocketFilter::SetUp();
+  }
+};
+
+std::string pg_be32(uint32_t v) {
+  return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16),
+                     static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+std::string pg_msg(char type, const std::string& body) {
+  return std::string(1, type) + pg_be32(static_cast<uint32_t>(body.size() + 4)) + body;
+}
+
+// A startup packet, an SSLRequest, a CancelRequest: the connection is
+// PostgreSQL, both directions' payload is sent (classified so), counted once.
+TEST_F(SocketFilterPg, StartupPacketsMakeAConnectionPostgresql) {
+  const std::string body = pg_be32(196608) + std::string("user\0alice\0database\0shop\0\0", 26);
+  const std::string startup = pg_be32(static_cast<uint32_t>(body.size() + 4)) + body;
+  const std::string cases[] = {startup, pg_be32(8) + pg_be32(80877103),
+                               pg_be32(16) + pg_be32(80877102) + pg_be32(7) + pg_be32(9)};
+  uint16_t port = 43000;
+  for (const std::string& request : cases) {
+    std::vector<ReplayFrame> frames;
+    exchange_connection(frames, port++, request, pg_msg('R', pg_be32(0)) + pg_msg('Z', "I"));
+    replay(frames);
+    ASSERT_EQ(filter_->events().size(), 1u);
+    const auto heads = filter_->payloads();
+    ASSERT_EQ(heads.size(), 2u);
+    EXPECT_TRUE(heads[0].from_client);
+    EXPECT_EQ(heads[0].data, request);
+    EXPECT_EQ(heads[0].l7, EBPFC_L7_PGSQL);
+    EXPECT_EQ(heads[1].l7, EBPFC_L7_PGSQL);
+  }
+  EXPECT_EQ(filter_->counters().l7_pgsql, 3u);
+  EXPECT_EQ(filter_->counters().l7_not_http, 0u);
+}
+
+// HTTP stays HTTP, other protocols stay unsent, with PostgreSQL on too.
+TEST_F(SocketFilterPg, HttpAndOtherProtocolsAreUnchanged) {
+  std::vector<ReplayFrame> frames;
+  exchange_connection(frames, 43100, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  exchange_connection(frames, 43101, "EHLO client.example\r\n", "250 mail.example\r\n");
+  exchange_connection(frames, 43102,
+                      std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),
+                      std::string("\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03", 11));
+  replay(frames);
+  EXPECT_EQ(filter_->events().size(), 3u);
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), 2u);
+  EXPECT_EQ(heads[0].l7, EBPFC_L7_HTTP);
+  EXPECT_EQ(filter_->counters().l7_not_http, 2u);
+  EXPECT_EQ(filter_->counters().l7_pgsql, 0u);
+}
+
+// A connection first seen mid-stream is taken for PostgreSQL at a segment
+// of whole messages (after segments that are not).
+TEST_F(SocketFilterPg, MidStreamConnectionIsJudgedByMessageShapes) {
+  const uint16_t cport = 43200;
+  uint32_t c = 70000, s = 90000;
+  for (int i = 0; i < 3; i++) {  // the middle of a large DataRow
+    filter_->run(replay_frame(false, cport, s, c, kReplayAck, payload_of(1000, 'r')));
+    s += 1000;
+  }
+  const std::string q = pg_msg('Q', std::string("SELECT 1\0", 9));
+  filter_->run(replay_frame(true, cport, c, s, kReplayPsh | kReplayAck, text_bytes(q)));
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), 1u);
+  EXPECT_EQ(heads[0].data, q);
+  EXPECT_EQ(heads[0].l7, EBPFC_L7_PGSQL);
+  EXPECT_EQ(filter_->counters().l7_pgsql, 1u);
+}
+
 TEST_F(SocketFilter, ResetConnectionStaysClosedForUserSpaceAndCountsLateSegments) {
   replay(reset_connection(40004, 1000, 5000));
   // more of the client's data, sent before the reset reached it

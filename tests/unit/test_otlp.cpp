@@ -270,6 +270,57 @@ TEST(OtlpEncode, JsonCarriesResourcesSpansAndSemanticConventions) {
   EXPECT_EQ(c.at("network.transport")["stringValue"], "tcp");
 }
 
+// A PostgreSQL span is a CLIENT span of the client's service, with the
+// database conventions' attributes and its SQLSTATE as the status message.
+TEST(OtlpEncode, PostgresqlSpansAreClientSpansOfTheClient) {
+  Fixture fx;
+  PgSpanList pg;
+  PgSpan& s = pg.append();
+  for (int i = 0; i < 16; i++) s.trace_id[i] = static_cast<uint8_t>(0xc0 + i);
+  for (int i = 0; i < 8; i++) s.span_id[i] = static_cast<uint8_t>(0x30 + i);
+  s.family = 4;
+  std::memcpy(s.src_addr, fx.tcp[0].src_addr, 16);
+  std::memcpy(s.dst_addr, fx.tcp[0].dst_addr, 16);
+  s.src_port = 40001;
+  s.dst_port = 5432;
+  s.start_unix_us = 1700000000000100;
+  s.end_unix_us = 1700000000000900;
+  s.status = SpanStatus::Error;
+  std::memcpy(s.sqlstate, "42P01", 6);
+  s.operation = pg.put("SELECT", 6);
+  s.collection = pg.put("missing", 7);
+  s.query = pg.put("SELECT * FROM missing WHERE a = ?", 33);
+  s.database = pg.put("shop", 4);
+  s.user = pg.put("alice", 5);
+  SpanBatch::Chunk c;
+  c.pg = pg.data();
+  c.npg = 1;
+  c.pg_text = pg.text();
+  const kube::PeerIdentity* peers[2] = {&fx.loadgen, &fx.productpage};
+  Encoder enc;
+  EncodeOptions o;
+  o.format = Format::Json;
+  o.compression = Compression::None;
+  o.interface = "cni0";
+  std::vector<uint8_t> out;
+  ASSERT_EQ(enc.encode(c, peers, o, out), 1u);
+  const json j = json::parse(std::string(out.begin(), out.end()));
+  ASSERT_EQ(j["resourceSpans"].size(), 1u);
+  EXPECT_EQ(kv(j["resourceSpans"][0]["resource"]["attributes"]).at("service.name")["stringValue"],
+            "loadgen");
+  const json& span = j["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+  EXPECT_EQ(span["name"], "SELECT missing");
+  EXPECT_EQ(span["kind"], 3);
+  EXPECT_EQ(span["status"]["code"], 2);
+  EXPECT_EQ(span["status"]["message"], "42P01");
+  const auto a = kv(span["attributes"]);
+  EXPECT_EQ(a.at("db.system.name")["stringValue"], "postgresql");
+  EXPECT_EQ(a.at("db.namespace")["stringValue"], "shop");
+  EXPECT_EQ(a.at("db.query.text")["stringValue"], "SELECT * FROM missing WHERE a = ?");
+  EXPECT_EQ(a.at("db.response.status_code")["stringValue"], "42P01");
+  EXPECT_EQ(a.at("server.port")["intValue"], "5432");
+}
+
 TEST(OtlpEncode, ProtobufHasTheSameStructureAndGzipRoundTrips) {
   Fixture fx;
   Encoder enc;

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <string>
+
 #include "conn_sim.h"
 
 namespace ebpfc {
@@ -152,4 +155,66 @@ TEST(SpanBatch, HttpSpansCountTheirStringsAndABurstGivesItsMemoryBack) {
 }
 
 }  // namespace
+}  // namespace ebpfc
+
+namespace ebpfc {
+
+namespace {
+
+class StopControl final : public PayloadControl {
+ public:
+  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control&) override {}
+  void clear_l7_control(const ebpfc_flow_key&) override {}
+};
+
+// A payload record of the client of `key` (endpoint 0), classified `l7`.
+ebpfc_payload_event client_record(const ebpfc_flow_key& key, uint8_t l7, const std::string& bytes,
+                                  uint32_t seq) {
+  ebpfc_payload_event e{};
+  e.type = EBPFC_EVENT_PAYLOAD;
+  e.sender = 0;
+  e.from_client = 1;
+  e.l7 = l7;
+  e.key = key;
+  e.ts_ns = 1500;
+  e.flow_first_ns = 1000;
+  e.seq = seq;
+  e.flags = 0;  // first seen mid-stream: no startup packet to wait for
+  e.segment_len = e.data_len = static_cast<uint32_t>(bytes.size());
+  std::memcpy(e.data, bytes.data(), bytes.size());
+  return e;
+}
+
+}  // namespace
+
+// Payload the filter classified PostgreSQL goes to the PostgreSQL tracker
+// (not to HTTP's), its spans come out of the flush after the tcp spans, and
+// the connection's tcp span carries the id they refer to.
+TEST(SpanBatch, PostgresqlPayloadMakesPostgresqlSpans) {
+  StopControl control;
+  HttpTracker http(HttpTrackerOptions(), control);
+  PgTracker pg(PgTrackerOptions(), control);
+  SpanBatch b(1 << 20);
+  b.set_http(&http);
+  b.set_pg(&pg);
+  const ebpfc_flow_key key = ipv4_flow_key(40000, 5432);
+  const std::string q = std::string("Q\0\0\0\x0dSELECT 1\0", 14);
+  b.payload(client_record(key, EBPFC_L7_PGSQL, q, 100));
+  EXPECT_EQ(pg.open_connections(), 1u);
+  EXPECT_EQ(http.open_connections(), 0u);
+  b.flow_ended(key, closed_stats(q.size()), CloseReason::Fin);
+  b.end_of_drain(3000);
+  EXPECT_EQ(b.waiting(), 2u);  // the tcp span and the unanswered query's
+  b.begin_flush();
+  const SpanBatch::Chunk c = b.next_chunk(10);
+  ASSERT_EQ(c.ntcp, 1u);
+  ASSERT_EQ(c.npg, 1u);
+  EXPECT_EQ(c.nhttp, 0u);
+  EXPECT_EQ(std::memcmp(c.tcp[0].span_id, c.pg[0].connection_span_id, 8), 0);
+  EXPECT_TRUE(c.pg[0].flags & kPgNoResponse);
+  b.chunk_done(c);
+  EXPECT_EQ(b.next_chunk(10).size(), 0u);
+  b.end_flush();
+}
+
 }  // namespace ebpfc

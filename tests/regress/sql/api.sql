@@ -28,7 +28,9 @@ FROM pg_proc p,
 WHERE p.oid = 'capture_status()'::regprocedure AND a.mode IN ('o', 't')
   AND a.name IN ('interface', 'pid', 'state', 'started_at', 'packets', 'bytes',
                  'spans_written', 'events_dropped', 'kernel_drops',
-                 'flow_table_full', 'last_error', 'not_http_connections')
+                 'flow_table_full', 'last_error', 'not_http_connections',
+                 'postgresql_connections', 'postgresql_spans', 'postgresql_encrypted',
+                 'postgresql_mid_stream', 'postgresql_resyncs', 'postgresql_lost')
 ORDER BY a.n;
 -- nobody but a superuser may call them: no EXECUTE for PUBLIC
 CREATE ROLE regress_ebpfc_nobody;

@@ -1,0 +1,197 @@
+// pg_fuzz.cpp - libFuzzer target for PostgreSQL's wire protocol parser and
+// its pairing (extension/core/pg_wire.*, pg_query.*), and the filter's
+// classifier (bpf/l7_classify.h, ebpfc_pg_classify).
+//
+// The input is a connection's capture, as the kernel would report it:
+//
+//   config (1 byte) | records...
+//
+// config bit 0: the capture joined mid-stream (no stream starts); bit 1: raw
+// query text. A record is ctl (1 byte) and its operands; ctl bit 0 is the
+// direction (1: the client), bits 1-3:
+//   0-3  n (2 bytes, little-endian, at most 4096), n bytes: the direction's
+//        next bytes, one segment
+//   4    a canned message of the protocol (next byte chooses), one segment
+//   5    n (1 byte): n*7 bytes are lost (sent, never reported)
+//   6    the last segment again (a retransmission)
+//   7    the connection closes; a new one starts on the same tracker
+//
+// Checked (CHECK aborts): every span is well formed (text references inside
+// the list's text, at most kPgTextMax bytes of statement, times in order,
+// a SQLSTATE of five characters or none); the connections followed stay
+// bounded; at close nothing is left open.
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "core/pg_query.h"
+#include "core/pg_wire.h"
+#include "fuzz_check.h"
+#include "l7_classify.h"
+
+namespace {
+
+using namespace ebpfc;
+
+class Control final : public PayloadControl {
+ public:
+  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control&) override {}
+  void clear_l7_control(const ebpfc_flow_key&) override {}
+};
+
+std::string be32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; i++) s[i] = static_cast<char>(v >> (24 - 8 * i));
+  return s;
+}
+std::string msg(char t, const std::string& body) {
+  return std::string(1, t) + be32(static_cast<uint32_t>(body.size() + 4)) + body;
+}
+std::string z(const std::string& s) { return s + std::string(1, '\0'); }
+
+std::string canned(uint8_t k) {
+  switch (k % 16) {
+    case 0: {
+      const std::string body = be32(196608) + z("user") + z("u") + z("database") + z("d") + z("");
+      return be32(static_cast<uint32_t>(body.size() + 4)) + body;
+    }
+    case 1:
+      return be32(8) + be32(80877103);
+    case 2:
+      return "S";
+    case 3:
+      return "N";
+    case 4:
+      return msg('Q', z("SELECT 'x', 1 FROM t WHERE a = $1"));
+    case 5:
+      return msg('P', z("s1") + z("SELECT $1") + std::string(2, '\0'));
+    case 6:
+      return msg('B', z("") + z("s1") + std::string(6, '\0'));
+    case 7:
+      return msg('E', z("") + be32(0));
+    case 8:
+      return msg('S', "");
+    case 9:
+      return msg('C', z("SELECT 3"));
+    case 10:
+      return msg('Z', "I");
+    case 11:
+      return msg('E', "C" + z("42P01") + "Mx" + std::string(2, '\0'));
+    case 12:
+      return msg('1', "") + msg('2', "");
+    case 13:
+      return msg('D', std::string("\0\1", 2) + be32(1) + "x");
+    case 14:
+      return msg('R', be32(0));
+    default:
+      return std::string("Q") + be32(0x3fffffff) + "SELECT";
+  }
+}
+
+void check_spans(const PgSpanList& out, size_t from) {
+  const size_t text_len = out.bytes();  // an upper bound of the text's size
+  for (size_t i = from; i < out.size(); i++) {
+    const PgSpan& s = out[i];
+    for (const TextRef r : {s.operation, s.collection, s.query, s.database, s.user})
+      CHECK(r.offset + size_t{r.len} <= text_len);
+    CHECK(s.query.len <= kPgTextMax);
+    CHECK(s.database.len < kPgNameMax && s.user.len < kPgNameMax);
+    CHECK(s.start_unix_us <= s.end_unix_us);
+    const size_t st = strnlen(s.sqlstate, sizeof(s.sqlstate));
+    CHECK(st == 0 || st == 5);
+    CHECK(st == 0 || s.status == SpanStatus::Error);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  Control control;
+  PgTrackerOptions options;
+  options.max_connections = 4;
+  options.raw_text = (data[0] & 2) != 0;
+  PgTracker tracker(options, control);
+  WallClock clock;
+  SpanIdGenerator ids(1);
+  PgSpanList out;
+  const bool mid = (data[0] & 1) != 0;
+
+  ebpfc_payload_event e{};
+  e.type = EBPFC_EVENT_PAYLOAD;
+  e.l7 = EBPFC_L7_PGSQL;
+  e.key.family = 4;
+  e.key.port[0] = 5432;
+  e.key.port[1] = 40000;
+  uint32_t seq[2] = {1000, 5000};
+  uint64_t now = 1;
+  uint64_t first = 1;
+  std::string last[2];
+  size_t at = 1;
+
+  auto deliver = [&](unsigned role, const std::string& bytes) {
+    // The classifier sees the same bytes (it must never read past them).
+    __u8 head[EBPFC_L7_BUF_LEN] = {};
+    const size_t n = bytes.size() < EBPFC_L7_PROBE_LEN ? bytes.size() : EBPFC_L7_PROBE_LEN;
+    std::memcpy(head, bytes.data(), n);
+    (void)ebpfc_pg_classify(head, static_cast<__u32>(n), static_cast<__u32>(bytes.size()),
+                            seq[role] == (role == 0 ? 1000u : 5000u));
+    e.sender = role == 0 ? 1 : 0;
+    e.from_client = role == 0;
+    e.flags = mid ? 0 : EBPFC_PAYLOAD_STREAM_START;
+    e.stream_start = role == 0 ? 1000 : 5000;
+    e.flow_first_ns = first;
+    e.ts_ns = now += 1000;
+    e.seq = seq[role];
+    e.data_len = e.segment_len = static_cast<uint32_t>(bytes.size());
+    std::memcpy(e.data, bytes.data(), bytes.size());
+    const size_t before = out.size();
+    tracker.on_payload(e, clock, ids, out);
+    check_spans(out, before);
+    seq[role] += static_cast<uint32_t>(bytes.size());
+    last[role] = bytes;
+  };
+
+  while (at < size) {
+    const uint8_t ctl = data[at++];
+    const unsigned role = (ctl & 1) ? 0 : 1;
+    const unsigned op = (ctl >> 1) & 7;
+    if (op <= 3) {
+      if (at + 2 > size) break;
+      size_t n = data[at] | (size_t{data[at + 1]} << 8);
+      at += 2;
+      if (n > EBPFC_PAYLOAD_MAX) n = EBPFC_PAYLOAD_MAX;
+      if (n > size - at) n = size - at;
+      deliver(role, std::string(reinterpret_cast<const char*>(data + at), n));
+      at += n;
+    } else if (op == 4) {
+      if (at >= size) break;
+      deliver(role, canned(data[at++]));
+    } else if (op == 5) {
+      if (at >= size) break;
+      seq[role] += 7u * data[at++];
+    } else if (op == 6) {
+      if (last[role].empty()) continue;
+      seq[role] -= static_cast<uint32_t>(last[role].size());
+      deliver(role, last[role]);
+    } else {
+      uint8_t id[8];
+      const size_t before = out.size();
+      tracker.on_flow_ended(e.key, id, clock, ids, out);
+      tracker.end_of_drain(now, clock, ids, out);
+      check_spans(out, before);
+      CHECK(tracker.open_connections() == 0);
+      first++;
+      seq[0] = 1000;
+      seq[1] = 5000;
+      last[0].clear();
+      last[1].clear();
+    }
+    CHECK(tracker.open_connections() <= options.max_connections);
+  }
+  const size_t before = out.size();
+  tracker.close_all(clock, ids, out);
+  check_spans(out, before);
+  CHECK(tracker.open_connections() == 0);
+  return 0;
+}
