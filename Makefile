@@ -69,6 +69,9 @@ extension/capture/packet_capture.o: $(BPF_SKEL)
 # compiler's dependency files say which headers each one includes.
 $(OBJS): | $(BPF_SKEL)
 -include $(OBJS:.o=.d)
+# An object without its dependency file (built by an older Makefile) depends
+# on every header, so that it cannot be left stale.
+$(foreach o,$(OBJS),$(if $(wildcard $(o:.o=.d)),,$(eval $(o): $(wildcard extension/*/*.h) $(BPF_SRCS))))
 
 # A shared library links with undefined symbols (PostgreSQL's come from the
 # server at load time), so a missing definition of our own would only show up
