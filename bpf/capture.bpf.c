@@ -75,6 +75,14 @@ const volatile __u32 bridge_ifindex = 0;
 #define EBPFC_PACKET_OUTGOING 4 /* PACKET_OUTGOING in linux/if_packet.h */
 
 /*
+ * Set when the capture is at routed pod interfaces (user space, before load):
+ * one socket per pod's host-side veth, seeing both directions; a frame
+ * between two pods is seen twice and counted once (see ebpfc_routed_copy in
+ * flow_account.h).
+ */
+const volatile __u8 routed = 0;
+
+/*
  * One source's share of the flows map. A connection opened by a SYN takes an
  * entry at once and keeps it until it closes or, if it never completes its
  * handshake, until it has been idle for the idle timeout: a SYN flood from
@@ -207,17 +215,14 @@ struct {
 	__type(value, struct ebpfc_scratch);
 } scratch SEC(".maps");
 
-static __always_inline struct ebpfc_flow_stats *ebpfc_find_or_create(const struct __sk_buff *skb,
-								     const struct ebpfc_packet *p,
-								     __u64 now,
-								     struct ebpfc_counters *c,
-								     struct ebpfc_scratch *tmp)
+/* The entry of a connection the flows map does not hold (yet), if p may start one. */
+static __always_inline struct ebpfc_flow_stats *ebpfc_create(const struct __sk_buff *skb,
+							    const struct ebpfc_packet *p, __u64 now,
+							    struct ebpfc_counters *c,
+							    struct ebpfc_scratch *tmp)
 {
-	struct ebpfc_flow_stats *v = bpf_map_lookup_elem(&flows, &p->key);
 	long err;
 
-	if (v)
-		return v;
 	if (!ebpfc_starts_flow(p)) {
 		c->untracked++;
 		return 0;
@@ -441,6 +446,7 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 	__u64 established;
 	__u32 head_len;
 	__u64 now;
+	int outgoing;
 	int result;
 
 	if (!c || !tmp)
@@ -470,8 +476,18 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		return 0;
 	}
 
+	outgoing = skb->pkt_type == EBPFC_PACKET_OUTGOING;
+	v = bpf_map_lookup_elem(&flows, &p.key);
+	if (routed && v && ebpfc_routed_copy(v, &p, outgoing)) {
+		/* counted where it came in, at the sending pod's interface */
+		c->routed_copies++;
+		c->frames--;
+		c->frame_bytes -= skb->len;
+		return 0;
+	}
 	now = bpf_ktime_get_ns();
-	v = ebpfc_find_or_create(skb, &p, now, c, tmp);
+	if (!v)
+		v = ebpfc_create(skb, &p, now, c, tmp);
 	if (!v)
 		return 0;
 
@@ -481,6 +497,8 @@ int ebpfc_socket_filter(struct __sk_buff *skb)
 		ebpfc_source_release(skb, &p);
 	if (result == EBPFC_CLOSED_NOW)
 		__builtin_memcpy(&tmp->closed, v, sizeof(tmp->closed));
+	if (routed && !outgoing)
+		ebpfc_routed_mark_in(v, &p);
 
 	if (result == EBPFC_LATE) {
 		c->late++;

@@ -86,6 +86,9 @@ struct ebpfc_flow_stats {
 	__u32 l7;		      /* enum ebpfc_l7: what the payload looks like */
 	__u32 l7_probes;	      /* payload segments that were looked at and did not decide
 				       * (see l7_classify.h); bounded by EBPFC_L7_PROBES_MAX */
+	__u32 counted_in;	      /* routed capture: bit i is set once endpoint i's
+				       * frames are counted where they enter the node from a
+				       * captured interface (see ebpfc_routed_copy) */
 };
 
 /*
@@ -208,6 +211,8 @@ struct ebpfc_counters {
 	__u64 source_capped;   /* new flows not tracked: their source had its share of
 				* half-open connections (max_half_open_per_source) */
 	__u64 l7_pgsql;	       /* connections taken for PostgreSQL's wire protocol */
+	__u64 routed_copies;   /* routed capture: TCP frames seen leaving towards a pod that
+				* were already counted where they came in (not counted again) */
 };
 
 /* The flows map's share of one source (see capture.bpf.c, sources). */

@@ -215,4 +215,49 @@ static __always_inline int ebpfc_flow_account(struct ebpfc_flow_stats *s,
 	return reopened ? EBPFC_REOPENED : restarted ? EBPFC_RESTARTED : EBPFC_ACCOUNTED;
 }
 
+/*
+ * Routed capture (no bridge: each pod's veth ends in the host's IP stack).
+ * The filter runs on a packet socket on every pod's host-side veth and sees
+ * each frame in both directions there: coming in from the pod, and going out
+ * to it (PACKET_OUTGOING). A frame between two pods of the node crosses two
+ * veths: it comes in at the sender's and goes out at the receiver's. Which
+ * copy counts is decided per direction of each connection, from the flow
+ * itself:
+ *
+ *   - a frame coming in from a captured interface always counts, and marks
+ *     its sender's direction as counted there (ebpfc_routed_mark_in);
+ *   - a frame going out counts unless its sender's direction is so marked
+ *     (ebpfc_routed_copy): then it is the second copy of a frame already
+ *     counted where it came in.
+ *
+ * So pod to pod, each frame counts where it leaves its pod; from the host or
+ * another node (which come in through no captured interface), where it goes
+ * out to its pod. No list of pod addresses is needed. A connection whose
+ * frames are rewritten on the way (a Service's DNAT, the reverse of it on the
+ * replies) is two connections here, the client's view and the server's, each
+ * frame once in each; a direction that only ever goes out (the replies of
+ * the client's view) is never marked, so it is counted there.
+ */
+
+/* Is this outgoing frame (the socket's PACKET_OUTGOING) a copy of one counted where it came in? */
+static __always_inline int ebpfc_routed_copy(const struct ebpfc_flow_stats *s,
+					     const struct ebpfc_packet *p, int outgoing)
+{
+	return outgoing && (s->counted_in & (1u << (p->sender & 1)));
+}
+
+/*
+ * Marks the sender's direction as counted where it comes in. Called after
+ * ebpfc_flow_account, which may have started the entry afresh (a new
+ * connection on the four-tuple clears the marks with everything else).
+ */
+static __always_inline void ebpfc_routed_mark_in(struct ebpfc_flow_stats *s,
+						 const struct ebpfc_packet *p)
+{
+	__u32 bit = 1u << (p->sender & 1);
+
+	if (!(s->counted_in & bit))
+		__sync_fetch_and_or(&s->counted_in, bit);
+}
+
 #endif /* EBPFC_FLOW_ACCOUNT_H */

@@ -135,6 +135,7 @@ class LoadedFilter {
     // for a table of flow_table_size entries (max_half_open_share)
     uint32_t max_half_open_per_source = 64;
     bool pgsql = false;                     // send the payload of PostgreSQL connections
+    bool routed = false;                    // at routed pod interfaces (capture_start('cali*'))
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -146,6 +147,7 @@ class LoadedFilter {
     skel_->rodata->send_payload = o.http ? 1 : 0;
     skel_->rodata->max_half_open_per_source = o.max_half_open_per_source;
     skel_->rodata->send_pgsql = o.pgsql ? 1 : 0;
+    skel_->rodata->routed = o.routed ? 1 : 0;
     bpf_map__set_max_entries(skel_->maps.flows, o.flow_table_size);
     bpf_map__set_max_entries(skel_->maps.events, o.ring_buffer_bytes);
     if (capture_bpf__load(skel_) != 0) {
