@@ -16,7 +16,7 @@ KUBE_PLAIN_NAMES := line_splitter kube_time ip_addr kube_objects workload string
 # libcurl transport.
 EXPORT_PLAIN_NAMES := otlp_writer otlp_encode otlp_policy
 # Need libbpf, netlink sockets or libcurl: exercised by the integration tests.
-CAPTURE_SYSTEM_NAMES := packet_capture bridge_watch
+CAPTURE_SYSTEM_NAMES := packet_capture link_watch
 KUBE_CURL_NAMES := curl_driver api_client kube_client
 EXPORT_CURL_NAMES := otlp_client
 # The PostgreSQL shell.

@@ -1,4 +1,4 @@
-#include "capture/bridge_watch.h"
+#include "capture/link_watch.h"
 
 #include <errno.h>
 #include <linux/netlink.h>
@@ -30,10 +30,10 @@ constexpr int kInitialDumpTries = 5;
 
 }  // namespace
 
-BridgeWatch::BridgeWatch(int bridge_ifindex, PortListener& listener, int timeout_ms)
-    : tracker_(bridge_ifindex), buf_(kBufferBytes) {
+LinkWatch::LinkWatch(const PortRule& rule, PortListener& listener, int timeout_ms, bool keep_dump)
+    : keep_dump_(keep_dump), tracker_(rule), buf_(kBufferBytes) {
   fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
-  if (fd_ < 0) fail("cannot open a netlink socket to follow the bridge's ports", errno);
+  if (fd_ < 0) fail("cannot open a netlink socket to follow the network links", errno);
   try {
     const int rcvbuf = kReceiveBufferBytes;
     // Best effort: the kernel caps it at net.core.rmem_max.
@@ -62,9 +62,11 @@ BridgeWatch::BridgeWatch(int bridge_ifindex, PortListener& listener, int timeout
         }
       }
       if (tracker_.dump_error() == 0) break;
+      dump_links_.clear();  // an inconsistent list: keep the next one
       if (attempt + 1 >= kInitialDumpTries)
         fail("cannot list the network links", -tracker_.dump_error());
     }
+    keep_dump_ = false;
   } catch (...) {
     close(fd_);
     fd_ = -1;
@@ -72,11 +74,11 @@ BridgeWatch::BridgeWatch(int bridge_ifindex, PortListener& listener, int timeout
   }
 }
 
-BridgeWatch::~BridgeWatch() {
+LinkWatch::~LinkWatch() {
   if (fd_ >= 0) close(fd_);
 }
 
-void BridgeWatch::request_dump() {
+void LinkWatch::request_dump() {
   struct {
     nlmsghdr h;
     ifinfomsg ifi;
@@ -93,7 +95,7 @@ void BridgeWatch::request_dump() {
   tracker_.dump_started(seq_, portid_);
 }
 
-bool BridgeWatch::read_one(PortListener& listener) {
+bool LinkWatch::read_one(PortListener& listener) {
   sockaddr_nl from{};
   socklen_t from_len = sizeof(from);
   const ssize_t n = recvfrom(fd_, buf_.data(), buf_.size(), MSG_DONTWAIT | MSG_TRUNC,
@@ -117,12 +119,15 @@ bool BridgeWatch::read_one(PortListener& listener) {
   (void)parse_link_messages(buf_.data(), static_cast<size_t>(n), messages_);
   for (const LinkMessage& m : messages_) {
     if (m.type == LinkMessage::Type::Overrun) resync_pending_ = true;
+    if (keep_dump_ && m.type == LinkMessage::Type::NewLink && tracker_.dumping() && m.seq == seq_ &&
+        m.portid == portid_)
+      dump_links_.push_back(m);
     tracker_.apply(m, listener);
   }
   return true;
 }
 
-size_t BridgeWatch::poll(PortListener& listener) {
+size_t LinkWatch::poll(PortListener& listener) {
   size_t datagrams = 0;
   while (read_one(listener)) datagrams++;
   if (!tracker_.dumping() && (resync_pending_ || tracker_.dump_error() != 0)) {

@@ -1,7 +1,7 @@
 #include "capture/packet_capture.h"
 
-#include "capture/bridge_watch.h"
 #include "capture/capture_checks.h"
+#include "capture/link_watch.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -72,15 +72,35 @@ class NoPortListener final : public PortListener {
 }  // namespace
 
 PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) {
-  const std::string problem = interface_name_problem(options.interface);
+  const std::string problem = capture_target_problem(options.interface);
   if (!problem.empty()) throw CaptureError(problem);
-  const unsigned ifindex = if_nametoindex(options.interface.c_str());
-  if (ifindex == 0) throw CaptureError("interface \"" + options.interface + "\" does not exist");
+  target_ = options.interface;
+  NoPortListener none;
+  if (target_ == kAutoTarget) {
+    LinkWatch probe(PortRule{}, none, 5000, true);
+    const AutoChoice choice = choose_capture_target(probe.dump_links());
+    if (choice.target.empty())
+      throw CaptureError("auto: " + choice.why +
+                         "; start the capture on the pod bridge or a pattern of the pods' "
+                         "interfaces instead, e.g. capture_start('cali*')");
+    target_ = choice.target;
+    auto_why_ = choice.why;
+  }
 
-  if (options.bridge_ports) {
-    NoPortListener none;
-    watch_ = std::make_unique<BridgeWatch>(static_cast<int>(ifindex), none);
-    if (!watch_->is_bridge()) watch_.reset();  // one socket on the device, as below
+  unsigned ifindex = 0;
+  if (is_interface_pattern(target_)) {
+    mode_ = Mode::Routed;
+    watch_ = std::make_unique<LinkWatch>(PortRule::routed(target_), none);
+  } else {
+    ifindex = if_nametoindex(target_.c_str());
+    if (ifindex == 0) throw CaptureError("interface \"" + target_ + "\" does not exist");
+    if (options.bridge_ports) {
+      watch_ = std::make_unique<LinkWatch>(PortRule::bridge_ports(static_cast<int>(ifindex)), none);
+      if (watch_->is_bridge())
+        mode_ = Mode::BridgePorts;
+      else
+        watch_.reset();  // one socket on the device, as below
+    }
   }
 
   // libbpf's callback type carries no format attribute for GCC to match.
@@ -101,7 +121,8 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   // reached at tens of MB of events a second.
   skel_->rodata->wakeup_bytes =
       std::max<__u64>(options.ring_buffer_bytes / 16, sizeof(ebpfc_event));
-  skel_->rodata->bridge_ifindex = watch_ ? ifindex : 0;
+  skel_->rodata->bridge_ifindex = mode_ == Mode::BridgePorts ? ifindex : 0;
+  skel_->rodata->routed = mode_ == Mode::Routed ? 1 : 0;
   skel_->rodata->max_half_open_per_source = options.max_half_open_per_source;
   skel_->rodata->half_open_window_ns = options.half_open_window_ns;
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
@@ -132,15 +153,15 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   prog_fd_ = bpf_program__fd(skel_->progs.ebpfc_socket_filter);
 
   try {
-    sock_ = open_socket(ifindex, false);
-    if (!watch_ && options.promiscuous) {
+    if (mode_ != Mode::Routed) sock_ = open_socket(ifindex, false);
+    if (mode_ == Mode::Device && options.promiscuous) {
       // A bridge passes frames forwarded between its ports up to packet
       // sockets on the bridge device only while it is promiscuous.
       packet_mreq mreq{};
       mreq.mr_ifindex = static_cast<int>(ifindex);
       mreq.mr_type = PACKET_MR_PROMISC;
       if (setsockopt(sock_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0)
-        fail("cannot make \"" + options.interface + "\" promiscuous", errno);
+        fail("cannot make \"" + target_ + "\" promiscuous", errno);
     }
     if (watch_)
       for (int port : watch_->tracker().ports()) port_added(port);
@@ -149,8 +170,8 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
         ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this, nullptr);
     if (!ring_) fail("cannot map the BPF ring buffer", errno);
 
-    // One fd for the worker to wait on: the ring buffer and, on a bridge,
-    // the port notifications.
+    // One fd for the worker to wait on: the ring buffer and, on a bridge or
+    // a pattern, the link notifications.
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epoll_fd_ < 0) fail("cannot create an epoll instance", errno);
     epoll_event ev{};
@@ -223,20 +244,49 @@ int PacketCapture::open_socket(unsigned ifindex, bool ignore_outgoing) {
 void PacketCapture::port_added(int ifindex) {
   if (port_socks_.count(ifindex)) return;
   try {
-    port_socks_[ifindex] = open_socket(static_cast<unsigned>(ifindex), true);
-  } catch (const CaptureError&) {
+    // A bridge port's socket sees what the pod sends; a routed pod
+    // interface's both directions (the filter sorts them out).
+    port_socks_[ifindex] = open_socket(static_cast<unsigned>(ifindex), mode_ != Mode::Routed);
+  } catch (const CaptureError& e) {
     // Most often the device went away before we got to it (its removal is
     // the next notification); the capture goes on without it.
     port_failures_++;
+    port_errors_[ifindex] = watch_->tracker().port_name(ifindex) + " (" + e.what() + ")";
+    port_errors_generation_++;
   }
 }
 
 void PacketCapture::port_removed(int ifindex) {
+  if (port_errors_.erase(ifindex) > 0) port_errors_generation_++;
   auto it = port_socks_.find(ifindex);
   if (it == port_socks_.end()) return;
   read_socket_stats(it->second);
   close(it->second);
   port_socks_.erase(it);
+}
+
+uint64_t PacketCapture::links_generation() const {
+  return port_errors_generation_ + (watch_ ? watch_->tracker().generation() : 0);
+}
+
+CaptureLinks PacketCapture::links() const {
+  CaptureLinks out;
+  out.mode = mode_ == Mode::Routed        ? "routed"
+             : mode_ == Mode::BridgePorts ? "bridge_ports"
+                                          : "device";
+  out.target = target_;
+  out.why = auto_why_;
+  if (mode_ != Mode::Routed) out.attached.push_back(target_);
+  std::vector<std::string> ports;
+  for (const auto& port : port_socks_) ports.push_back(watch_->tracker().port_name(port.first));
+  std::sort(ports.begin(), ports.end());
+  out.attached.insert(out.attached.end(), ports.begin(), ports.end());
+  for (const auto& e : port_errors_) out.failed.push_back(e.second);
+  std::sort(out.failed.begin(), out.failed.end());
+  if (watch_)
+    for (const auto& s : watch_->tracker().skipped()) out.skipped.push_back(s.second);
+  std::sort(out.skipped.begin(), out.skipped.end());
+  return out;
 }
 
 int PacketCapture::on_event(void* ctx, void* data, size_t size) {
@@ -386,7 +436,7 @@ CaptureCounters PacketCapture::counters() {
       for (size_t k = 0; k < sizeof(ebpfc_counters) / sizeof(__u64); k++) dst[k] += src[k];
     }
   }
-  read_socket_stats(sock_);
+  if (sock_ >= 0) read_socket_stats(sock_);
   for (const auto& port : port_socks_) read_socket_stats(port.second);
   out.socket_packets = socket_packets_;
   out.socket_drops = socket_drops_;

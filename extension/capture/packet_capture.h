@@ -37,6 +37,10 @@ class CaptureError : public std::runtime_error {
 };
 
 struct CaptureOptions {
+  // What to capture: an interface's name; a shell-style pattern of the
+  // routed pod interfaces to capture ("cali*": see PacketCapture); or "auto"
+  // (choose_capture_target: a bridge with veth ports, or routed pod
+  // interfaces sharing a known prefix).
   std::string interface;
   // On a bridge: capture where frames enter it, at each of its ports (and
   // what the host sends out through the bridge device), instead of making
@@ -63,12 +67,22 @@ struct CaptureCounters {
   ebpfc_counters filter{};
   uint64_t socket_packets = 0;
   uint64_t socket_drops = 0;
-  uint32_t ports = 0;          // bridge ports captured at (bridge_ports mode)
+  uint32_t ports = 0;          // bridge ports or routed pod interfaces captured at
   uint64_t port_failures = 0;  // ports whose socket could not be opened
   uint64_t port_resyncs = 0;   // times link notifications were lost and the links listed again
 };
 
-class BridgeWatch;
+class LinkWatch;
+
+// Where a capture is attached, for capture_status().
+struct CaptureLinks {
+  const char* mode = "";              // "bridge_ports", "device" or "routed"
+  std::string target;                 // the device or pattern captured ("auto": what it chose)
+  std::string why;                    // "auto": what it found
+  std::vector<std::string> attached;  // interface names, sorted
+  std::vector<std::string> failed;    // "name (error)": could not be attached
+  std::vector<std::string> skipped;   // "name (why)": the pattern matched, not a pod interface
+};
 
 // One capture. On a device that is not a bridge (or with bridge_ports off) it
 // is one packet socket on the device, promiscuous if asked. On a bridge with
@@ -78,9 +92,15 @@ class BridgeWatch;
 //   - the socket on the bridge device, whose filter keeps only outgoing
 //     frames: what the host sends to pods.
 // The bridge is then never promiscuous, so frames it forwards between ports
-// are not also cloned up the host's stack. Ports are followed through
-// rtnetlink (BridgeWatch) as pods come and go; a new port is captured from
-// the moment its notification is read (within one wake-up of the worker).
+// are not also cloned up the host's stack.
+// With a pattern (no bridge: Calico, Cilium, ...) it is one socket per routed
+// pod interface whose name matches (routed_skip_reason says which are), each
+// seeing both directions; the filter counts a frame between two pods where it
+// leaves the sender's pod and not again where it goes out to the receiver's
+// (ebpfc_routed_copy in bpf/flow_account.h).
+// Ports and pod interfaces are followed through rtnetlink (LinkWatch) as pods
+// come and go; a new one is captured from the moment its notification is read
+// (within one wake-up of the worker).
 class PacketCapture final : public PayloadControl, private PortListener {
  public:
   explicit PacketCapture(const CaptureOptions& options);
@@ -92,7 +112,13 @@ class PacketCapture final : public PayloadControl, private PortListener {
   int event_fd() const { return epoll_fd_; }
 
   // Whether the capture is at the bridge's ports (not promiscuous).
-  bool at_bridge_ports() const { return watch_ != nullptr; }
+  bool at_bridge_ports() const { return mode_ == Mode::BridgePorts; }
+  // Whether it is at routed pod interfaces (a pattern).
+  bool routed() const { return mode_ == Mode::Routed; }
+
+  // Where it is attached now, and a number that changes whenever that does.
+  CaptureLinks links() const;
+  uint64_t links_generation() const;
 
   // Consumes every event in the ring buffer, hands each closed flow to sink,
   // then removes those flows from the map in one batch; also follows port
@@ -128,15 +154,22 @@ class PacketCapture final : public PayloadControl, private PortListener {
   void port_removed(int ifindex) override;
   void close_all() noexcept;
 
+  enum class Mode { Device, BridgePorts, Routed };
+
   CaptureOptions options_;
+  Mode mode_ = Mode::Device;
+  std::string target_;  // the device or pattern (options_.interface, or what "auto" chose)
+  std::string auto_why_;
   capture_bpf* skel_ = nullptr;
   ring_buffer* ring_ = nullptr;
-  int sock_ = -1;
+  int sock_ = -1;  // on the device (not in routed mode)
   int epoll_fd_ = -1;
   int prog_fd_ = -1;
-  std::unique_ptr<BridgeWatch> watch_;
-  std::map<int, int> port_socks_;  // ifindex -> packet socket
+  std::unique_ptr<LinkWatch> watch_;
+  std::map<int, int> port_socks_;           // ifindex -> packet socket
+  std::map<int, std::string> port_errors_;  // ifindex -> "name (error)"
   uint64_t port_failures_ = 0;
+  uint64_t port_errors_generation_ = 0;
   int flows_fd_ = -1;
   int counters_fd_ = -1;
   int l7_control_fd_ = -1;

@@ -1,6 +1,12 @@
-// Bridge ports from rtnetlink link messages: the decoder (bounded, robust to
-// damage) and the tracker that turns a dump plus notifications into port
-// added / removed calls (capture/link_messages.h).
+// Bridge ports and routed pod interfaces from rtnetlink link messages: the decoder (bounded, robust
+// to damage) and the tracker that turns a dump plus notifications into port added / removed calls
+// (capture/link_messages.h). <net/if.h> before the kernel's headers (netlink_builder.h): they then
+// leave its definitions alone.
+#include <net/if.h>
+// clang-format off
+#include <linux/if_arp.h>
+// clang-format on
+
 #include "capture/link_messages.h"
 
 #include <gtest/gtest.h>
@@ -12,10 +18,10 @@
 
 #include "netlink_builder.h"
 
-using ebpfc::BridgePortTracker;
 using ebpfc::LinkMessage;
 using ebpfc::parse_link_messages;
 using ebpfc::PortListener;
+using ebpfc::PortTracker;
 using ebpfc::test::NetlinkBuilder;
 
 namespace {
@@ -44,7 +50,7 @@ std::vector<LinkMessage> parse(const NetlinkBuilder& b) {
   return out;
 }
 
-void feed(BridgePortTracker& t, Recorder& r, const NetlinkBuilder& b) {
+void feed(PortTracker& t, Recorder& r, const NetlinkBuilder& b) {
   for (const LinkMessage& m : parse(b)) t.apply(m, r);
 }
 
@@ -116,8 +122,8 @@ TEST(LinkMessages, DamageStopsTheWalkWithoutReadingPastTheEnd) {
   EXPECT_FALSE(parse_link_messages(d.data(), d.size(), out));
 }
 
-TEST(BridgePortTracker, DumpFindsTheBridgeAndItsPorts) {
-  BridgePortTracker t(kBridge);
+TEST(PortTracker, DumpFindsTheBridgeAndItsPorts) {
+  PortTracker t(kBridge);
   Recorder r;
   t.dump_started(1, kPortid);
   NetlinkBuilder b;
@@ -136,8 +142,8 @@ TEST(BridgePortTracker, DumpFindsTheBridgeAndItsPorts) {
   EXPECT_EQ(t.ports().size(), 2u);
 }
 
-TEST(BridgePortTracker, NotABridge) {
-  BridgePortTracker t(kBridge);
+TEST(PortTracker, NotABridge) {
+  PortTracker t(kBridge);
   Recorder r;
   t.dump_started(1, kPortid);
   NetlinkBuilder b;
@@ -147,8 +153,8 @@ TEST(BridgePortTracker, NotABridge) {
   EXPECT_FALSE(t.is_bridge());
 }
 
-TEST(BridgePortTracker, NotificationsAddMoveAndRemovePorts) {
-  BridgePortTracker t(kBridge);
+TEST(PortTracker, NotificationsAddMoveAndRemovePorts) {
+  PortTracker t(kBridge);
   Recorder r;
   t.dump_started(1, kPortid);
   feed(t, r, NetlinkBuilder().new_link(10, kBridge, 1, kPortid).done(1, kPortid));
@@ -170,8 +176,8 @@ TEST(BridgePortTracker, NotificationsAddMoveAndRemovePorts) {
   EXPECT_EQ(r.ports, (std::set<int>{20}));
 }
 
-TEST(BridgePortTracker, RepeatedDumpRemovesWhatIsGoneButNotWhatChangedMeanwhile) {
-  BridgePortTracker t(kBridge);
+TEST(PortTracker, RepeatedDumpRemovesWhatIsGoneButNotWhatChangedMeanwhile) {
+  PortTracker t(kBridge);
   Recorder r;
   t.dump_started(1, kPortid);
   feed(t, r,
@@ -198,8 +204,8 @@ TEST(BridgePortTracker, RepeatedDumpRemovesWhatIsGoneButNotWhatChangedMeanwhile)
   EXPECT_EQ(r.log, "+10 +11 +12 +13 -12 -11 ");
 }
 
-TEST(BridgePortTracker, FailedOrInterruptedDumpRemovesNothing) {
-  BridgePortTracker t(kBridge);
+TEST(PortTracker, FailedOrInterruptedDumpRemovesNothing) {
+  PortTracker t(kBridge);
   Recorder r;
   t.dump_started(1, kPortid);
   feed(t, r, NetlinkBuilder().new_link(10, kBridge, 1, kPortid).done(1, kPortid));
@@ -223,4 +229,252 @@ TEST(BridgePortTracker, FailedOrInterruptedDumpRemovesNothing) {
   t.dump_started(4, kPortid);
   feed(t, r, NetlinkBuilder().done(3, kPortid).error(4, 999, -EPERM));
   EXPECT_TRUE(t.dumping());
+}
+
+// ---------------------------------------------------------------------------
+// Routed pod interfaces (capture_start('cali*')): names, peers, kinds.
+
+namespace {
+
+using Link = NetlinkBuilder::Link;
+
+LinkMessage one(const Link& l) {
+  const auto m = parse(NetlinkBuilder().named_link(RTM_NEWLINK, l));
+  EXPECT_EQ(m.size(), 1u);
+  return m.empty() ? LinkMessage{} : m[0];
+}
+
+Link veth(int ifindex, const std::string& name, int netnsid = 3, int master = 0) {
+  Link l;
+  l.ifindex = ifindex;
+  l.name = name;
+  l.netnsid = netnsid;
+  l.master = master;
+  return l;
+}
+
+std::vector<std::string> skipped_names(const ebpfc::PortTracker& t) {
+  std::vector<std::string> out;
+  for (const auto& s : t.skipped()) out.push_back(s.second);
+  return out;
+}
+
+}  // namespace
+
+TEST(LinkMessages, DecodesNameKindPeerNamespaceTypeAndFlags) {
+  Link l = veth(21, "calia1b2c3d4e5f");
+  l.ifi_flags = IFF_UP;
+  const LinkMessage m = one(l);
+  EXPECT_STREQ(m.name, "calia1b2c3d4e5f");
+  EXPECT_STREQ(m.kind, "veth");
+  EXPECT_TRUE(m.peer_netns);
+  EXPECT_EQ(m.arphrd, ARPHRD_ETHER);
+  EXPECT_EQ(m.flags, static_cast<uint32_t>(IFF_UP));
+  EXPECT_FALSE(m.is_bridge);
+
+  // No IFLA_LINK_NETNSID: the peer is in the same namespace.
+  EXPECT_FALSE(one(veth(22, "cilium_host", -1)).peer_netns);
+  // A name longer than IFNAMSIZ is cut, and always terminated.
+  const LinkMessage longer = one(veth(23, std::string(40, 'x')));
+  EXPECT_EQ(std::string(longer.name), std::string(15, 'x'));
+  Link nokind = veth(24, "eth0", -1);
+  nokind.kind = "";
+  EXPECT_STREQ(one(nokind).kind, "");
+}
+
+TEST(LinkMessages, OnlyVethsWithTheirPeerInAnotherNamespaceAreRoutedPodInterfaces) {
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(veth(10, "cali0123456789a"))), "");
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(veth(11, "lxc_health"))), "");
+
+  Link lo = veth(1, "lo", -1);
+  lo.kind = "";
+  lo.ifi_flags = IFF_LOOPBACK | IFF_UP;
+  lo.arphrd = ARPHRD_LOOPBACK;
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(lo)), "loopback");
+
+  Link uplink = veth(2, "eth0", -1);
+  uplink.kind = "";
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(uplink)), "not a veth: a physical device");
+
+  Link tunnel = veth(3, "vxlan.calico", -1);
+  tunnel.kind = "vxlan";
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(tunnel)), "not a veth: vxlan");
+
+  Link bridge = veth(4, "cni0", -1);
+  bridge.kind = "bridge";
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(bridge)), "a bridge: capture it by its name");
+
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(veth(5, "veth1", 3, 4))),
+            "a port of a bridge or bond: capture the bridge by its name");
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(veth(6, "cilium_net", -1))),
+            "its peer is in this network namespace, not a pod's");
+
+  Link odd = veth(7, "cali7", 3);
+  odd.arphrd = 65534;  // ARPHRD_NONE
+  EXPECT_EQ(ebpfc::routed_skip_reason(one(odd)), "not Ethernet");
+}
+
+TEST(PortTracker, APatternSelectsThePodInterfacesItMatches) {
+  PortTracker t(ebpfc::PortRule::routed("cali*"));
+  Recorder r;
+  t.dump_started(1, kPortid);
+  Link tunnel = veth(12, "vxlan.calico", -1);
+  tunnel.kind = "vxlan";
+  Link bogus = veth(13, "cali_host", -1);  // matches, but its peer is here
+  NetlinkBuilder b;
+  b.pod_link(10, "cali0000000000a", 1, kPortid)
+      .pod_link(11, "cali0000000000b", 1, kPortid)
+      .named_link(RTM_NEWLINK, tunnel, 1, kPortid)  // does not match
+      .named_link(RTM_NEWLINK, bogus, 1, kPortid)
+      .pod_link(14, "lxc0000000000a", 1, kPortid)  // another CNI's
+      .done(1, kPortid);
+  feed(t, r, b);
+  EXPECT_EQ(r.ports, (std::set<int>{10, 11}));
+  EXPECT_EQ(t.port_name(10), "cali0000000000a");
+  EXPECT_EQ(t.port_name(99), "");
+  EXPECT_EQ(
+      skipped_names(t),
+      (std::vector<std::string>{"cali_host (its peer is in this network namespace, not a pod's)"}));
+  EXPECT_FALSE(t.is_bridge());
+}
+
+TEST(PortTracker, PodInterfacesFollowRenamesMovesAndDeletions) {
+  PortTracker t(ebpfc::PortRule::routed("lxc[0-9a-f]*"));
+  Recorder r;
+  t.dump_started(1, kPortid);
+  feed(t, r, NetlinkBuilder().pod_link(10, "lxc0a", 1, kPortid).done(1, kPortid));
+  uint64_t gen = t.generation();
+
+  // A CNI plugin: a pair with temporary names on the node (its peer still
+  // here), the peer moved into the pod's namespace, the host end renamed.
+  feed(t, r, NetlinkBuilder().named_link(RTM_NEWLINK, veth(20, "tmp20", -1)));
+  EXPECT_EQ(r.ports, (std::set<int>{10}));
+  feed(t, r, NetlinkBuilder().pod_link(20, "tmp20"));
+  EXPECT_EQ(r.ports, (std::set<int>{10}));
+  feed(t, r, NetlinkBuilder().pod_link(20, "lxc1b"));
+  EXPECT_EQ(r.ports, (std::set<int>{10, 20}));
+  EXPECT_EQ(t.port_name(20), "lxc1b");
+  EXPECT_NE(t.generation(), gen);
+  gen = t.generation();
+
+  // A state change that changes nothing we keep.
+  feed(t, r, NetlinkBuilder().pod_link(20, "lxc1b"));
+  EXPECT_EQ(t.generation(), gen);
+
+  // Renamed within the pattern: the same port, its new name.
+  feed(t, r, NetlinkBuilder().pod_link(20, "lxc2c"));
+  EXPECT_EQ(t.port_name(20), "lxc2c");
+  EXPECT_NE(t.generation(), gen);
+  // Renamed out of it; a matching link that becomes a bridge port.
+  feed(t, r, NetlinkBuilder().pod_link(20, "gone20"));
+  feed(t, r, NetlinkBuilder().named_link(RTM_NEWLINK, veth(10, "lxc0a", 3, 7)));
+  EXPECT_TRUE(r.ports.empty());
+  EXPECT_EQ(skipped_names(t),
+            (std::vector<std::string>{
+                "lxc0a (a port of a bridge or bond: capture the bridge by its name)"}));
+  // Deleted: neither a port nor skipped any more.
+  feed(t, r, NetlinkBuilder().named_link(RTM_DELLINK, veth(10, "lxc0a", 3, 7)));
+  EXPECT_TRUE(t.skipped().empty());
+  EXPECT_EQ(r.log, "+10 +20 -20 -10 ");
+}
+
+TEST(PortTracker, RepeatedDumpForgetsSkippedLinksThatAreGone) {
+  PortTracker t(ebpfc::PortRule::routed("*"));
+  Recorder r;
+  t.dump_started(1, kPortid);
+  feed(t, r,
+       NetlinkBuilder()
+           .named_link(RTM_NEWLINK, veth(5, "cilium_host", -1), 1, kPortid)
+           .named_link(RTM_NEWLINK, veth(6, "cilium_net", -1), 1, kPortid)
+           .pod_link(7, "lxcaaaa", 1, kPortid)
+           .done(1, kPortid));
+  EXPECT_EQ(t.skipped().size(), 2u);
+  EXPECT_EQ(r.ports, (std::set<int>{7}));
+  // Both ends of the pair vanished unnoticed; the dump's end tells.
+  t.dump_started(2, kPortid);
+  feed(t, r, NetlinkBuilder().pod_link(7, "lxcaaaa", 2, kPortid).done(2, kPortid));
+  EXPECT_TRUE(t.skipped().empty());
+  EXPECT_EQ(r.ports, (std::set<int>{7}));
+}
+
+// ---------------------------------------------------------------------------
+// capture_start('auto')
+
+namespace {
+
+std::vector<LinkMessage> links_of(const NetlinkBuilder& b) { return parse(b); }
+
+Link bridge_dev(int ifindex, const std::string& name) {
+  Link l = veth(ifindex, name, -1);
+  l.kind = "bridge";
+  return l;
+}
+
+}  // namespace
+
+TEST(AutoChoice, TheLayoutWithTheMostPodInterfaces) {
+  NetlinkBuilder flannel;
+  flannel.named_link(RTM_NEWLINK, bridge_dev(3, "cni0"))
+      .named_link(RTM_NEWLINK, bridge_dev(4, "docker0"))
+      .named_link(RTM_NEWLINK, veth(10, "veth1", 3, 3))
+      .named_link(RTM_NEWLINK, veth(11, "veth2", 3, 3))
+      .named_link(RTM_NEWLINK, veth(12, "veth3", 3, 4));
+  auto c = ebpfc::choose_capture_target(links_of(flannel));
+  EXPECT_EQ(c.target, "cni0");
+  EXPECT_TRUE(c.bridge);
+  EXPECT_EQ(c.why, "bridge cni0 with 2 veth ports");
+
+  NetlinkBuilder calico;
+  Link tunnel = veth(5, "vxlan.calico", -1);
+  tunnel.kind = "vxlan";
+  calico.named_link(RTM_NEWLINK, bridge_dev(4, "docker0"))
+      .named_link(RTM_NEWLINK, tunnel)
+      .pod_link(10, "cali0000000000a")
+      .pod_link(11, "cali0000000000b")
+      .pod_link(12, "uplink0");  // a veth to somewhere else, not named like a CNI's
+  c = ebpfc::choose_capture_target(links_of(calico));
+  EXPECT_EQ(c.target, "cali*");
+  EXPECT_FALSE(c.bridge);
+  EXPECT_EQ(c.why, "2 routed pod interfaces named cali*");
+
+  NetlinkBuilder cilium;
+  cilium.named_link(RTM_NEWLINK, veth(5, "cilium_host", -1))
+      .named_link(RTM_NEWLINK, veth(6, "cilium_net", -1))
+      .pod_link(10, "lxc_health")
+      .pod_link(11, "lxc0a1b2c3d4e5f");
+  EXPECT_EQ(ebpfc::choose_capture_target(links_of(cilium)).target, "lxc*");
+
+  // A tie goes to the bridge, and says what else there was.
+  NetlinkBuilder tie;
+  tie.named_link(RTM_NEWLINK, bridge_dev(3, "cni0"))
+      .named_link(RTM_NEWLINK, veth(10, "veth1", 3, 3))
+      .pod_link(11, "eni0123456789a");
+  c = ebpfc::choose_capture_target(links_of(tie));
+  EXPECT_EQ(c.target, "cni0");
+  EXPECT_EQ(c.why, "bridge cni0 with 1 veth port (and 1 routed pod interfaces named eni*)");
+}
+
+TEST(AutoChoice, UnknownNamesShareAPrefixOrNothingFits) {
+  NetlinkBuilder other;
+  other.pod_link(10, "podif0001").pod_link(11, "podif0002").pod_link(12, "podif1003");
+  auto c = ebpfc::choose_capture_target(links_of(other));
+  EXPECT_EQ(c.target, "podif*");
+  EXPECT_EQ(c.why, "3 routed pod interfaces named podif*");
+
+  // One of them: its whole name, cut to leave room for the '*'.
+  NetlinkBuilder single;
+  single.pod_link(10, "abcdefghijklmno");
+  EXPECT_EQ(ebpfc::choose_capture_target(links_of(single)).target, "abcdefghijklmn*");
+
+  NetlinkBuilder mixed;
+  mixed.pod_link(10, "ab1").pod_link(11, "cd2");
+  c = ebpfc::choose_capture_target(links_of(mixed));
+  EXPECT_EQ(c.target, "");
+  EXPECT_NE(c.why.find("share a prefix"), std::string::npos) << c.why;
+
+  NetlinkBuilder empty;
+  empty.named_link(RTM_NEWLINK, bridge_dev(3, "cni0"));  // a bridge without ports
+  c = ebpfc::choose_capture_target(links_of(empty));
+  EXPECT_EQ(c.target, "");
+  EXPECT_NE(c.why.find("found no bridge with veth ports"), std::string::npos) << c.why;
 }
