@@ -21,4 +21,4 @@ KUBE_CURL_NAMES := curl_driver api_client kube_client
 EXPORT_CURL_NAMES := otlp_client
 # The PostgreSQL shell.
 PG_NAMES := module guc shmem supervisor launcher storage_maintenance worker span_store \
-	direct_insert jsonb_attributes sql_api catalog otlp_export hub_worker hub_access
+	direct_insert jsonb_attributes sql_api catalog otlp_export hub_worker hub_access slot_links

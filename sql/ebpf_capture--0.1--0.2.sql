@@ -2330,6 +2330,13 @@ REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, tim
 -- encrypted (TLS or GSS: not parsed), connections first seen mid-stream,
 -- resynchronisations on message boundaries, and requests or connections
 -- lost (unanswered at a capture gap, not the protocol, over a bound).
+--
+-- Then where each capture is attached (docs/cni.md): capture_start also takes
+-- a shell-style pattern of routed pod interfaces ('cali*', 'lxc*', ...) or
+-- 'auto'. The columns: its mode ('bridge_ports', 'device' or 'routed'), the
+-- device or pattern it captures ('auto': what it chose), the interfaces it is
+-- attached to now, the ones it could not attach to and the ones its pattern
+-- matched that are not pod interfaces.
 DROP FUNCTION @extschema@.capture_status();
 DROP FUNCTION @extschema@._capture_slots();
 
@@ -2343,7 +2350,9 @@ CREATE FUNCTION @extschema@._capture_slots(
     OUT last_error text, OUT not_http_connections bigint,
     OUT postgresql_connections bigint, OUT postgresql_spans bigint,
     OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
-    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint)
+    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint,
+    OUT mode text, OUT pattern text, OUT attached text[], OUT failed text[],
+    OUT skipped text[])
     RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
 REVOKE ALL ON FUNCTION @extschema@._capture_slots() FROM PUBLIC;
 
@@ -2359,7 +2368,9 @@ CREATE FUNCTION @extschema@.capture_status(
     OUT otlp_dropped bigint, OUT otlp_queued bigint, OUT otlp_last_error text,
     OUT postgresql_connections bigint, OUT postgresql_spans bigint,
     OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
-    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint)
+    OUT postgresql_resyncs bigint, OUT postgresql_lost bigint,
+    OUT mode text, OUT pattern text, OUT attached text[], OUT failed text[],
+    OUT skipped text[])
 RETURNS SETOF record LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2384,7 +2395,9 @@ AS $$
            coalesce(o.otlp_queued, 0), o.otlp_last_error,
            coalesce(s.postgresql_connections, 0), coalesce(s.postgresql_spans, 0),
            coalesce(s.postgresql_encrypted, 0), coalesce(s.postgresql_mid_stream, 0),
-           coalesce(s.postgresql_resyncs, 0), coalesce(s.postgresql_lost, 0)
+           coalesce(s.postgresql_resyncs, 0), coalesce(s.postgresql_lost, 0),
+           s.mode, s.pattern, coalesce(s.attached, '{}'), coalesce(s.failed, '{}'),
+           coalesce(s.skipped, '{}')
     FROM @extschema@.captures c
     LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
     LEFT JOIN @extschema@._otlp_slots() o ON o.interface = c.interface

@@ -62,6 +62,17 @@ enum OtlpCounter : int {
   kOtlpCounterCount
 };
 
+// Where a capture is attached (capture_status().mode, pattern, attached,
+// failed, skipped), written by its worker (pg/slot_links.h). Lists are
+// names or "name (why)" entries separated by '\n'.
+struct SlotLinks {
+  char mode[16];
+  char pattern[IFNAMSIZ];
+  char attached[4096];
+  char failed[1024];
+  char skipped[2048];
+};
+
 struct CaptureSlot {
   // Guarded by SharedState::mutex.
   bool in_use;
@@ -80,6 +91,7 @@ struct CaptureSlot {
   char otlp_state[16];
   char otlp_error[kErrorLen];
   pg_atomic_uint64 otlp[kOtlpCounterCount];
+  SlotLinks links;  // guarded by SharedState::mutex
 };
 
 // What the launcher's storage maintenance did last, and the disk guard's

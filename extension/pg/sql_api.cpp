@@ -1,6 +1,7 @@
 // sql_api.cpp - the C functions behind the SQL API (see sql/ebpf_capture--0.1.sql,
 // where capture_start, capture_stop and capture_status are defined on top of
 // these).
+#include <fnmatch.h>
 #include <net/if.h>
 
 #include <cstring>
@@ -11,6 +12,7 @@
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
+#include "pg/slot_links.h"
 
 namespace ebpfc::pg {
 namespace {
@@ -34,6 +36,17 @@ enum class Problem {
   MissingCaps
 };
 
+// Whether any interface of this network namespace has a name matching pattern.
+bool any_interface_matches(const char* pattern) {
+  struct if_nameindex* all = if_nameindex();
+  if (all == nullptr) return true;  // cannot tell: say nothing
+  bool found = false;
+  for (struct if_nameindex* i = all; i->if_index != 0 && !found; i++)
+    found = fnmatch(pattern, i->if_name, 0) == 0;
+  if_freenameindex(all);
+  return found;
+}
+
 }  // namespace
 }  // namespace ebpfc::pg
 
@@ -51,6 +64,7 @@ EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
   char message[512] = "";
   char detail[512] = "";
   Problem problem = Problem::None;
+  bool nothing_matches = false;
   entry_guard([&] {
     if (!preloaded() || shared() == nullptr) {
       problem = Problem::NotPreloaded;
@@ -66,13 +80,17 @@ EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
       problem = Problem::WrongDatabase;
       return;
     }
-    std::string bad = ebpfc::interface_name_problem(name);
+    // An interface's name, a pattern of pod interfaces, or "auto".
+    std::string bad = ebpfc::capture_target_problem(name);
     if (!bad.empty()) {
       problem = Problem::BadName;
       strlcpy(message, bad.c_str(), sizeof(message));
       return;
     }
-    if (if_nametoindex(name) == 0) {
+    if (ebpfc::is_interface_pattern(name)) {
+      // Pods may come later: the capture attaches to them as they do.
+      nothing_matches = !any_interface_matches(name);
+    } else if (strcmp(name, ebpfc::kAutoTarget) != 0 && if_nametoindex(name) == 0) {
       problem = Problem::NoSuchInterface;
       return;
     }
@@ -87,6 +105,12 @@ EBPFC_SQL_FUNCTION(ebpf_capture_check_start) {
 
   switch (problem) {
     case Problem::None:
+      if (nothing_matches)
+        ereport(NOTICE,
+                (errmsg("no interface matches \"%s\" yet", name),
+                 errdetail("The capture attaches to the matching pod interfaces as they appear."),
+                 errhint("The server sees the interfaces of its own network namespace; list "
+                         "them with: ip link show")));
       break;
     case Problem::NotPreloaded:
       ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -165,15 +189,19 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     std::memcpy(copy.last_error, s->last_error, sizeof(copy.last_error));
     std::memcpy(copy.metadata_state, s->metadata_state, sizeof(copy.metadata_state));
     std::memcpy(copy.metadata_error, s->metadata_error, sizeof(copy.metadata_error));
+    std::memcpy(&copy.links, &s->links, sizeof(copy.links));
     SpinLockRelease(&sh->mutex);
     if (!in_use) continue;
 
     // interface, pid, state, started_at, the 0.1 counters, metadata state
-    // and error, last error, the counters added since: see _capture_slots in
-    // the SQL scripts
-    constexpr int kColumns = 4 + kSlotCounterCount + 3;
-    constexpr int kText = 4 + kFirstLaterCounter;  // metadata_state
-    static_assert(kColumns == 28, "capture slot columns: see _capture_slots in the SQL script");
+    // and error, last error, the counters added since, then where it is
+    // attached (mode, pattern, attached, failed, skipped): see _capture_slots
+    // in the SQL scripts
+    constexpr int kLinkColumns = 5;
+    constexpr int kColumns = 4 + kSlotCounterCount + 3 + kLinkColumns;
+    constexpr int kText = 4 + kFirstLaterCounter;    // metadata_state
+    constexpr int kLinks = kColumns - kLinkColumns;  // mode
+    static_assert(kColumns == 33, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);
@@ -192,6 +220,7 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     nulls[kText + 1] = copy.metadata_error[0] == '\0';
     values[kText + 2] = CStringGetTextDatum(copy.last_error);
     nulls[kText + 2] = copy.last_error[0] == '\0';
+    slot_links_datums(copy.links, values + kLinks, nulls + kLinks);
     tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
   }
   PG_RETURN_VOID();

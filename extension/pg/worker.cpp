@@ -33,6 +33,7 @@
 #include "pg/kube_settings.h"
 #include "pg/pg_guard.h"
 #include "pg/shmem.h"
+#include "pg/slot_links.h"
 #include "pg/span_store.h"
 #include "pg/transaction.h"
 
@@ -64,7 +65,8 @@ struct Worker {
   ResolvedChunk resolved;  // the chunk being written, or the open connections, named
   SpanStore store;
   uint64_t spans_written = 0;
-  uint64_t port_resyncs = 0;  // last count logged
+  uint64_t port_resyncs = 0;          // last count logged
+  uint64_t links_generation = ~0ull;  // of the links last published in the slot
   uint64_t next_sweep_ns = 0;
   uint64_t next_open_report_ns = 0;
   bool open_report_due = false;    // a sweep listed the open connections: write them
@@ -142,10 +144,18 @@ void publish_counters() {
   set(kKernelDrops, c.socket_drops);
   set(kPorts, c.ports);
   set(kPortErrors, c.port_failures);
+  if (g_worker->capture->links_generation() != g_worker->links_generation) {
+    g_worker->links_generation = g_worker->capture->links_generation();
+    try {
+      publish_slot_links(g_worker->slot, g_worker->capture->links());
+    } catch (const std::exception&) {
+      g_worker->links_generation = ~0ull;  // out of memory: next time
+    }
+  }
   if (c.port_resyncs > g_worker->port_resyncs) {
     g_worker->port_resyncs = c.port_resyncs;
     ereport(LOG, (errmsg("ebpf_capture: link notifications on \"%s\" were lost; listed the "
-                         "bridge's ports again (%llu times so far)",
+                         "ports again (%llu times so far)",
                          g_worker->interface, static_cast<unsigned long long>(c.port_resyncs))));
   }
   // a SYN its source had no share left for is a new connection not tracked
@@ -609,10 +619,19 @@ void run() {
 
   publish_counters();  // capture_status shows the metadata state from the start
   set_state(SlotState::Running);
-  if (g_worker->capture->at_bridge_ports()) {
+  if (g_worker->capture->at_bridge_ports() || g_worker->capture->routed()) {
     const unsigned ports = g_worker->capture->counters().ports;
-    ereport(LOG, (errmsg("ebpf_capture: capturing on bridge \"%s\" at its %u ports",
-                         g_worker->interface, ports)));
+    const CaptureLinks links = g_worker->capture->links();
+    if (!links.why.empty())
+      ereport(LOG,
+              (errmsg("ebpf_capture: \"%s\" found %s", g_worker->interface, links.why.c_str())));
+    if (g_worker->capture->routed())
+      ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\" at %u routed pod interfaces "
+                           "matching \"%s\"",
+                           g_worker->interface, ports, links.target.c_str())));
+    else
+      ereport(LOG, (errmsg("ebpf_capture: capturing on bridge \"%s\" at its %u ports",
+                           links.target.c_str(), ports)));
   } else {
     ereport(LOG, (errmsg("ebpf_capture: capturing on \"%s\"%s", g_worker->interface,
                          g_promiscuous ? " (promiscuous)" : "")));
@@ -686,6 +705,7 @@ void on_worker_exit(int code, Datum arg) {
   SpinLockAcquire(&sh->mutex);
   my_slot()->pid = 0;
   SpinLockRelease(&sh->mutex);
+  clear_slot_links(g_worker->slot);
 }
 
 // The worker is a batch consumer: the ring buffer holds seconds of events and
