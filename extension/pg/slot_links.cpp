@@ -69,8 +69,7 @@ void clear_slot_links(int slot) {
   SharedState* sh = shared();
   if (!sh || slot < 0 || slot >= sh->nslots) return;
   SpinLockAcquire(&sh->mutex);
-  SlotLinks& l = sh->slots[slot].links;
-  l.attached[0] = l.failed[0] = l.skipped[0] = '\0';
+  std::memset(&sh->slots[slot].links, 0, sizeof(SlotLinks));
   SpinLockRelease(&sh->mutex);
 }
 

@@ -12,8 +12,7 @@ namespace ebpfc::pg {
 // last entry then saying how many did not fit).
 void publish_slot_links(int slot, const CaptureLinks& links);
 
-// Empties the slot's lists (the worker is gone: nothing is attached); the
-// mode and pattern stay.
+// Empties the slot's links: the worker is gone, nothing is attached.
 void clear_slot_links(int slot);
 
 // The slot's links as the five Datums of _capture_slots' last columns (mode
