@@ -110,8 +110,14 @@ def run(cmd, check=True, timeout=120, **kw):
 
 
 def in_pod(i, *args):
-    """A command run in pod i, or in the node namespace for i == "node"."""
-    ns = node_ns() if i == "node" else pod_ns(i)
+    """A command run in pod i, or in the node namespace for i == "node", or
+    in the namespace named i (one of ours, "<EBPFC_NS>-...")."""
+    if i == "node":
+        ns = node_ns()
+    elif isinstance(i, str) and i.startswith(f"{NS}-"):
+        ns = i
+    else:
+        ns = pod_ns(i)
     return ["ip", "netns", "exec", ns, *map(str, args)]
 
 
@@ -524,10 +530,11 @@ def trace_id_is_timed(span):
     return span["trace_id"][:12] == f"{start_ms:012x}"
 
 
-def check_span_common(span, t0, t1):
-    """The properties every TCP span recorded during [t0, t1] must have."""
+def check_span_common(span, t0, t1, iface=IFACE):
+    """The properties every TCP span recorded during [t0, t1] by the capture
+    on iface must have."""
     assert span["protocol"] == "tcp", span
-    assert span["interface"] == IFACE, span
+    assert span["interface"] == iface, span
     assert HEX32.match(span["trace_id"] or ""), span["trace_id"]
     assert span["trace_id"] != "0" * 32, span
     assert trace_id_is_timed(span), (span["trace_id"], span["start_time"])

@@ -14,7 +14,8 @@ serve    --bind ADDR --port P [--close-first] [--http]
          "Connection: close" response of DOWN_HTTP bytes of body, and closes
          first.
 
-batch    --host H --port P --plan JSON [--lport L --wait-eof] [--hold S] [--gap S] [--http]
+batch    --host H --port P --plan JSON [--src ADDR] [--lport L --wait-eof] [--hold S] [--gap S]
+         [--http]
          One connection per plan entry. An entry [UP, DOWN] is one round of
          the byte protocol followed by a normal close; null is a connection
          that sends nothing and closes at once. --lport binds every
@@ -22,7 +23,8 @@ batch    --host H --port P --plan JSON [--lport L --wait-eof] [--hold S] [--gap 
          first (serve --close-first), so L is free again at once. --hold
          waits S seconds after connecting, before the round. --http: each
          connection sends "GET /<entry> HTTP/1.1" (for serve --http) and
-         reads the response until the server closes.
+         reads the response until the server closes. --src binds every
+         connection to local address ADDR.
 
 ctl      --host H --port P [--lport L]
          One connection (from local port L if given) driven by commands on stdin: "round UP DOWN",
@@ -170,13 +172,14 @@ def cmd_serve(args):
 # --------------------------------------------------------------------- clients
 
 
-def connect(host, port, timeout=15.0, lport=0):
+def connect(host, port, timeout=15.0, lport=0, src=None):
     fam = family_of(host)
     sock = socket.socket(fam, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     if lport:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", lport))
+    if lport or src:
+        sock.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), lport))
     sock.connect((host, port))
     return sock
 
@@ -199,7 +202,7 @@ def describe(sock):
 def cmd_batch(args):
     plan = json.loads(args.plan)
     for entry in plan:
-        sock = connect(args.host, args.port, lport=args.lport)
+        sock = connect(args.host, args.port, lport=args.lport, src=args.src)
         info = describe(sock)
         if args.hold:
             time.sleep(args.hold)
@@ -592,6 +595,7 @@ def main():
     p.add_argument("--plan", required=True)
     p.add_argument("--gap", type=float, default=0.0)
     p.add_argument("--lport", type=int, default=0)
+    p.add_argument("--src", default=None)
     p.add_argument("--wait-eof", action="store_true")
     p.add_argument("--hold", type=float, default=0.0)
     p.add_argument("--http", action="store_true")

@@ -16,6 +16,12 @@ SELECT capture_start('aaaaaaaaaaaaaaaa');
 SELECT capture_start('eth0; rm');
 SELECT capture_start('../x');
 SELECT capture_start('');
+-- patterns of routed pod interfaces (docs/cni.md)
+SELECT capture_start('cali[0-9');
+SELECT capture_start('cali[]*');
+SELECT capture_start('cali]*');
+SELECT capture_start('cali*xxxxxxxxxxx');
+SELECT capture_start('ca li*');
 -- nothing was started by any of that
 SELECT count(*) AS captures FROM capture_status();
 -- not for ordinary users
@@ -39,6 +45,19 @@ BEGIN
 END
 $$;
 SELECT interface, state FROM capture_status();
+-- a pattern nothing matches yet is taken (pods may come later), with a notice
+SELECT capture_start('nomatch*');
+SELECT capture_start('nomatch*');
+SELECT capture_stop('nomatch*');
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM capture_status() WHERE state <> 'stopped');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT interface, state, mode, pattern, attached FROM capture_status() ORDER BY interface;
 -- stopping what is not running
 SELECT capture_stop('cni0');
 SELECT capture_stop('lo');
