@@ -13,13 +13,17 @@ retransmission (bytes are counted by sequence number).
 """
 
 import json
+import os
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import (
-    LIB, NETUTIL, NS, PY, SPAN_TIMEOUT, check_span_common, dump_spans, in_pod, netutil_json,
+    LIB, NETUTIL, NS, PY, REPO, SPAN_TIMEOUT, check_span_common, dump_spans, in_pod, netutil_json,
     node_ns, now_utc, run, spans_by_connection, wait_for,
 )
 
@@ -348,3 +352,26 @@ def test_auto_chooses_the_layout_with_the_most_pods(cluster, routed, pods):
         cluster.stop_capture(target)
         for i in (4, 5):
             topology_sh("routed-pod-del", "calico", i)
+
+
+def test_deploy_init_script_starts_a_pattern(cluster, routed):
+    """The DaemonSet's init script (deploy/configmap.yaml) with a pattern in
+    the ConfigMap's `interface` starts a routed capture."""
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "configmap.yaml").read_text()))
+    (cm,) = [d for d in docs if d and d.get("kind") == "ConfigMap"]
+    fd, name = tempfile.mkstemp(prefix="ebpfc-init-", suffix=".sh")
+    script = Path(name)
+    target = "lxc[0-9a-f]*"
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(cm["data"]["init-capture.sh"])
+        script.chmod(0o644)  # postgres runs it
+        res = run(["runuser", "-u", "postgres", "--", "env", f"EBPF_CAPTURE_INTERFACE={target}",
+                   f"PGHOST={cluster.dir}", f"PGPORT={cluster.port}", "bash", str(script)])
+        assert f"capture on {target} requested" in res.stdout, res.stdout
+        st = cluster.wait_state("running", target)
+        assert st["mode"] == "routed" and st["attached"] == host_ends("cilium"), st
+    finally:
+        script.unlink(missing_ok=True)
+        if cluster.status(target):
+            cluster.stop_capture(target)
