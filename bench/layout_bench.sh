@@ -124,33 +124,7 @@ psql_q "CREATE EXTENSION ebpf_capture" >/dev/null || die "CREATE EXTENSION faile
 # nginx serves both loads: wrk's "Connection: close" ends each short one.
 start_nginx() {
 	local layout="$1" dir="$WORK/nginx-$1"
-	mkdir -p "$dir"
-	cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    log_format bench '\$msec \$status \$remote_port';
-    keepalive_timeout 65;
-    keepalive_requests 100000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    server {
-        listen ${SERVER_IP[$layout]}:$NGINX_PORT;
-        access_log $dir/access.log bench buffer=256k flush=1s;
-        location / {
-            default_type text/plain;
-            return 200 "$BODY";
-        }
-    }
-}
-EOF
+	bench_nginx_conf "$dir" "${SERVER_IP[$layout]}" "keepalive_timeout 65; keepalive_requests 100000;"
 	ip netns exec "${SERVER_NS[$layout]}" nginx -c "$dir/nginx.conf" -p "$dir" 2>>"$dir/error.log" &
 	NGINX_PIDS[$layout]=$!
 	NGINX_DIRS[$layout]="$dir"

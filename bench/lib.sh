@@ -193,6 +193,46 @@ bench_build() {
 # --------------------------------------------------------------------------
 # topology, cluster, nginx
 
+# bench_nginx_conf DIR ADDR KEEPALIVE_LINES: DIR/nginx.conf, one worker
+# answering BODY to everything on ADDR:NGINX_PORT, its access log (time,
+# status, client port) in DIR/access.log.
+bench_nginx_conf() {
+	local dir="$1" addr="$2" keepalive="$3"
+	mkdir -p "$dir"
+	cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    log_format bench '\$msec \$status \$remote_port';
+    $keepalive
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen $addr:$NGINX_PORT;
+        access_log $dir/access.log bench buffer=256k flush=1s;
+        location / {
+            default_type text/plain;
+            return 200 "$BODY";
+        }
+        # requests served so far, for benchmarks that count them per window
+        location = /nginx_status {
+            stub_status;
+            access_log off;
+        }
+    }
+}
+EOF
+}
+
 # bench_setup: namespaces, cluster with the extension, nginx in pod2, a probe.
 # Sets SERVER_IP, CLIENT_IP, URL, NGINX_PID; defines psql_q.
 bench_setup() {
@@ -215,39 +255,7 @@ $BENCH_PG_CONF}"
 	psql_q "CREATE EXTENSION ebpf_capture" >/dev/null || die "CREATE EXTENSION failed"
 
 	log "nginx in pod2 ($SERVER_IP:$NGINX_PORT)"
-	mkdir -p "$NGINX_DIR"
-	cat >"$NGINX_DIR/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $NGINX_DIR/nginx.pid;
-error_log $NGINX_DIR/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    log_format bench '\$msec \$status \$remote_port';
-    $NGINX_KEEPALIVE
-    client_body_temp_path $NGINX_DIR/client_body;
-    proxy_temp_path $NGINX_DIR/proxy;
-    fastcgi_temp_path $NGINX_DIR/fastcgi;
-    uwsgi_temp_path $NGINX_DIR/uwsgi;
-    scgi_temp_path $NGINX_DIR/scgi;
-    server {
-        listen $SERVER_IP:$NGINX_PORT;
-        access_log $NGINX_DIR/access.log bench buffer=256k flush=1s;
-        location / {
-            default_type text/plain;
-            return 200 "$BODY";
-        }
-        # requests served so far, for benchmarks that count them per window
-        location = /nginx_status {
-            stub_status;
-            access_log off;
-        }
-    }
-}
-EOF
+	bench_nginx_conf "$NGINX_DIR" "$SERVER_IP" "$NGINX_KEEPALIVE"
 	pod_exec 2 nginx -t -q -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" 2>"$NGINX_DIR/test.log" || {
 		cat "$NGINX_DIR/test.log" >&2
 		die "nginx -t failed"

@@ -166,21 +166,18 @@ TEST(RoutedCopies, PodToPodIsCountedWhereItLeavesTheSender) {
 }
 
 TEST(RoutedCopies, HostOrOtherNodeToPodIsCountedWhereItGoesOut) {
-  {
-    RoutedFilter f;  // the host (or a pod of another node) calls pod B
-    ConnSim conn(kHost, kPodB);
-    Route(f, Place::Outside, Place::Pod, conn).exchange(70, 900);
+  // the host (or a pod of another node) calls pod B; pod A calls the host
+  struct Case {
+    Endpoint4 client, server;
+    Place client_at, server_at;
+  };
+  for (const Case& k : {Case{kHost, kPodB, Place::Outside, Place::Pod},
+                        Case{kPodA, kHost, Place::Pod, Place::Outside}}) {
+    RoutedFilter f;
+    ConnSim conn(k.client, k.server);
+    Route(f, k.client_at, k.server_at, conn).exchange(70, 900);
     ASSERT_EQ(f.closed.size(), 1u);
-    expect_once(f.closed[0], kHost.port, 70, 900, key_of(conn));
-    EXPECT_EQ(f.copies, 0u);
-    EXPECT_EQ(f.frames, 10u);
-  }
-  {
-    RoutedFilter f;  // pod A calls the host (or another node)
-    ConnSim conn(kPodA, kHost);
-    Route(f, Place::Pod, Place::Outside, conn).exchange(70, 900);
-    ASSERT_EQ(f.closed.size(), 1u);
-    expect_once(f.closed[0], kPodA.port, 70, 900, key_of(conn));
+    expect_once(f.closed[0], k.client.port, 70, 900, key_of(conn));
     EXPECT_EQ(f.copies, 0u);
     EXPECT_EQ(f.frames, 10u);
   }
