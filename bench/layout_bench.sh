@@ -39,6 +39,11 @@
 #   BENCH_DRAIN_TIMEOUT seconds to wait for a window's spans [60]
 #   BENCH_QUIET_TIMEOUT seconds to wait for a quiet machine, 0 = do not [600]
 #   BENCH_QUIET_LOAD, BENCH_QUIET_IDLE  as in http_bench.sh [0.7, 90]
+#   BENCH_BPF_STATS    1 = turn on kernel.bpf_stats_enabled for the run (restored
+#                      after) and report the socket filter's runs and CPU per
+#                      connection or request in the windows with capture: the
+#                      kernel's own figure, which the machine's noise does not
+#                      move; the accounting itself costs every run a little [0]
 #   BENCH_PG_CONF      extra postgresql.conf lines []
 #   BENCH_SKIP_BUILD   1 = do not run make && make install [0]
 #   BENCH_RESULTS_DIR  [bench/results]; EBPFC_NS [ebpflb]; BENCH_PG_PORT [5495];
@@ -66,6 +71,7 @@ BENCH_SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
 BENCH_PERF=0
 BENCH_PERF_KEEP=0
 BENCH_PG_CONF="${BENCH_PG_CONF:-}"
+BENCH_BPF_STATS="${BENCH_BPF_STATS:-0}"
 BENCH_RESULTS_DIR="${BENCH_RESULTS_DIR:-$REPO/bench/results}"
 BENCH_PG_PORT="${BENCH_PG_PORT:-5495}"
 NGINX_PORT="${NGINX_PORT:-8080}"
@@ -165,13 +171,28 @@ spans_count() {
 	          AND dst_addr = '$2' AND start_time >= to_timestamp($3)"
 }
 
+# filter_stats WORKER_PID: "run_time_ns run_cnt" of the socket filter the
+# worker loaded (its fd's prog_id), "0 0" without BENCH_BPF_STATS.
+filter_stats() {
+	local id
+	((BENCH_BPF_STATS)) || {
+		echo "0 0"
+		return
+	}
+	id="$(grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{ print $2; exit }')"
+	[[ -n "$id" ]] || die "no BPF program among the fds of worker $1"
+	bpftool prog show id "$id" --json |
+		python3 -c 'import json, sys; p = json.load(sys.stdin); print(p.get("run_time_ns", 0), p.get("run_cnt", 0))'
+}
+
 # window LOAD LAYOUT PHASE PAIR: one wrk run; appends a "window" line:
 # load layout phase pair requests seconds opens tcp_spans http_spans
-# worker_ticks t0 t1 drops
+# worker_ticks t0 t1 drops filter_ns filter_runs
 window() {
 	local load="$1" layout="$2" phase="$3" pair="$4"
 	local target="${TARGET[$layout]}" client="${CLIENT_NS[$layout]}" out="$WORK/wrk.txt"
 	local conns args=() a0 a1 t0 t1 w0=0 w1=0 wpid=0 requests secs spans="0|0" drops="0" prev n stable
+	local f0="0 0" f1="0 0" f0ns f0n f1ns f1n
 	if [[ "$load" == short ]]; then
 		conns="$LAYOUT_SHORT_CONNECTIONS"
 		args=(-H 'Connection: close')
@@ -184,6 +205,7 @@ window() {
 		IFS='|' read -r _ wpid _ <<<"$(status_of "$target")"
 		sleep 1 # the worker settles into its loop
 		w0="$(proc_ticks "$wpid")"
+		f0="$(filter_stats "$wpid")"
 	fi
 	a0="$(tcp_counter "$client" ActiveOpens)"
 	t0="$(now_s)"
@@ -197,6 +219,7 @@ window() {
 	[[ -n "$requests" ]] || die "wrk printed no result: $(cat "$out")"
 	if [[ "$phase" == on ]]; then
 		w1="$(proc_ticks "$wpid")"
+		f1="$(filter_stats "$wpid")"
 		# every span of the window: counts stable and no flow left in the kernel
 		prev=-1
 		stable=0
@@ -214,12 +237,22 @@ window() {
 		psql_q "SELECT capture_stop('$target')" >/dev/null
 		wait_capture_state "$target" stopped
 	fi
+	read -r f0ns f0n <<<"$f0"
+	read -r f1ns f1n <<<"$f1"
 	put window "$load $layout $phase $pair $requests $secs $((a1 - a0)) ${spans//|/ } \
-$((w1 - w0)) $t0 $t1 $drops"
+$((w1 - w0)) $t0 $t1 $drops $((f1ns - f0ns)) $((f1n - f0n))"
 	log "$load $layout pair $pair $phase: $requests requests in ${secs}s, $((a1 - a0)) connections$(
 		[[ "$phase" == on ]] && echo ", spans (tcp|http) $spans")"
 	sleep "$BENCH_PAUSE"
 }
+
+if ((BENCH_BPF_STATS)); then
+	command -v bpftool >/dev/null || die "BENCH_BPF_STATS=1 needs bpftool"
+	BPF_STATS_WAS="$(sysctl -n kernel.bpf_stats_enabled)"
+	sysctl -q -w kernel.bpf_stats_enabled=1
+	# restored by the EXIT trap, before lib.sh's cleanup
+	trap 'rc=$?; set +e; sysctl -q -w kernel.bpf_stats_enabled="$BPF_STATS_WAS"; (exit "$rc"); bench_cleanup' EXIT
+fi
 
 if ((BENCH_QUIET_TIMEOUT > 0)); then
 	bench_wait_quiet "$BENCH_QUIET_TIMEOUT" "$BENCH_QUIET_LOAD" "$BENCH_QUIET_IDLE"
@@ -263,6 +296,7 @@ put meta.short_connections "$LAYOUT_SHORT_CONNECTIONS"
 put meta.keepalive_connections "$LAYOUT_KEEPALIVE_CONNECTIONS"
 put meta.pg_conf "$(tr '\n' ';' <<<"$BENCH_PG_CONF" | sed 's/;$//')"
 put meta.http_guc "$(psql_q "SHOW ebpf_capture.http")"
+put meta.bpf_stats "$BENCH_BPF_STATS"
 
 python3 - "$RESULTS" "$JSON" "$MD" "$WORK/access-bridge.log" "$WORK/access-routed.log" <<'PY'
 import json, math, statistics, sys
@@ -277,7 +311,8 @@ for line in open(tsv):
                             requests=int(f[4]), seconds=float(f[5]), opens=int(f[6]),
                             tcp_spans=int(f[7]), http_spans=int(f[8]), worker_ticks=int(f[9]),
                             t0=float(f[10]), t1=float(f[11]),
-                            drops=[int(x) for x in f[12].split(",")] if f[12] != "0" else []))
+                            drops=[int(x) for x in f[12].split(",")] if f[12] != "0" else [],
+                            filter_ns=int(f[13]), filter_runs=int(f[14])))
     elif key.startswith("meta."):
         meta[key[5:]] = value
 clk = int(meta["clk_tck"])
@@ -328,6 +363,12 @@ for load in dict.fromkeys(w["load"] for w in windows):
             worker_cpu_us_per_span=(1e6 * sum(w["worker_ticks"] for w in on) / clk / per_span
                                     if per_span else None),
             windows_with_drops=sum(1 for w in on if any(w["drops"])),
+            filter_runs_per_span=(sum(w["filter_runs"] for w in on) / per_span
+                                  if per_span and meta.get("bpf_stats") == "1" else None),
+            filter_ns_per_span=(sum(w["filter_ns"] for w in on) / per_span
+                                if per_span and meta.get("bpf_stats") == "1" else None),
+            filter_ns_per_run=(sum(w["filter_ns"] for w in on) / sum(w["filter_runs"] for w in on)
+                               if sum(w["filter_runs"] for w in on) else None),
             rate_without=statistics.median(w["rate"] for w in off))
     res["routed_minus_bridge_median"] = res["routed"]["ratio_median"] - res["bridge"]["ratio_median"]
     res["routed_minus_bridge_pooled"] = res["routed"]["ratio_pooled"] - res["bridge"]["ratio_pooled"]
@@ -357,7 +398,15 @@ for load in dict.fromkeys(w["load"] for w in windows):
                   res["routed"]["worker_cpu_us_per_span"] or 0),
               "| windows with a drop counted | {} | {} |".format(
                   res["bridge"]["windows_with_drops"], res["routed"]["windows_with_drops"]),
-              "",
+              ]
+    if meta.get("bpf_stats") == "1":
+        unit = "connection" if load == "short" else "HTTP span"
+        lines += ["| socket filter runs per {} | {:.1f} | {:.1f} |".format(
+                      unit, res["bridge"]["filter_runs_per_span"], res["routed"]["filter_runs_per_span"]),
+                  "| socket filter CPU per {} (per run) | {:.2f} µs ({:.0f} ns) | {:.2f} µs ({:.0f} ns) |".format(
+                      unit, res["bridge"]["filter_ns_per_span"] / 1000, res["bridge"]["filter_ns_per_run"],
+                      res["routed"]["filter_ns_per_span"] / 1000, res["routed"]["filter_ns_per_run"])]
+    lines += ["",
               f"routed − bridge: median {res['routed_minus_bridge_median']:+.3f}, "
               f"pooled {res['routed_minus_bridge_pooled']:+.3f} (target: within 0.02)", ""]
 json.dump(summary, open(json_path, "w"), indent=1)
