@@ -375,3 +375,33 @@ def test_deploy_init_script_starts_a_pattern(cluster, routed):
         script.unlink(missing_ok=True)
         if cluster.status(target):
             cluster.stop_capture(target)
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_a_service_is_the_clients_view_and_the_servers_view(cluster, routed, pods, flavour):
+    """A Service reached through kube-proxy-style DNAT on the node (an
+    nftables rule: 10.96.0.10:80 to pod 2's server): its frames are rewritten
+    between the two pods' interfaces, so the capture records two connections
+    for each, pod 1 to the Service address and pod 1 to pod 2, each complete,
+    bytes exact, no segment counted twice."""
+    target = FLAVOURS[flavour]["pattern"]
+    capture(cluster, target)
+    vip, vport = "10.96.0.10", 80
+    port = server(pods, pod(flavour, 2), pod_ip(flavour, 2))
+    table = "ebpfc_svc"
+    ruleset = (f"table ip {table} {{\n"
+               f"  chain pre {{ type nat hook prerouting priority -100; policy accept;\n"
+               f"    ip daddr {vip} tcp dport {vport} dnat to {pod_ip(flavour, 2)}:{port}\n"
+               f"  }}\n}}\n")
+    run(in_pod("node", "nft", "delete", "table", "ip", table), check=False)
+    run(in_pod("node", "nft", "-f", "-"), input=ruleset)
+    try:
+        conns, resent = traffic(pod(flavour, 1), vip, vport, PLAN, pod(flavour, 2))
+    finally:
+        run(in_pod("node", "nft", "delete", "table", "ip", table), check=False)
+    assert len(conns) == len(PLAN) and all(c["raddr"] == vip for c in conns), conns
+    # the client's view: what pod 1 sent and read
+    check_exactly_once(cluster, target, conns, vport, resent=resent)
+    # the server's view: the same connections, to pod 2's port
+    server_view = [dict(c, raddr=pod_ip(flavour, 2), rport=port) for c in conns]
+    check_exactly_once(cluster, target, server_view, port, resent=resent)
