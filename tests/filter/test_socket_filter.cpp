@@ -290,6 +290,15 @@ TEST_F(SocketFilterHttp, ARequestInSmallPiecesIsSentWhole) {
   EXPECT_EQ(filter_->counters().l7_not_http, 0u);
 }
 
+// The routed program with HTTP payloads on, as a capture of 'cali*' loads it
+// by default: the verifier must take it (its complexity bound).
+TEST(SocketFilterLoad, RoutedWithHttpLoads) {
+  LoadedFilter::Options o;
+  o.routed = true;
+  o.http = true;
+  EXPECT_NO_THROW(LoadedFilter f(o));
+}
+
 class SocketFilterRouted : public SocketFilter {
  protected:
   void SetUp() override {
