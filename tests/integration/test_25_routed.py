@@ -355,24 +355,34 @@ def test_auto_chooses_the_layout_with_the_most_pods(cluster, routed, pods):
 
 
 def test_deploy_init_script_starts_a_pattern(cluster, routed):
-    """The DaemonSet's init script (deploy/configmap.yaml) with a pattern in
-    the ConfigMap's `interface` starts a routed capture."""
+    """The DaemonSet's init script (deploy/configmap.yaml) passes a pattern in
+    the ConfigMap's `interface` through to capture_start. The script creates
+    the extension and starts the capture only on a node without the extension
+    (test_15_image.py runs that whole path with cni0); here its SQL for that
+    step, run by psql with the same variable as in the script, without the
+    CREATE EXTENSION this cluster has done already."""
     docs = list(yaml.safe_load_all((REPO / "deploy" / "configmap.yaml").read_text()))
     (cm,) = [d for d in docs if d and d.get("kind") == "ConfigMap"]
-    fd, name = tempfile.mkstemp(prefix="ebpfc-init-", suffix=".sh")
-    script = Path(name)
+    script = cm["data"]["init-capture.sh"]
+    blocks = re.findall(r"<<'SQL'\n(.*?)\n\s*SQL\n", script, re.S)
+    (start,) = [b for b in blocks if "capture_start" in b]
+    assert "CREATE EXTENSION ebpf_capture;" in start, start
+    start = start.replace("CREATE EXTENSION ebpf_capture;", "")
+    assert 'sql -v iface="$iface"' in script, "the script no longer passes iface to psql"
     target = "lxc[0-9a-f]*"
+    fd, name = tempfile.mkstemp(prefix="ebpfc-init-", suffix=".sql")
+    path = Path(name)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(cm["data"]["init-capture.sh"])
-        script.chmod(0o644)  # postgres runs it
-        res = run(["runuser", "-u", "postgres", "--", "env", f"EBPF_CAPTURE_INTERFACE={target}",
-                   f"PGHOST={cluster.dir}", f"PGPORT={cluster.port}", "bash", str(script)])
-        assert f"capture on {target} requested" in res.stdout, res.stdout
+            fh.write(start + "\n")
+        path.chmod(0o644)  # postgres reads it
+        run(["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-v", "ON_ERROR_STOP=1",
+             "-h", str(cluster.dir), "-p", str(cluster.port), "-d", "postgres",
+             "-v", f"iface={target}", "-f", str(path)])
         st = cluster.wait_state("running", target)
         assert st["mode"] == "routed" and st["attached"] == host_ends("cilium"), st
     finally:
-        script.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         if cluster.status(target):
             cluster.stop_capture(target)
 
