@@ -129,13 +129,13 @@ class LoadedFilter {
   struct Options {
     uint32_t flow_table_size = 1024;
     uint32_t ring_buffer_bytes = 1u << 20;
-    bool early_return = false;              // returns at its first test (the harness's own cost)
-    bool http = false;                      // send payload heads of HTTP connections
+    bool early_return = false;  // returns at its first test (the harness's own cost)
+    bool http = false;          // send payload heads of HTTP connections
     // one source's share of the flows map (0: none): what the worker sets
     // for a table of flow_table_size entries (max_half_open_share)
     uint32_t max_half_open_per_source = 64;
-    bool pgsql = false;                     // send the payload of PostgreSQL connections
-    bool routed = false;                    // at routed pod interfaces (capture_start('cali*'))
+    bool pgsql = false;   // send the payload of PostgreSQL connections
+    bool routed = false;  // at routed pod interfaces (capture_start('cali*'))
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -168,6 +168,16 @@ class LoadedFilter {
   }
   LoadedFilter(const LoadedFilter&) = delete;
   LoadedFilter& operator=(const LoadedFilter&) = delete;
+
+  // Instructions the verifier processed to accept the program (its bound is
+  // one million: BPF_COMPLEXITY_LIMIT_INSNS).
+  uint32_t verified_insns() const {
+    bpf_prog_info info = {};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(prog_fd_, &info, &len) != 0)
+      throw std::runtime_error(std::string("BPF_OBJ_GET_INFO_BY_FD: ") + std::strerror(errno));
+    return info.verified_insns;
+  }
 
   // Runs the filter on one frame; returns the kernel's duration of the run (ns).
   uint64_t run(const ReplayFrame& f) {

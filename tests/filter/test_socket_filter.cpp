@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <memory>
+
 #include "filter_harness.h"
 
 namespace ebpfc_test {
@@ -290,13 +293,20 @@ TEST_F(SocketFilterHttp, ARequestInSmallPiecesIsSentWhole) {
   EXPECT_EQ(filter_->counters().l7_not_http, 0u);
 }
 
-// The routed program with HTTP payloads on, as a capture of 'cali*' loads it
-// by default: the verifier must take it (its complexity bound).
+// The routed program with everything on, as a capture of 'cali*' loads it
+// by default (HTTP payloads, PostgreSQL's classifier, one source's share of
+// the flows map): the verifier must take it within its complexity bound.
 TEST(SocketFilterLoad, RoutedWithHttpLoads) {
   LoadedFilter::Options o;
   o.routed = true;
   o.http = true;
-  EXPECT_NO_THROW(LoadedFilter f(o));
+  o.pgsql = true;
+  ASSERT_NE(o.max_half_open_per_source, 0u);
+  std::unique_ptr<LoadedFilter> f;
+  ASSERT_NO_THROW(f = std::make_unique<LoadedFilter>(o));
+  const uint32_t insns = f->verified_insns();
+  std::printf("routed, HTTP, PostgreSQL, source share: %u instructions verified\n", insns);
+  EXPECT_LT(insns, 1000000u);
 }
 
 class SocketFilterRouted : public SocketFilter {
