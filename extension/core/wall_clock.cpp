@@ -17,7 +17,21 @@ void WallClock::refresh() {
   uint64_t m1 = read_ns(CLOCK_MONOTONIC);
   uint64_t r = read_ns(CLOCK_REALTIME);
   uint64_t m2 = read_ns(CLOCK_MONOTONIC);
-  offset_ns_ = r - (m1 + (m2 - m1) / 2);
+  apply_sample(r - (m1 + (m2 - m1) / 2), m2 - m1);
+}
+
+bool WallClock::apply_sample(uint64_t sampled_offset_ns, uint64_t bracket_ns) {
+  if (!have_offset_) {
+    offset_ns_ = sampled_offset_ns;
+    have_offset_ = true;
+    return true;
+  }
+  if (bracket_ns > kMaxBracketNs) return false;
+  uint64_t drift = sampled_offset_ns > offset_ns_ ? sampled_offset_ns - offset_ns_
+                                                  : offset_ns_ - sampled_offset_ns;
+  if (drift <= kMaxDriftNs) return false;
+  offset_ns_ = sampled_offset_ns;
+  return true;
 }
 
 }  // namespace ebpfc

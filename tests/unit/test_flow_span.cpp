@@ -290,6 +290,44 @@ TEST(WallClock, ConversionIsMonotonicAndConsistent) {
   EXPECT_LT(std::llabs(other.to_unix_us(m) - clock.to_unix_us(m)), 50 * 1000);
 }
 
+TEST(WallClock, SameKernelTimeSameMicrosecondAcrossSamples) {
+  // Spans that start together are written in different drains; each drain
+  // re-samples the offset, and samples differ by nanoseconds. The same kernel
+  // timestamp must still convert to the same microsecond.
+  WallClock clock;
+  const uint64_t base = 1700000000ull * kSec + 999;  // 1 ns short of a microsecond edge
+  clock.apply_sample(base, 1000);
+  const uint64_t t = 123456789001ull;
+  const int64_t first = clock.to_unix_us(t);
+  for (uint64_t jitter : {uint64_t{1}, uint64_t{2}, uint64_t{500}, uint64_t{999}, uint64_t{50000},
+                          WallClock::kMaxDriftNs}) {
+    EXPECT_FALSE(clock.apply_sample(base + jitter, 1000)) << jitter;
+    EXPECT_EQ(clock.to_unix_us(t), first) << jitter;
+    EXPECT_FALSE(clock.apply_sample(base - jitter, 1000)) << jitter;
+    EXPECT_EQ(clock.to_unix_us(t), first) << jitter;
+  }
+}
+
+TEST(WallClock, FollowsAStepOrALargeDrift) {
+  WallClock clock;
+  const uint64_t base = 1700000000ull * kSec;
+  clock.apply_sample(base, 1000);
+  // the realtime clock was stepped forward by a second
+  EXPECT_TRUE(clock.apply_sample(base + kSec, 1000));
+  EXPECT_EQ(clock.offset_ns(), base + kSec);
+  // slewed back by a little more than the tolerance
+  EXPECT_TRUE(clock.apply_sample(base + kSec - WallClock::kMaxDriftNs - 1, 1000));
+  EXPECT_EQ(clock.offset_ns(), base + kSec - WallClock::kMaxDriftNs - 1);
+}
+
+TEST(WallClock, IgnoresASampleTakenWhilePreempted) {
+  WallClock clock;
+  const uint64_t base = 1700000000ull * kSec;
+  clock.apply_sample(base, 1000);
+  EXPECT_FALSE(clock.apply_sample(base + kSec, WallClock::kMaxBracketNs + 1));
+  EXPECT_EQ(clock.offset_ns(), base);
+}
+
 TEST(FlowSpan, IdsAreFreshAndNonZero) {
   const ebpfc_flow_key key = make_key();
   const ebpfc_flow_stats st = make_stats(1);
