@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "core/c_boundary.h"
+
 namespace ebpfc::otlp {
 
 namespace {
@@ -25,13 +27,18 @@ double unix_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+// libcurl's frames are C: an exception (bad_alloc) must stop here, and a
+// zero return ends the transfer with a write error.
 size_t write_cb(char* data, size_t size, size_t n, void* userp) {
-  return static_cast<Client*>(userp)->on_body(data, size * n);
+  return c_callback(size_t{0}, nullptr,
+                    [&] { return static_cast<Client*>(userp)->on_body(data, size * n); });
 }
 
 size_t header_cb(char* data, size_t size, size_t n, void* userp) {
-  static_cast<Client*>(userp)->on_header(data, size * n);
-  return size * n;
+  return c_callback(size_t{0}, nullptr, [&] {
+    static_cast<Client*>(userp)->on_header(data, size * n);
+    return size * n;
+  });
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/c_boundary.h"
+
 namespace ebpfc::kube {
 
 namespace {
@@ -181,12 +183,11 @@ void ApiClient::reload_token(const Instant& now, bool force) {
 size_t ApiClient::on_header(char* data, size_t size, size_t n, void* userp) {
   Transfer* t = static_cast<Transfer*>(userp);
   const size_t len = size * n;
-  try {
+  // libcurl's frames are C: an exception ends the transfer here instead.
+  return c_callback(size_t{0}, nullptr, [&] {
     t->parse_header(std::string_view(data, len));
-  } catch (...) {
-    return 0;  // no exception may cross libcurl's C frames
-  }
-  return len;
+    return len;
+  });
 }
 
 void ApiClient::Transfer::parse_header(std::string_view line) {
@@ -204,21 +205,23 @@ void ApiClient::Transfer::parse_header(std::string_view line) {
 size_t ApiClient::on_write(char* data, size_t size, size_t n, void* userp) {
   Transfer* t = static_cast<Transfer*>(userp);
   const size_t len = size * n;
-  // No exception may cross libcurl's C frames.
-  try {
+  // libcurl's frames are C: an exception ends the transfer here instead
+  // (a zero return: libcurl ends it with CURLE_WRITE_ERROR).
+  CallbackError caught;
+  const size_t taken = c_callback(size_t{0}, &caught, [&] {
     t->deliver_status();
-    if (!t->client.reflectors_[t->index]->on_body(data, len, t->client.now_)) {
-      t->aborted = true;
-      return 0;  // libcurl ends the transfer with CURLE_WRITE_ERROR
-    }
-    return len;
-  } catch (const std::exception& e) {
-    t->client.note_error(
-        std::string(t->client.resources_[t->index].spec.name) + ": stopped a transfer: " + e.what(),
-        t->client.now_.unix_us);
-  } catch (...) {
-  }
+    return t->client.reflectors_[t->index]->on_body(data, len, t->client.now_) ? len : 0;
+  });
+  if (taken == len) return len;
   t->aborted = true;
+  if (caught.caught) {
+    c_callback(0, nullptr, [&] {
+      t->client.note_error(std::string(t->client.resources_[t->index].spec.name) +
+                               ": stopped a transfer: " + caught.message,
+                           t->client.now_.unix_us);
+      return 0;
+    });
+  }
   return 0;
 }
 

@@ -123,7 +123,7 @@ CurlDriver::~CurlDriver() {
   close(epfd_);
 }
 
-int CurlDriver::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
+int CurlDriver::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) noexcept {
   CurlDriver* d = static_cast<CurlDriver*>(userp);
   if (what == CURL_POLL_REMOVE) {
     // The socket may already be closed: nothing to do then.
@@ -148,7 +148,7 @@ int CurlDriver::on_socket(CURL*, curl_socket_t s, int what, void* userp, void* s
   return 0;
 }
 
-int CurlDriver::on_timer(CURLM*, long timeout_ms, void* userp) {
+int CurlDriver::on_timer(CURLM*, long timeout_ms, void* userp) noexcept {
   CurlDriver* d = static_cast<CurlDriver*>(userp);
   d->curl_deadline_ns_ =
       timeout_ms < 0 ? UINT64_MAX : mono_ns() + static_cast<uint64_t>(timeout_ms) * 1000000ull;

@@ -71,8 +71,9 @@ class CurlDriver {
   size_t sockets() const { return sockets_; }
 
  private:
-  static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp);
-  static int on_timer(CURLM* multi, long timeout_ms, void* userp);
+  // libcurl callbacks: system calls only, nothing that throws.
+  static int on_socket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp) noexcept;
+  static int on_timer(CURLM* multi, long timeout_ms, void* userp) noexcept;
   void socket_action(curl_socket_t s, int flags);
   void arm();
   void finish_done();
