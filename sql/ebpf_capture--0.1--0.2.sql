@@ -929,194 +929,6 @@ ALTER FUNCTION @extschema@.service_map_dot(timestamptz, timestamptz)
 ALTER FUNCTION @extschema@.service_map_dot(interval) SET search_path = pg_catalog, pg_temp;
 
 -- ============================================================================
--- Traces: span trees in SQL and for Grafana's trace view (docs/traces.md)
--- ============================================================================
---
--- An HTTP span that carried trace context (W3C traceparent, or B3) has the
--- caller's id for the request as its span_id and, as its parent, the
--- exchange that entered the calling pod in the same trace while it was
--- served (see docs/traces.md for the rules). Upgrade note: HTTP spans
--- written by 0.1 and by 0.2 before this change have a fresh span_id and the
--- caller's id as parent_span_id, and server.address holding Host as sent
--- ("host:port"); their trees are flat (each span a root, or a child of a
--- span nobody recorded).
-
--- The spans of a trace as a tree: roots first, each span followed by its
--- children (depth first, siblings by start time). depth is 1 for a root: a
--- span without parent_span_id, or whose parent is not among the trace's
--- spans (the capture did not see it). If a span id occurs twice in the
--- trace, a child hangs under the one that started last at or before it.
--- Every span of the trace is returned once; one caught in a cycle of ids
--- (which the capture never makes) comes last, as a root.
-CREATE FUNCTION @extschema@.trace_tree(trace_id text)
-RETURNS TABLE (
-    depth int, trace_id text, span_id text, parent_span_id text, name text, kind text,
-    start_time timestamptz, end_time timestamptz, status text, protocol text, interface text,
-    src_addr inet, dst_addr inet, src_port int, dst_port int, bytes_sent bigint,
-    bytes_received bigint, packets_sent bigint, packets_received bigint, attributes jsonb,
-    http_method text, http_target text, http_status int,
-    src_pod text, src_namespace text, src_workload text, src_workload_kind text, src_node text,
-    dst_pod text, dst_namespace text, dst_workload text, dst_workload_kind text, dst_node text)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    WITH RECURSIVE s AS (
-        SELECT sp.*, row_number() OVER (ORDER BY sp.start_time, sp.span_id) AS rn
-        FROM @extschema@.spans sp
-        WHERE sp.trace_id = trace_tree.trace_id
-    ), p AS (
-        SELECT c.rn,
-               (SELECT q.rn FROM s q
-                WHERE q.span_id = c.parent_span_id AND q.rn <> c.rn
-                ORDER BY q.start_time <= c.start_time DESC, q.start_time DESC, q.rn
-                LIMIT 1) AS prn
-        FROM s c
-    ), t AS (
-        SELECT p.rn, 1 AS depth, ARRAY[p.rn] AS path FROM p WHERE p.prn IS NULL
-        UNION ALL
-        SELECT p.rn, t.depth + 1, t.path || p.rn
-        FROM t JOIN p ON p.prn = t.rn
-        WHERE p.rn <> ALL (t.path)
-    ), placed AS (
-        SELECT t.rn, t.depth, t.path FROM t
-        UNION ALL
-        SELECT s.rn, 1, ARRAY[(SELECT pg_catalog.count(*) FROM s) + s.rn]
-        FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.rn = s.rn)
-    )
-    SELECT placed.depth::int, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind,
-           s.start_time, s.end_time, s.status, s.protocol, s.interface, s.src_addr, s.dst_addr,
-           s.src_port, s.dst_port, s.bytes_sent, s.bytes_received, s.packets_sent,
-           s.packets_received, s.attributes, s.http_method, s.http_target, s.http_status,
-           s.src_pod, s.src_namespace, s.src_workload, s.src_workload_kind, s.src_node,
-           s.dst_pod, s.dst_namespace, s.dst_workload, s.dst_workload_kind, s.dst_node
-    FROM placed JOIN s ON s.rn = placed.rn
-    ORDER BY placed.path;
-END;
-
--- Key/value pairs as Grafana's trace view reads them ([{"key": ..., "value":
--- ...}]), from a jsonb object, leaving out null values.
-CREATE FUNCTION @extschema@._trace_tags(o jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN coalesce((SELECT jsonb_agg(jsonb_build_object('key', e.key, 'value', e.value)
-                                  ORDER BY e.key)
-                 FROM jsonb_each(o) e WHERE jsonb_typeof(e.value) <> 'null'), '[]'::jsonb);
-
--- A trace in the shape Grafana's trace visualization (the Traces panel, and
--- Explore) reads: one row per span, parents before children. The service of
--- an HTTP span is the server's workload (the span is the server's handling
--- of the request); of a connection span, the client's. startTime is in
--- milliseconds since the epoch, duration in milliseconds. parentSpanID is
--- empty for a span whose parent is not in the trace, so that the view draws
--- it as a root rather than as an orphan.
-CREATE FUNCTION @extschema@.trace_view(trace_id text)
-RETURNS TABLE ("traceID" text, "spanID" text, "parentSpanID" text, "operationName" text,
-               "serviceName" text, "serviceTags" jsonb, "startTime" double precision,
-               duration double precision, tags jsonb, kind text, "statusCode" int,
-               "statusMessage" text, "traceState" text)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT t.trace_id, t.span_id,
-           CASE WHEN t.depth > 1 THEN t.parent_span_id END,
-           CASE WHEN t.protocol = 'http'
-                THEN t.name || coalesce(' ' || split_part(t.http_target, '?', 1), '')
-                ELSE t.name END,
-           @extschema@._service_map_node_title(v.workload, v.pod, v.node, v.addr),
-           @extschema@._trace_tags(jsonb_build_object(
-               'service.name', @extschema@._service_map_node_title(v.workload, v.pod, v.node,
-                                                                  v.addr),
-               'k8s.namespace.name', v.namespace, 'k8s.pod.name', v.pod,
-               'k8s.node.name', v.node, 'host.ip', host(v.addr))
-               -- k8s.deployment.name, k8s.statefulset.name, ...: the workload
-               || CASE WHEN v.workload IS NOT NULL AND v.workload_kind NOT IN ('Pod', 'Node')
-                       THEN jsonb_build_object('k8s.' || lower(v.workload_kind) || '.name',
-                                               v.workload)
-                       ELSE '{}'::jsonb END),
-           extract(epoch FROM t.start_time)::double precision * 1000,
-           extract(epoch FROM t.end_time - t.start_time)::double precision * 1000,
-           @extschema@._trace_tags((t.attributes - 'tracestate') || jsonb_build_object(
-               'http.request.method', t.http_method,
-               'url.path', split_part(t.http_target, '?', 1),
-               'url.query', nullif(substring(t.http_target FROM '\?(.*)$'), ''),
-               'http.response.status_code', nullif(t.http_status, 0),
-               'client.address', host(t.src_addr), 'client.port', t.src_port,
-               'network.peer.address', CASE WHEN t.protocol = 'http' THEN host(t.src_addr)
-                                            ELSE host(t.dst_addr) END,
-               'network.peer.port', CASE WHEN t.protocol = 'http' THEN t.src_port
-                                         ELSE t.dst_port END,
-               'server.address', coalesce(t.attributes->>'server.address', host(t.dst_addr)),
-               'server.port', coalesce((t.attributes->>'server.port')::int, t.dst_port),
-               'peer.service', @extschema@._service_map_node_title(o.workload, o.pod, o.node,
-                                                                   o.addr),
-               CASE WHEN t.protocol = 'http' THEN 'http.request.body.size'
-                    ELSE 'tcp.bytes_sent' END, t.bytes_sent,
-               CASE WHEN t.protocol = 'http' THEN 'http.response.body.size'
-                    ELSE 'tcp.bytes_received' END, t.bytes_received,
-               'interface', t.interface)),
-           lower(t.kind),
-           CASE t.status WHEN 'ERROR' THEN 2 WHEN 'OK' THEN 1 ELSE 0 END,
-           CASE WHEN t.status = 'ERROR' THEN
-               CASE WHEN t.http_status >= 500 THEN 'HTTP ' || t.http_status
-                    WHEN t.protocol = 'http' THEN 'no response'
-                    WHEN t.attributes ? 'tcp.reset_by' THEN 'reset by ' || (t.attributes->>'tcp.reset_by')
-                    ELSE 'connection failed' END
-           END,
-           t.attributes->>'tracestate'
-    FROM @extschema@.trace_tree(trace_view.trace_id) t
-    -- v: the span's service (the server of an exchange, the client of a
-    -- connection); o: the other end
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN t.protocol = 'http' THEN t.dst_workload ELSE t.src_workload END AS workload,
-               CASE WHEN t.protocol = 'http' THEN t.dst_workload_kind ELSE t.src_workload_kind END AS workload_kind,
-               CASE WHEN t.protocol = 'http' THEN t.dst_pod ELSE t.src_pod END AS pod,
-               CASE WHEN t.protocol = 'http' THEN t.dst_namespace ELSE t.src_namespace END AS namespace,
-               CASE WHEN t.protocol = 'http' THEN t.dst_node ELSE t.src_node END AS node,
-               CASE WHEN t.protocol = 'http' THEN t.dst_addr ELSE t.src_addr END AS addr) v
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN t.protocol = 'http' THEN t.src_workload ELSE t.dst_workload END AS workload,
-               CASE WHEN t.protocol = 'http' THEN t.src_pod ELSE t.dst_pod END AS pod,
-               CASE WHEN t.protocol = 'http' THEN t.src_node ELSE t.dst_node END AS node,
-               CASE WHEN t.protocol = 'http' THEN t.src_addr ELSE t.dst_addr END AS addr) o;
-END;
-
--- The slowest HTTP exchanges of [window_start, window_end), optionally of
--- one edge of the service map (source and target as service_map_edges
--- names them), with their traces: what the dashboard's "slowest requests"
--- table lists and its trace view opens.
-CREATE FUNCTION @extschema@.slowest_requests(window_start timestamptz, window_end timestamptz,
-                                             source text DEFAULT NULL, target text DEFAULT NULL,
-                                             n int DEFAULT 50)
-RETURNS TABLE (trace_id text, start_time timestamptz, source text, target text,
-               http_method text, http_target text, http_status int, status text,
-               latency_ms double precision)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT x.trace_id, x.start_time, x.src, x.dst, x.http_method, x.http_target, x.http_status,
-           x.status, x.latency_ms
-    FROM (SELECT s.trace_id, s.start_time,
-                 @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
-                                                  s.src_node, s.src_addr) AS src,
-                 @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
-                                                  s.dst_node, s.dst_addr) AS dst,
-                 s.http_method, s.http_target, s.http_status, s.status,
-                 extract(epoch FROM s.end_time - s.start_time)::double precision * 1000
-                     AS latency_ms
-          FROM @extschema@.spans s
-          WHERE s.protocol = 'http' AND s.start_time >= window_start
-            AND s.start_time < window_end) x
-    WHERE (slowest_requests.source IS NULL OR slowest_requests.source = ''
-           OR x.src = slowest_requests.source)
-      AND (slowest_requests.target IS NULL OR slowest_requests.target = ''
-           OR x.dst = slowest_requests.target)
-    ORDER BY x.latency_ms DESC, x.start_time
-    LIMIT greatest(n, 0);
-END;
-
-REVOKE ALL ON FUNCTION @extschema@.trace_tree(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@._trace_tags(jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.trace_view(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.slowest_requests(timestamptz, timestamptz, text, text, int)
-    FROM PUBLIC;
-
--- ============================================================================
 -- OTLP export (docs/otlp.md)
 -- ============================================================================
 --
@@ -1912,6 +1724,263 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The slowest HTTP exchanges of [window_start, window_end) on every node that
+-- answers, of one edge when source/target are given, each request once (the
+-- rule of _hub_window): every node sends its n slowest that it records as
+-- the client's node (or that no node's client made) and its n slowest of
+-- the others, which count only when their client's node did not answer.
+-- slowest_requests() on a hub reads this.
+CREATE FUNCTION @extschema@._hub_slowest(window_start timestamptz, window_end timestamptz,
+                                        source text, target text, n int)
+RETURNS SETOF @extschema@.spans
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    asked record;
+    queries text[];
+    r record;
+    cond text;
+BEGIN
+    cond := format('s.protocol = %L AND s.start_time >= %L AND s.start_time < %L', 'http',
+                   window_start, window_end);
+    IF coalesce(source, '') <> '' THEN
+        cond := cond || format(' AND @extschema@._service_map_node_id(s.src_namespace, '
+                               's.src_workload, s.src_pod, s.src_node, s.src_addr) = %L', source);
+    END IF;
+    IF coalesce(target, '') <> '' THEN
+        cond := cond || format(' AND @extschema@._service_map_node_id(s.dst_namespace, '
+                               's.dst_workload, s.dst_pod, s.dst_node, s.dst_addr) = %L', target);
+    END IF;
+    SELECT * INTO asked FROM @extschema@._hub_asked();
+    queries := ARRAY(
+        SELECT format('SELECT %1$L::text, x.s::text FROM ('
+                      '(SELECT s FROM @extschema@.spans s WHERE %2$s AND '
+                      '@extschema@._service_map_client_node(s.src_pod, s.src_node) IN (%3$L, %1$L) '
+                      'ORDER BY s.end_time - s.start_time DESC, s.start_time LIMIT %4$s) '
+                      'UNION ALL '
+                      '(SELECT s FROM @extschema@.spans s WHERE %2$s AND '
+                      '@extschema@._service_map_client_node(s.src_pod, s.src_node) NOT IN (%3$L, %1$L) '
+                      'ORDER BY s.end_time - s.start_time DESC, s.start_time LIMIT %4$s)) x',
+                      u.node, cond, '', greatest(n, 0))
+        FROM unnest(asked.nodes) WITH ORDINALITY AS u(node, o) ORDER BY o);
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        asked.servers, asked.nodes, queries, 'node text, span text',
+        'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
+        NULL::@extschema@._hub_span_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
+    RETURN QUERY
+        SELECT (g.span).*
+        FROM unnest(r.got) g
+        WHERE @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  IN ('', g.node)
+           OR NOT @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  = ANY (r.answered);
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._hub_slowest(timestamptz, timestamptz, text, text, int)
+    FROM PUBLIC;
+
+
+-- ============================================================================
+-- Traces: span trees in SQL and for Grafana's trace view (docs/traces.md)
+-- ============================================================================
+--
+-- An HTTP span that carried trace context (W3C traceparent, or B3) has the
+-- caller's id for the request as its span_id and, as its parent, the
+-- exchange that entered the calling pod in the same trace while it was
+-- served (see docs/traces.md for the rules). Upgrade note: HTTP spans
+-- written by 0.1 and by 0.2 before this change have a fresh span_id and the
+-- caller's id as parent_span_id, and server.address holding Host as sent
+-- ("host:port"); their trees are flat (each span a root, or a child of a
+-- span nobody recorded).
+
+-- The spans of a trace as a tree: roots first, each span followed by its
+-- children (depth first, siblings by start time). depth is 1 for a root: a
+-- span without parent_span_id, or whose parent is not among the trace's
+-- spans (the capture did not see it). If a span id occurs twice in the
+-- trace, a child hangs under the one that started last at or before it.
+-- Every span of the trace is returned once; one caught in a cycle of ids
+-- (which the capture never makes) comes last, as a root.
+CREATE FUNCTION @extschema@.trace_tree(trace_id text)
+RETURNS TABLE (
+    depth int, trace_id text, span_id text, parent_span_id text, name text, kind text,
+    start_time timestamptz, end_time timestamptz, status text, protocol text, interface text,
+    src_addr inet, dst_addr inet, src_port int, dst_port int, bytes_sent bigint,
+    bytes_received bigint, packets_sent bigint, packets_received bigint, attributes jsonb,
+    http_method text, http_target text, http_status int,
+    src_pod text, src_namespace text, src_workload text, src_workload_kind text, src_node text,
+    dst_pod text, dst_namespace text, dst_workload text, dst_workload_kind text, dst_node text)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH RECURSIVE s AS (
+        SELECT sp.*, row_number() OVER (ORDER BY sp.start_time, sp.span_id) AS rn
+        FROM @extschema@.trace_spans(trace_tree.trace_id) sp
+    ), p AS (
+        SELECT c.rn,
+               (SELECT q.rn FROM s q
+                WHERE q.span_id = c.parent_span_id AND q.rn <> c.rn
+                ORDER BY q.start_time <= c.start_time DESC, q.start_time DESC, q.rn
+                LIMIT 1) AS prn
+        FROM s c
+    ), t AS (
+        SELECT p.rn, 1 AS depth, ARRAY[p.rn] AS path FROM p WHERE p.prn IS NULL
+        UNION ALL
+        SELECT p.rn, t.depth + 1, t.path || p.rn
+        FROM t JOIN p ON p.prn = t.rn
+        WHERE p.rn <> ALL (t.path)
+    ), placed AS (
+        SELECT t.rn, t.depth, t.path FROM t
+        UNION ALL
+        SELECT s.rn, 1, ARRAY[(SELECT pg_catalog.count(*) FROM s) + s.rn]
+        FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.rn = s.rn)
+    )
+    SELECT placed.depth::int, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind,
+           s.start_time, s.end_time, s.status, s.protocol, s.interface, s.src_addr, s.dst_addr,
+           s.src_port, s.dst_port, s.bytes_sent, s.bytes_received, s.packets_sent,
+           s.packets_received, s.attributes, s.http_method, s.http_target, s.http_status,
+           s.src_pod, s.src_namespace, s.src_workload, s.src_workload_kind, s.src_node,
+           s.dst_pod, s.dst_namespace, s.dst_workload, s.dst_workload_kind, s.dst_node
+    FROM placed JOIN s ON s.rn = placed.rn
+    ORDER BY placed.path;
+END;
+
+-- Key/value pairs as Grafana's trace view reads them ([{"key": ..., "value":
+-- ...}]), from a jsonb object, leaving out null values.
+CREATE FUNCTION @extschema@._trace_tags(o jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce((SELECT jsonb_agg(jsonb_build_object('key', e.key, 'value', e.value)
+                                  ORDER BY e.key)
+                 FROM jsonb_each(o) e WHERE jsonb_typeof(e.value) <> 'null'), '[]'::jsonb);
+
+-- A trace in the shape Grafana's trace visualization (the Traces panel, and
+-- Explore) reads: one row per span, parents before children. The service of
+-- an HTTP span is the server's workload (the span is the server's handling
+-- of the request); of a connection span, the client's. startTime is in
+-- milliseconds since the epoch, duration in milliseconds. parentSpanID is
+-- empty for a span whose parent is not in the trace, so that the view draws
+-- it as a root rather than as an orphan.
+CREATE FUNCTION @extschema@.trace_view(trace_id text)
+RETURNS TABLE ("traceID" text, "spanID" text, "parentSpanID" text, "operationName" text,
+               "serviceName" text, "serviceTags" jsonb, "startTime" double precision,
+               duration double precision, tags jsonb, kind text, "statusCode" int,
+               "statusMessage" text, "traceState" text)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT t.trace_id, t.span_id,
+           CASE WHEN t.depth > 1 THEN t.parent_span_id END,
+           CASE WHEN t.protocol = 'http'
+                THEN t.name || coalesce(' ' || split_part(t.http_target, '?', 1), '')
+                ELSE t.name END,
+           @extschema@._service_map_node_title(v.workload, v.pod, v.node, v.addr),
+           @extschema@._trace_tags(jsonb_build_object(
+               'service.name', @extschema@._service_map_node_title(v.workload, v.pod, v.node,
+                                                                  v.addr),
+               'k8s.namespace.name', v.namespace, 'k8s.pod.name', v.pod,
+               'k8s.node.name', v.node, 'host.ip', host(v.addr))
+               -- k8s.deployment.name, k8s.statefulset.name, ...: the workload
+               || CASE WHEN v.workload IS NOT NULL AND v.workload_kind NOT IN ('Pod', 'Node')
+                       THEN jsonb_build_object('k8s.' || lower(v.workload_kind) || '.name',
+                                               v.workload)
+                       ELSE '{}'::jsonb END),
+           extract(epoch FROM t.start_time)::double precision * 1000,
+           extract(epoch FROM t.end_time - t.start_time)::double precision * 1000,
+           @extschema@._trace_tags((t.attributes - 'tracestate') || jsonb_build_object(
+               'http.request.method', t.http_method,
+               'url.path', split_part(t.http_target, '?', 1),
+               'url.query', nullif(substring(t.http_target FROM '\?(.*)$'), ''),
+               'http.response.status_code', nullif(t.http_status, 0),
+               'client.address', host(t.src_addr), 'client.port', t.src_port,
+               'network.peer.address', CASE WHEN t.protocol = 'http' THEN host(t.src_addr)
+                                            ELSE host(t.dst_addr) END,
+               'network.peer.port', CASE WHEN t.protocol = 'http' THEN t.src_port
+                                         ELSE t.dst_port END,
+               'server.address', coalesce(t.attributes->>'server.address', host(t.dst_addr)),
+               'server.port', coalesce((t.attributes->>'server.port')::int, t.dst_port),
+               'peer.service', @extschema@._service_map_node_title(o.workload, o.pod, o.node,
+                                                                   o.addr),
+               CASE WHEN t.protocol = 'http' THEN 'http.request.body.size'
+                    ELSE 'tcp.bytes_sent' END, t.bytes_sent,
+               CASE WHEN t.protocol = 'http' THEN 'http.response.body.size'
+                    ELSE 'tcp.bytes_received' END, t.bytes_received,
+               'interface', t.interface)),
+           lower(t.kind),
+           CASE t.status WHEN 'ERROR' THEN 2 WHEN 'OK' THEN 1 ELSE 0 END,
+           CASE WHEN t.status = 'ERROR' THEN
+               CASE WHEN t.http_status >= 500 THEN 'HTTP ' || t.http_status
+                    WHEN t.protocol = 'http' THEN 'no response'
+                    WHEN t.attributes ? 'tcp.reset_by' THEN 'reset by ' || (t.attributes->>'tcp.reset_by')
+                    ELSE 'connection failed' END
+           END,
+           t.attributes->>'tracestate'
+    FROM @extschema@.trace_tree(trace_view.trace_id) t
+    -- v: the span's service (the server of an exchange, the client of a
+    -- connection); o: the other end
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN t.protocol = 'http' THEN t.dst_workload ELSE t.src_workload END AS workload,
+               CASE WHEN t.protocol = 'http' THEN t.dst_workload_kind ELSE t.src_workload_kind END AS workload_kind,
+               CASE WHEN t.protocol = 'http' THEN t.dst_pod ELSE t.src_pod END AS pod,
+               CASE WHEN t.protocol = 'http' THEN t.dst_namespace ELSE t.src_namespace END AS namespace,
+               CASE WHEN t.protocol = 'http' THEN t.dst_node ELSE t.src_node END AS node,
+               CASE WHEN t.protocol = 'http' THEN t.dst_addr ELSE t.src_addr END AS addr) v
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN t.protocol = 'http' THEN t.src_workload ELSE t.dst_workload END AS workload,
+               CASE WHEN t.protocol = 'http' THEN t.src_pod ELSE t.dst_pod END AS pod,
+               CASE WHEN t.protocol = 'http' THEN t.src_node ELSE t.dst_node END AS node,
+               CASE WHEN t.protocol = 'http' THEN t.src_addr ELSE t.dst_addr END AS addr) o;
+END;
+
+-- The slowest HTTP exchanges of [window_start, window_end), optionally of
+-- one edge of the service map (source and target as service_map_edges
+-- names them), with their traces: what the dashboard's "slowest requests"
+-- table lists and its trace view opens.
+CREATE FUNCTION @extschema@.slowest_requests(window_start timestamptz, window_end timestamptz,
+                                             source text DEFAULT NULL, target text DEFAULT NULL,
+                                             n int DEFAULT 50)
+RETURNS TABLE (trace_id text, start_time timestamptz, source text, target text,
+               http_method text, http_target text, http_status int, status text,
+               latency_ms double precision)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.trace_id, x.start_time, x.src, x.dst, x.http_method, x.http_target, x.http_status,
+           x.status, x.latency_ms
+    FROM (SELECT s.trace_id, s.start_time,
+                 @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
+                                                  s.src_node, s.src_addr) AS src,
+                 @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
+                                                  s.dst_node, s.dst_addr) AS dst,
+                 s.http_method, s.http_target, s.http_status, s.status,
+                 extract(epoch FROM s.end_time - s.start_time)::double precision * 1000
+                     AS latency_ms
+          FROM @extschema@.spans s
+          WHERE NOT @extschema@._hub_active() AND s.protocol = 'http'
+            AND s.start_time >= window_start AND s.start_time < window_end
+          UNION ALL
+          SELECT s.trace_id, s.start_time,
+                 @extschema@._service_map_node_id(s.src_namespace, s.src_workload, s.src_pod,
+                                                  s.src_node, s.src_addr),
+                 @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
+                                                  s.dst_node, s.dst_addr),
+                 s.http_method, s.http_target, s.http_status, s.status,
+                 extract(epoch FROM s.end_time - s.start_time)::double precision * 1000
+          FROM @extschema@._hub_slowest(window_start, window_end, slowest_requests.source,
+                                        slowest_requests.target, n) s
+          WHERE @extschema@._hub_active()) x
+    WHERE (slowest_requests.source IS NULL OR slowest_requests.source = ''
+           OR x.src = slowest_requests.source)
+      AND (slowest_requests.target IS NULL OR slowest_requests.target = ''
+           OR x.dst = slowest_requests.target)
+    ORDER BY x.latency_ms DESC, x.start_time
+    LIMIT greatest(n, 0);
+END;
+
+REVOKE ALL ON FUNCTION @extschema@.trace_tree(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._trace_tags(jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.trace_view(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.slowest_requests(timestamptz, timestamptz, text, text, int)
+    FROM PUBLIC;
 
 -- ---- the service map and traces, on a node or on a hub -------------------
 

@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
     _hub_coverage_id(),
     _hub_coverage_node(),
     _hub_trace(text),
+    _hub_slowest(timestamptz, timestamptz, text, text, int),
     trace_spans(text),
     _service_map_quantile(double precision, smallint[], bigint[]),
     _service_map_dot_quote(text),

@@ -502,6 +502,22 @@ def test_trace_spans_across_nodes_once(env):
     # the client node's record (node 1's)
     assert got[0]["span_id"] == on_nodes[0][0]["span_id"], (got, on_nodes)
     assert got[0]["http_target"] == "/traced" and got[0]["src_node"] == node_name(1), got
+    # the trace functions Grafana's trace panels read answer for the cluster too
+    tree = env.hub.sql("SELECT depth, span_id FROM trace_tree(%s)", (trace,))
+    assert [(r["depth"], r["span_id"]) for r in tree] == [(1, got[0]["span_id"])], tree
+    view = env.hub.sql('SELECT "spanID", "operationName" FROM trace_view(%s)', (trace,))
+    assert [(r["spanID"], r["operationName"]) for r in view] == \
+        [(got[0]["span_id"], "GET /traced")], view
+    a = got[0]["start_time"] - timedelta(seconds=2)
+    b = got[0]["start_time"] + timedelta(seconds=2)
+    ask = "SELECT * FROM slowest_requests(%s, %s, n => 1000) WHERE trace_id = %s"
+    for k in (1, 2):
+        assert len(env.nodes[k].sql(ask, (a, b, trace))) == 1, k
+    slow = env.hub.sql(ask, (a, b, trace))
+    assert len(slow) == 1 and slow[0]["http_target"] == "/traced", slow
+    edge = env.hub.sql("SELECT trace_id FROM slowest_requests(%s, %s, %s, %s, 1)",
+                       (a, b, slow[0]["source"], slow[0]["target"]))
+    assert [r["trace_id"] for r in edge] == [trace], edge
 
 
 def test_grafana_role_reads_the_cluster_map(env, traffic):
