@@ -110,7 +110,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
 #pragma GCC diagnostic pop
   take_libbpf_log();
 
-  skel_ = capture_bpf__open();
+  skel_.reset(capture_bpf__open());
   if (!skel_) fail("cannot open the embedded BPF object", errno);
   skel_->rodata->send_payload = options.http ? 1 : 0;
   skel_->rodata->send_pgsql = options.pgsql ? 1 : 0;
@@ -128,16 +128,11 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   if (bpf_map__set_max_entries(skel_->maps.flows, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.l7_control, options.flow_table_size) != 0 ||
       bpf_map__set_max_entries(skel_->maps.events, options.ring_buffer_bytes) != 0) {
-    int err = errno;
-    capture_bpf__destroy(skel_);
-    skel_ = nullptr;
-    fail("cannot size the BPF maps", err);
+    fail("cannot size the BPF maps", errno);
   }
-  if (capture_bpf__load(skel_) != 0) {
+  if (capture_bpf__load(skel_.get()) != 0) {
     int err = errno;
     std::string log = take_libbpf_log();
-    capture_bpf__destroy(skel_);
-    skel_ = nullptr;
     std::string msg = "cannot load the BPF socket filter: " + errno_text(err);
     if (err == EPERM)
       msg +=
@@ -152,38 +147,34 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   l7_control_fd_ = bpf_map__fd(skel_->maps.l7_control);
   prog_fd_ = bpf_program__fd(skel_->progs.ebpfc_socket_filter);
 
-  try {
-    if (mode_ != Mode::Routed) sock_ = open_socket(ifindex, false);
-    if (mode_ == Mode::Device && options.promiscuous) {
-      // A bridge passes frames forwarded between its ports up to packet
-      // sockets on the bridge device only while it is promiscuous.
-      packet_mreq mreq{};
-      mreq.mr_ifindex = static_cast<int>(ifindex);
-      mreq.mr_type = PACKET_MR_PROMISC;
-      if (setsockopt(sock_, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0)
-        fail("cannot make \"" + target_ + "\" promiscuous", errno);
-    }
-    if (watch_)
-      for (int port : watch_->tracker().ports()) port_added(port);
-
-    ring_ =
-        ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this, nullptr);
-    if (!ring_) fail("cannot map the BPF ring buffer", errno);
-
-    // One fd for the worker to wait on: the ring buffer and, on a bridge or
-    // a pattern, the link notifications.
-    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_fd_ < 0) fail("cannot create an epoll instance", errno);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, bpf_map__fd(skel_->maps.events), &ev) != 0)
-      fail("cannot watch the BPF ring buffer", errno);
-    if (watch_ && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, watch_->fd(), &ev) != 0)
-      fail("cannot watch link notifications", errno);
-  } catch (...) {
-    close_all();
-    throw;
+  // From here a failure throws and the members close what was opened.
+  if (mode_ != Mode::Routed) sock_ = open_socket(ifindex, false);
+  if (mode_ == Mode::Device && options.promiscuous) {
+    // A bridge passes frames forwarded between its ports up to packet
+    // sockets on the bridge device only while it is promiscuous.
+    packet_mreq mreq{};
+    mreq.mr_ifindex = static_cast<int>(ifindex);
+    mreq.mr_type = PACKET_MR_PROMISC;
+    if (setsockopt(sock_.get(), SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mreq, sizeof(mreq)) != 0)
+      fail("cannot make \"" + target_ + "\" promiscuous", errno);
   }
+  if (watch_)
+    for (int port : watch_->tracker().ports()) port_added(port);
+
+  ring_.reset(
+      ring_buffer__new(bpf_map__fd(skel_->maps.events), &PacketCapture::on_event, this, nullptr));
+  if (!ring_) fail("cannot map the BPF ring buffer", errno);
+
+  // One fd for the worker to wait on: the ring buffer and, on a bridge or
+  // a pattern, the link notifications.
+  epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_fd_.valid()) fail("cannot create an epoll instance", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  if (epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, bpf_map__fd(skel_->maps.events), &ev) != 0)
+    fail("cannot watch the BPF ring buffer", errno);
+  if (watch_ && epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, watch_->fd(), &ev) != 0)
+    fail("cannot watch link notifications", errno);
 
   closed_keys_.reserve(1024);
   sweep_keys_.resize(options.flow_table_size);
@@ -193,50 +184,39 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   percpu_.resize(cpus > 0 ? static_cast<size_t>(cpus) : 1);
 }
 
-PacketCapture::~PacketCapture() { close_all(); }
+PacketCapture::~PacketCapture() = default;
 
-void PacketCapture::close_all() noexcept {
-  for (const auto& port : port_socks_) close(port.second);
-  port_socks_.clear();
-  if (ring_) ring_buffer__free(ring_);
-  ring_ = nullptr;
-  if (epoll_fd_ >= 0) close(epoll_fd_);
-  epoll_fd_ = -1;
-  if (sock_ >= 0) close(sock_);
-  sock_ = -1;
-  if (skel_) capture_bpf__destroy(skel_);
-  skel_ = nullptr;
-  watch_.reset();
+void PacketCapture::SkeletonDeleter::operator()(capture_bpf* skel) const noexcept {
+  capture_bpf__destroy(skel);
 }
 
-int PacketCapture::open_socket(unsigned ifindex, bool ignore_outgoing) {
+void PacketCapture::RingBufferDeleter::operator()(ring_buffer* ring) const noexcept {
+  ring_buffer__free(ring);
+}
+
+UniqueFd PacketCapture::open_socket(unsigned ifindex, bool ignore_outgoing) {
   // A socket with protocol 0 receives nothing until bound: attach the filter
   // first, so no unfiltered frame is ever queued.
-  const int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid())
     fail("cannot open an AF_PACKET socket", errno,
          errno == EPERM ? "the server process lacks CAP_NET_RAW: grant it with setpriv "
                           "--ambient-caps +net_raw,... or setcap cap_net_raw+ep"
                         : "");
-  try {
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog_fd_, sizeof(prog_fd_)) != 0)
-      fail("cannot attach the socket filter (SO_ATTACH_BPF)", errno);
-    const int one = 1;
-    if (ignore_outgoing &&
-        setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0)
-      fail("cannot ignore outgoing frames (PACKET_IGNORE_OUTGOING)", errno);
-    sockaddr_ll addr{};
-    addr.sll_family = AF_PACKET;
-    addr.sll_protocol = htons(ETH_P_ALL);
-    addr.sll_ifindex = static_cast<int>(ifindex);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      char name[IF_NAMESIZE] = "?";
-      if_indextoname(ifindex, name);
-      fail("cannot bind the packet socket to \"" + std::string(name) + "\"", errno);
-    }
-  } catch (...) {
-    close(fd);
-    throw;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_BPF, &prog_fd_, sizeof(prog_fd_)) != 0)
+    fail("cannot attach the socket filter (SO_ATTACH_BPF)", errno);
+  const int one = 1;
+  if (ignore_outgoing &&
+      setsockopt(fd.get(), SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one)) != 0)
+    fail("cannot ignore outgoing frames (PACKET_IGNORE_OUTGOING)", errno);
+  sockaddr_ll addr{};
+  addr.sll_family = AF_PACKET;
+  addr.sll_protocol = htons(ETH_P_ALL);
+  addr.sll_ifindex = static_cast<int>(ifindex);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    char name[IF_NAMESIZE] = "?";
+    if_indextoname(ifindex, name);
+    fail("cannot bind the packet socket to \"" + std::string(name) + "\"", errno);
   }
   return fd;
 }
@@ -246,7 +226,8 @@ void PacketCapture::port_added(int ifindex) {
   try {
     // A bridge port's socket sees what the pod sends; a routed pod
     // interface's both directions (the filter sorts them out).
-    port_socks_[ifindex] = open_socket(static_cast<unsigned>(ifindex), mode_ != Mode::Routed);
+    port_socks_.emplace(ifindex,
+                        open_socket(static_cast<unsigned>(ifindex), mode_ != Mode::Routed));
   } catch (const CaptureError& e) {
     // Most often the device went away before we got to it (its removal is
     // the next notification); the capture goes on without it.
@@ -260,8 +241,7 @@ void PacketCapture::port_removed(int ifindex) {
   if (port_errors_.erase(ifindex) > 0) port_errors_generation_++;
   auto it = port_socks_.find(ifindex);
   if (it == port_socks_.end()) return;
-  read_socket_stats(it->second);
-  close(it->second);
+  read_socket_stats(it->second.get());
   port_socks_.erase(it);
 }
 
@@ -369,7 +349,7 @@ size_t PacketCapture::drain(FlowSink& sink) {
   sink_ = &sink;
   drained_ = 0;
   callback_error_.clear();
-  int rc = ring_buffer__consume(ring_);
+  int rc = ring_buffer__consume(ring_.get());
   sink_ = nullptr;
   if (callback_error_.caught)
     throw CaptureError(std::string("while reading the ring buffer: ") + callback_error_.message);
@@ -436,9 +416,8 @@ CaptureCounters PacketCapture::counters() {
       for (size_t k = 0; k < sizeof(ebpfc_counters) / sizeof(__u64); k++) dst[k] += src[k];
     }
   }
-  if (sock_ >= 0) read_socket_stats(sock_);
-  for (const auto& port : port_socks_) read_socket_stats(port.second);
-  out.socket_packets = socket_packets_;
+  if (sock_.valid()) read_socket_stats(sock_.get());
+  for (const auto& port : port_socks_) read_socket_stats(port.second.get());
   out.socket_drops = socket_drops_;
   out.ports = static_cast<uint32_t>(port_socks_.size());
   out.port_failures = port_failures_;
@@ -451,7 +430,6 @@ void PacketCapture::read_socket_stats(int fd) {
   socklen_t len = sizeof(st);
   // PACKET_STATISTICS resets on read: accumulate.
   if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
-    socket_packets_ += st.tp_packets;
     socket_drops_ += st.tp_drops;
   }
 }

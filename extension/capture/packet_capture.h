@@ -19,6 +19,7 @@
 #include "core/flow_sink.h"
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
+#include "core/unique_fd.h"
 
 struct capture_bpf;
 struct ring_buffer;
@@ -62,10 +63,9 @@ struct CaptureOptions {
 };
 
 // Kernel-side counters: the filter's per-CPU counters summed, plus the
-// socket's PACKET_STATISTICS (cumulative).
+// frames the packet sockets dropped (PACKET_STATISTICS, cumulative).
 struct CaptureCounters {
   ebpfc_counters filter{};
-  uint64_t socket_packets = 0;
   uint64_t socket_drops = 0;
   uint32_t ports = 0;          // bridge ports or routed pod interfaces captured at
   uint64_t port_failures = 0;  // ports whose socket could not be opened
@@ -109,7 +109,7 @@ class PacketCapture final : public PayloadControl, private PortListener {
   PacketCapture& operator=(const PacketCapture&) = delete;
 
   // Readable when the ring buffer holds events or ports changed.
-  int event_fd() const { return epoll_fd_; }
+  int event_fd() const { return epoll_fd_.get(); }
 
   // Whether the capture is at the bridge's ports (not promiscuous).
   bool at_bridge_ports() const { return mode_ == Mode::BridgePorts; }
@@ -148,11 +148,20 @@ class PacketCapture final : public PayloadControl, private PortListener {
   void delete_batch(int map_fd, std::vector<ebpfc_flow_key>& keys);
   void apply_l7_control();
   // Opens a packet socket on ifindex with the filter attached.
-  int open_socket(unsigned ifindex, bool ignore_outgoing);
+  UniqueFd open_socket(unsigned ifindex, bool ignore_outgoing);
   void read_socket_stats(int fd);
   void port_added(int ifindex) override;
   void port_removed(int ifindex) override;
-  void close_all() noexcept;
+
+  // The loaded skeleton and the ring buffer over its events map free
+  // themselves (capture_bpf__destroy, ring_buffer__free); the ring is
+  // declared after the skeleton so it goes first.
+  struct SkeletonDeleter {
+    void operator()(capture_bpf* skel) const noexcept;
+  };
+  struct RingBufferDeleter {
+    void operator()(ring_buffer* ring) const noexcept;
+  };
 
   enum class Mode { Device, BridgePorts, Routed };
 
@@ -160,13 +169,13 @@ class PacketCapture final : public PayloadControl, private PortListener {
   Mode mode_ = Mode::Device;
   std::string target_;  // the device or pattern (options_.interface, or what "auto" chose)
   std::string auto_why_;
-  capture_bpf* skel_ = nullptr;
-  ring_buffer* ring_ = nullptr;
-  int sock_ = -1;  // on the device (not in routed mode)
-  int epoll_fd_ = -1;
-  int prog_fd_ = -1;
+  std::unique_ptr<capture_bpf, SkeletonDeleter> skel_;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> ring_;
+  UniqueFd sock_;  // on the device (not in routed mode)
+  UniqueFd epoll_fd_;
+  int prog_fd_ = -1;  // the skeleton's
   std::unique_ptr<LinkWatch> watch_;
-  std::map<int, int> port_socks_;           // ifindex -> packet socket
+  std::map<int, UniqueFd> port_socks_;      // ifindex -> packet socket
   std::map<int, std::string> port_errors_;  // ifindex -> "name (error)"
   uint64_t port_failures_ = 0;
   uint64_t port_errors_generation_ = 0;
@@ -177,7 +186,6 @@ class PacketCapture final : public PayloadControl, private PortListener {
   CallbackError callback_error_;  // what on_event caught during drain()
   size_t drained_ = 0;
   size_t flows_tracked_ = 0;
-  uint64_t socket_packets_ = 0;
   uint64_t socket_drops_ = 0;
   std::vector<ebpfc_flow_key> closed_keys_;  // filled by drain(), reused
   std::vector<ebpfc_flow_key> sweep_keys_;   // buffers for sweep(), reused
