@@ -790,62 +790,6 @@ BEGIN
 END
 $$;
 
--- ============================================================================
--- capture_status().not_http_connections
--- ============================================================================
---
--- Connections dropped as not HTTP after their first bytes (the filter's
--- classifier, and the parser for those the filter took for HTTP). A new OUT
--- column means a new row type: both functions are dropped and created again,
--- the 0.1 columns in their order, before the section below gives
--- capture_status() its search_path.
-DROP FUNCTION @extschema@.capture_status();
-DROP FUNCTION @extschema@._capture_slots();
-
-CREATE FUNCTION @extschema@._capture_slots(
-    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
-    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
-    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
-    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
-    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
-    OUT last_error text, OUT not_http_connections bigint)
-    RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
-
--- One row per capture: what is asked (captures) joined with what runs
--- (shared memory).
-CREATE FUNCTION @extschema@.capture_status(
-    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
-    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
-    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
-    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
-    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
-    OUT last_error text, OUT not_http_connections bigint)
-RETURNS SETOF record LANGUAGE sql STABLE AS $$
-    SELECT c.interface, s.pid,
-           CASE
-             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
-             WHEN c.enabled THEN s.state
-             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
-             ELSE 'stopped'
-           END,
-           s.started_at,
-           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
-           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
-           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
-           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
-           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
-           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
-           s.metadata_state, s.metadata_error, s.last_error,
-           coalesce(s.not_http_connections, 0)
-    FROM @extschema@.captures c
-    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
-    ORDER BY c.interface
-$$;
-
-REVOKE ALL ON FUNCTION @extschema@._capture_slots() FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;
 
 -- ============================================================================
 -- No function of the extension runs code found on its caller's search_path
@@ -911,7 +855,6 @@ RETURN '"' || regexp_replace(
 
 ALTER FUNCTION @extschema@.capture_start(text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION @extschema@.capture_stop(text) SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION @extschema@.capture_status() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
     SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION @extschema@._service_map_window(timestamptz, timestamptz)
@@ -964,47 +907,6 @@ CREATE FUNCTION @extschema@._otlp_slots(
 RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_otlp_slots';
 REVOKE ALL ON FUNCTION @extschema@._otlp_slots() FROM PUBLIC;
 
--- capture_status() gains the exporter's state and counters (the columns
--- after not_http_connections).
-DROP FUNCTION @extschema@.capture_status();
-CREATE FUNCTION @extschema@.capture_status(
-    OUT interface text, OUT pid int, OUT state text, OUT started_at timestamptz,
-    OUT packets bigint, OUT bytes bigint, OUT spans_written bigint, OUT spans_dropped bigint,
-    OUT events_dropped bigint, OUT kernel_drops bigint, OUT flow_table_full bigint,
-    OUT flows_tracked bigint, OUT payload_dropped bigint, OUT http_connections bigint,
-    OUT http_bound_hits bigint, OUT pods_known bigint, OUT ports bigint,
-    OUT port_errors bigint, OUT metadata_state text, OUT metadata_error text,
-    OUT last_error text, OUT not_http_connections bigint,
-    OUT otlp_state text, OUT otlp_exported bigint, OUT otlp_failed bigint,
-    OUT otlp_dropped bigint, OUT otlp_queued bigint, OUT otlp_last_error text)
-RETURNS SETOF record LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT c.interface, s.pid,
-           CASE
-             WHEN c.enabled AND (s.state IS NULL OR s.state IN ('stopped', 'stopping')) THEN 'starting'
-             WHEN c.enabled THEN s.state
-             WHEN s.state IN ('starting', 'running', 'stopping') THEN 'stopping'
-             ELSE 'stopped'
-           END,
-           s.started_at,
-           coalesce(s.packets, 0), coalesce(s.bytes, 0), coalesce(s.spans_written, 0),
-           coalesce(s.spans_dropped, 0), coalesce(s.events_dropped, 0),
-           coalesce(s.kernel_drops, 0), coalesce(s.flow_table_full, 0),
-           coalesce(s.flows_tracked, 0), coalesce(s.payload_dropped, 0),
-           coalesce(s.http_connections, 0), coalesce(s.http_bound_hits, 0),
-           coalesce(s.pods_known, 0), coalesce(s.ports, 0), coalesce(s.port_errors, 0),
-           s.metadata_state, s.metadata_error, s.last_error,
-           coalesce(s.not_http_connections, 0),
-           coalesce(o.otlp_state, 'off'), coalesce(o.otlp_exported, 0),
-           coalesce(o.otlp_failed, 0), coalesce(o.otlp_dropped, 0),
-           coalesce(o.otlp_queued, 0), o.otlp_last_error
-    FROM @extschema@.captures c
-    LEFT JOIN @extschema@._capture_slots() s ON s.interface = c.interface
-    LEFT JOIN @extschema@._otlp_slots() o ON o.interface = c.interface
-    ORDER BY c.interface
-$$;
-REVOKE ALL ON FUNCTION @extschema@.capture_status() FROM PUBLIC;
 
 -- Every counter of the exporters, for the benchmark and for monitoring
 -- (requests, retries, CPU time, bytes queued).
@@ -2394,8 +2296,17 @@ $$;
 REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, timestamptz)
     FROM PUBLIC;
 
--- capture_status() gains PostgreSQL's counters (after otlp_last_error):
--- connections the filter took for PostgreSQL, spans made, sessions that went
+-- capture_status() and _capture_slots(), defined once for 0.2 (a new OUT
+-- column is a new row type: 0.1's are dropped and made again, 0.1's columns
+-- first and in their order). After 0.1's columns:
+--
+-- not_http_connections: connections dropped as not HTTP after their first
+-- bytes (the filter's classifier, and the parser for those the filter took
+-- for HTTP).
+--
+-- The OTLP exporter's state and counters (otlp_*, from _otlp_slots()).
+--
+-- PostgreSQL's counters (postgresql_*): connections the filter took for PostgreSQL, spans made, sessions that went
 -- encrypted (TLS or GSS: not parsed), connections first seen mid-stream,
 -- resynchronisations on message boundaries, and requests or connections
 -- lost (unanswered at a capture gap, not the protocol, over a bound).
