@@ -31,6 +31,7 @@
 #include "kube/hub_discovery.h"
 #include "kube/kube_config.h"
 #include "kube/token_file.h"
+#include "core/restart_backoff.h"
 #include "pg/catalog.h"
 #include "pg/guc.h"
 #include "pg/hub.h"
@@ -44,9 +45,6 @@ namespace ebpfc::pg {
 namespace {
 
 constexpr long kPollMs = 1000;
-constexpr long kMinBackoffMs = 1000;
-constexpr long kMaxBackoffMs = 60000;
-constexpr long kHealthyMs = 60000;
 // A worker told to stop that is still there after this long gets SIGTERM.
 constexpr long kStopGraceMs = 30000;
 // pg_try_advisory_lock key of the one hub worker of a database ("ebpfchub").
@@ -508,12 +506,8 @@ void hub_launcher_tick() {
     pfree(c.handle);
     c.handle = nullptr;
     pid = 0;
-    if (TimestampDifferenceExceeds(c.started_at, now, kHealthyMs))
-      c.backoff_ms = kMinBackoffMs;
-    else
-      c.backoff_ms = c.backoff_ms == 0
-                         ? kMinBackoffMs
-                         : (c.backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : c.backoff_ms * 2);
+    c.backoff_ms = RestartBackoff::after_exit(
+        c.backoff_ms, TimestampDifferenceExceeds(c.started_at, now, RestartBackoff::kHealthyMs));
     c.retry_at = TimestampTzPlusMilliseconds(now, c.backoff_ms);
   }
   if (on != c.was_on) {
@@ -533,7 +527,7 @@ void hub_launcher_tick() {
       c.handle = nullptr;
       ereport(LOG, (errmsg("ebpf_capture: no background worker slot for the hub (raise "
                            "max_worker_processes)")));
-      c.retry_at = TimestampTzPlusMilliseconds(now, kMaxBackoffMs / 4);
+      c.retry_at = TimestampTzPlusMilliseconds(now, RestartBackoff::kNoSlotMs);
     }
   } else if (!on && c.handle != nullptr && c.stop_asked_at != 0 &&
              TimestampDifferenceExceeds(c.stop_asked_at, now, kStopGraceMs)) {

@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "core/restart_backoff.h"
 #include "pg/bgworker.h"
 #include "pg/catalog.h"
 #include "pg/guc.h"
@@ -23,8 +24,6 @@ namespace ebpfc::pg {
 namespace {
 
 constexpr long kPollMs = 1000;
-constexpr long kMinBackoffMs = 1000;
-constexpr long kMaxBackoffMs = 60000;
 // A worker asked to stop that is still there after this long gets SIGTERM.
 constexpr long kStopGraceMs = 10000;
 
@@ -156,10 +155,7 @@ void reconcile() {
         state = s->state;
         SpinLockRelease(&sh->mutex);
         if (state == SlotState::Failed) {
-          ctl.backoff_ms =
-              ctl.backoff_ms == 0
-                  ? kMinBackoffMs
-                  : (ctl.backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : ctl.backoff_ms * 2);
+          ctl.backoff_ms = RestartBackoff::after_failure(ctl.backoff_ms);
           ctl.retry_at = TimestampTzPlusMilliseconds(now, ctl.backoff_ms);
         }
       } else if (state == SlotState::Running || state == SlotState::Paused) {
@@ -179,7 +175,7 @@ void reconcile() {
         s->state = SlotState::Failed;
         SpinLockRelease(&sh->mutex);
         ctl.handle = nullptr;
-        ctl.backoff_ms = kMaxBackoffMs / 4;
+        ctl.backoff_ms = RestartBackoff::kNoSlotMs;
         ctl.retry_at = TimestampTzPlusMilliseconds(now, ctl.backoff_ms);
       }
     } else if (!wanted && ctl.handle != nullptr) {

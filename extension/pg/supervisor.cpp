@@ -10,6 +10,7 @@
 // instead of a launcher failing to connect every few seconds.
 #include <cstring>
 
+#include "core/restart_backoff.h"
 #include "pg/bgworker.h"
 #include "pg/guc.h"
 #include "pg/pg_guard.h"
@@ -27,10 +28,6 @@ namespace ebpfc::pg {
 namespace {
 
 constexpr long kPollMs = 1000;
-constexpr long kMinBackoffMs = 1000;
-constexpr long kMaxBackoffMs = 60000;
-// A launcher that ran this long before it ended was healthy: no back-off.
-constexpr long kHealthyMs = 60000;
 
 // Whether database `name` exists; false with the error logged if the
 // catalog could not be read. Without a database of its own, the supervisor
@@ -95,12 +92,9 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_supervisor_main) {
       if (GetBackgroundWorkerPid(launcher, &pid) == BGWH_STOPPED) {
         pfree(launcher);
         launcher = nullptr;
-        if (TimestampDifferenceExceeds(started_at, now, kHealthyMs))
-          backoff_ms = kMinBackoffMs;
-        else
-          backoff_ms = backoff_ms == 0
-                           ? kMinBackoffMs
-                           : (backoff_ms * 2 > kMaxBackoffMs ? kMaxBackoffMs : backoff_ms * 2);
+        backoff_ms = ebpfc::RestartBackoff::after_exit(
+            backoff_ms,
+            TimestampDifferenceExceeds(started_at, now, ebpfc::RestartBackoff::kHealthyMs));
         retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
       }
     }
@@ -121,7 +115,7 @@ EBPFC_BGWORKER_MAIN(ebpf_capture_supervisor_main) {
           launcher = nullptr;
           ereport(LOG, (errmsg("ebpf_capture supervisor: no background worker slot for the "
                                "launcher (raise max_worker_processes)")));
-          retry_at = TimestampTzPlusMilliseconds(now, kMaxBackoffMs / 4);
+          retry_at = TimestampTzPlusMilliseconds(now, ebpfc::RestartBackoff::kNoSlotMs);
         }
       }
     }
