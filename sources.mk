@@ -7,7 +7,7 @@
 # PostgreSQL-free, libbpf-free, libcurl-free: unit-tested.
 CORE_NAMES := wall_clock span_ids flow_span span_attributes text_sanitize \
 	http_exchange http_traceparent trace_links http_message http_reorder http_stream http_span http_tracker \
-	pg_query pg_wire \
+	pg_query pg_wire redis_wire \
 	edge_rollup span_batch chunk_resolve disk_guard fault
 CAPTURE_PLAIN_NAMES := link_messages capture_checks
 KUBE_PLAIN_NAMES := line_splitter kube_time ip_addr kube_objects workload string_pool pod_cache \

@@ -64,6 +64,8 @@ const volatile __u64 wakeup_bytes = 1 << 20;
 const volatile __u8 send_payload = 0;
 /* Whether to send the payload of PostgreSQL connections. Set by user space before load. */
 const volatile __u8 send_pgsql = 0;
+/* Whether to send the payload of Redis connections. Set by user space before load. */
+const volatile __u8 send_redis = 0;
 
 /*
  * Set when the capture is at a bridge's ports (user space, before load): the
@@ -199,6 +201,14 @@ __noinline int ebpfc_pg_classify_buf(struct ebpfc_l7_buf *buf, __u32 n, __u32 pa
 	return ebpfc_pg_classify(buf->b, n, payload_len, at_start);
 }
 
+/* ebpfc_redis_classify as a global function, for the same reason. */
+__noinline int ebpfc_redis_classify_buf(struct ebpfc_l7_buf *buf, __u32 n)
+{
+	if (!buf)
+		return 0;
+	return ebpfc_redis_classify(buf->b, n);
+}
+
 /* Per-CPU scratch space: the BPF stack (512 bytes) is too small for these. */
 struct ebpfc_scratch {
 	__u8 head[EBPFC_HEAD_LEN]; /* the frame's first bytes, read at once */
@@ -294,7 +304,8 @@ static __always_inline int ebpfc_send_event(__u32 type, __u32 flags,
  *    EBPFC_L7_PROBES_MAX of them make the connection OTHER.
  * A connection that is not HTTP may be PostgreSQL (ebpfc_pg_classify): a
  * startup packet at the direction's start, message shapes anywhere (probes
- * as above).
+ * as above); one that is neither may be Redis (ebpfc_redis_classify: a
+ * client's command array, anywhere).
  * The CPU that makes a connection OTHER counts it (l7_not_http), the one that
  * makes it PGSQL counts that (l7_pgsql).
  */
@@ -322,6 +333,8 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 	if (verdict != EBPFC_L7_HTTP && send_pgsql &&
 	    ebpfc_pg_classify_buf(buf, len, p->payload_len, at_start))
 		verdict = EBPFC_L7_PGSQL;
+	else if (verdict != EBPFC_L7_HTTP && send_redis && ebpfc_redis_classify_buf(buf, len))
+		verdict = EBPFC_L7_REDIS;
 	if (verdict == EBPFC_L7_UNKNOWN)
 		return from_start;
 	if (verdict == EBPFC_L7_OTHER && !at_start) {
@@ -335,8 +348,10 @@ static __always_inline int ebpfc_classify(struct __sk_buff *skb, const struct eb
 			c->l7_not_http++;
 		else if (verdict == EBPFC_L7_PGSQL)
 			c->l7_pgsql++;
+		else if (verdict == EBPFC_L7_REDIS)
+			c->l7_redis++;
 	}
-	return v->l7 == EBPFC_L7_HTTP || v->l7 == EBPFC_L7_PGSQL;
+	return v->l7 == EBPFC_L7_HTTP || v->l7 == EBPFC_L7_PGSQL || v->l7 == EBPFC_L7_REDIS;
 }
 
 /*
@@ -356,7 +371,7 @@ static __always_inline void ebpfc_send_payload(struct __sk_buff *skb, const stru
 	__u32 len;
 	__u32 l7;
 
-	if ((!send_payload && !send_pgsql) || p->payload_len == 0)
+	if ((!send_payload && !send_pgsql && !send_redis) || p->payload_len == 0)
 		return;
 	l7 = v->l7;
 	if (l7 == EBPFC_L7_OTHER)

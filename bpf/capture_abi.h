@@ -106,6 +106,8 @@ enum ebpfc_l7 {
 	EBPFC_L7_OTHER = 2,   /* anything else: no payload is sent */
 	EBPFC_L7_PGSQL = 3,   /* PostgreSQL's wire protocol (a startup packet, an SSLRequest or
 			       * message shapes): payload is sent to its parser */
+	EBPFC_L7_REDIS = 4,   /* Redis (RESP): a client's command array; payload is sent to its
+			       * parser */
 };
 
 /*
@@ -213,6 +215,7 @@ struct ebpfc_counters {
 	__u64 l7_pgsql;	       /* connections taken for PostgreSQL's wire protocol */
 	__u64 routed_copies;   /* routed capture: TCP frames seen leaving towards a pod that
 				* were already counted where they came in (not counted again) */
+	__u64 l7_redis;	       /* connections taken for Redis (RESP) */
 };
 
 /* The flows map's share of one source (see capture.bpf.c, sources). */

@@ -260,4 +260,92 @@ static __always_inline int ebpfc_pg_classify(const __u8 *b, __u32 n, __u32 paylo
 	return msgs >= 2;
 }
 
+/*
+ * Does a payload look like a Redis client's command (RESP2 or RESP3)? A
+ * command is an array of bulk strings: "*<n>\r\n$<len>\r\n<name>\r\n...",
+ * n of 1 to 7 digits, len of 1 to 4 digits (a name of at most 9999 bytes),
+ * and the name's bytes in view letters (GET, hset, CLIENT) or '_' / '|'
+ * / '-' / '.' / ':' after the first (module commands: JSON.SET, FT.SEARCH).
+ * Anywhere in the client's stream: each command starts a segment often
+ * enough (a pipelined batch starts with one). Server replies ("+OK", ":1")
+ * are too short and too common in other protocols to decide on. Inline
+ * commands ("PING\r\n") are not recognised (HTTP's classifier keeps those
+ * out of HTTP; they look like many line protocols).
+ * b must have EBPFC_L7_BUF_LEN readable bytes (as for ebpfc_pg_classify).
+ */
+#define EBPFC_REDIS_COUNT_DIGITS 7
+#define EBPFC_REDIS_LEN_DIGITS 4
+
+static __always_inline int ebpfc_redis_name_char(__u8 c, int first)
+{
+	if (ebpfc_is_alpha(c))
+		return 1;
+	return !first && (c == '_' || c == '|' || c == '-' || c == '.' || c == ':');
+}
+
+static __always_inline int ebpfc_redis_classify(const __u8 *b, __u32 n)
+{
+	__u32 i = 1, count_digits = 0, len_digits = 0, name_len = 0;
+
+	if (n > EBPFC_L7_PROBE_LEN)
+		n = EBPFC_L7_PROBE_LEN;
+	if (n < EBPFC_L7_PROBE_MIN || b[0] != '*')
+		return 0;
+#pragma unroll
+	for (__u32 k = 0; k < EBPFC_REDIS_COUNT_DIGITS + 1; k++) {
+		__u8 c = b[i & EBPFC_L7_BUF_MASK];
+
+		if (c >= '0' && c <= '9') {
+			if (count_digits == 0 && c == '0')
+				return 0;
+			count_digits++;
+			i++;
+		} else {
+			break;
+		}
+	}
+	if (count_digits == 0 || count_digits > EBPFC_REDIS_COUNT_DIGITS || i + 3 > n)
+		return 0;
+	if (b[i & EBPFC_L7_BUF_MASK] != '\r' || b[(i + 1) & EBPFC_L7_BUF_MASK] != '\n' ||
+	    b[(i + 2) & EBPFC_L7_BUF_MASK] != '$')
+		return 0;
+	i += 3;
+#pragma unroll
+	for (__u32 k = 0; k < EBPFC_REDIS_LEN_DIGITS + 1; k++) {
+		__u8 c = b[i & EBPFC_L7_BUF_MASK];
+
+		if (i >= n)
+			return 0;
+		if (c >= '0' && c <= '9') {
+			if (len_digits == 0 && c == '0')
+				return 0;
+			name_len = name_len * 10 + (c - '0');
+			len_digits++;
+			i++;
+		} else {
+			break;
+		}
+	}
+	if (len_digits == 0 || len_digits > EBPFC_REDIS_LEN_DIGITS || i + 2 > n)
+		return 0;
+	if (b[i & EBPFC_L7_BUF_MASK] != '\r' || b[(i + 1) & EBPFC_L7_BUF_MASK] != '\n')
+		return 0;
+	i += 2;
+	/* the name, as far as it is in view (at least one byte of it) */
+	if (i >= n)
+		return 0;
+#pragma unroll
+	for (__u32 k = 0; k < EBPFC_L7_PROBE_LEN; k++) {
+		__u32 at = i + k;
+
+		if (at >= n)
+			break;
+		if (k == name_len)
+			return b[at & EBPFC_L7_BUF_MASK] == '\r';
+		if (!ebpfc_redis_name_char(b[at & EBPFC_L7_BUF_MASK], k == 0))
+			return 0;
+	}
+	return 1;
+}
+
 #endif /* EBPFC_L7_CLASSIFY_H */

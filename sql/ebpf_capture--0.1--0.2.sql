@@ -2255,6 +2255,8 @@ REVOKE ALL ON FUNCTION @extschema@._hub_node_access(text, text, boolean) FROM PU
 -- conventions. In the service map they are requests, as http spans are
 -- (the worker's rollup counts them so; this recomputation from the spans
 -- table does the same), except the span of a session that went encrypted.
+-- Redis commands (protocol 'redis', one span per command and its reply)
+-- are requests the same way.
 CREATE OR REPLACE FUNCTION @extschema@._service_map_rollup_of_spans(
     window_start timestamptz, window_end timestamptz)
 RETURNS TABLE (
@@ -2269,7 +2271,7 @@ AS $$
                                             s.src_node, s.src_addr),
            @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
                                             s.dst_node, s.dst_addr),
-           CASE WHEN s.protocol IN ('http', 'postgresql')
+           CASE WHEN s.protocol IN ('http', 'postgresql', 'redis')
                 THEN @extschema@._service_map_bucket(s.end_time - s.start_time)
                 ELSE 0::smallint END,
            min(@extschema@._service_map_node_title(s.src_workload, s.src_pod, s.src_node,
@@ -2289,7 +2291,7 @@ AS $$
            @extschema@._service_map_client_node(s.src_pod, s.src_node)
     FROM @extschema@.spans s
     WHERE s.start_time >= window_start AND s.start_time < window_end
-      AND (s.protocol IN ('http', 'tcp')
+      AND (s.protocol IN ('http', 'tcp', 'redis')
            OR (s.protocol = 'postgresql' AND s.name NOT IN ('TLS', 'GSSENC')))
     GROUP BY 1, 2, 3, 4, 13
 $$;
@@ -2306,10 +2308,15 @@ REVOKE ALL ON FUNCTION @extschema@._service_map_rollup_of_spans(timestamptz, tim
 --
 -- The OTLP exporter's state and counters (otlp_*, from _otlp_slots()).
 --
--- PostgreSQL's counters (postgresql_*): connections the filter took for PostgreSQL, spans made, sessions that went
--- encrypted (TLS or GSS: not parsed), connections first seen mid-stream,
--- resynchronisations on message boundaries, and requests or connections
--- lost (unanswered at a capture gap, not the protocol, over a bound).
+-- PostgreSQL's counters (postgresql_*): connections the filter took for
+-- PostgreSQL, spans made, sessions that went encrypted (TLS or GSS: not
+-- parsed), connections first seen mid-stream, resynchronisations on message
+-- boundaries, and requests or connections lost (unanswered at a capture gap,
+-- not the protocol, over a bound).
+--
+-- Redis's counters (redis_*): connections, spans, connections first seen
+-- mid-stream, resynchronisations, connections that went to push mode
+-- (SUBSCRIBE, MONITOR) and commands or connections lost.
 --
 -- Then where each capture is attached (docs/cni.md): capture_start also takes
 -- a shell-style pattern of routed pod interfaces ('cali*', 'lxc*', ...) or
@@ -2331,6 +2338,8 @@ CREATE FUNCTION @extschema@._capture_slots(
     OUT postgresql_connections bigint, OUT postgresql_spans bigint,
     OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
     OUT postgresql_resyncs bigint, OUT postgresql_lost bigint,
+    OUT redis_connections bigint, OUT redis_spans bigint, OUT redis_mid_stream bigint,
+    OUT redis_resyncs bigint, OUT redis_push_mode bigint, OUT redis_lost bigint,
     OUT mode text, OUT pattern text, OUT attached text[], OUT failed text[],
     OUT skipped text[])
     RETURNS SETOF record LANGUAGE c AS 'MODULE_PATHNAME', 'ebpf_capture_slots';
@@ -2349,6 +2358,8 @@ CREATE FUNCTION @extschema@.capture_status(
     OUT postgresql_connections bigint, OUT postgresql_spans bigint,
     OUT postgresql_encrypted bigint, OUT postgresql_mid_stream bigint,
     OUT postgresql_resyncs bigint, OUT postgresql_lost bigint,
+    OUT redis_connections bigint, OUT redis_spans bigint, OUT redis_mid_stream bigint,
+    OUT redis_resyncs bigint, OUT redis_push_mode bigint, OUT redis_lost bigint,
     OUT mode text, OUT pattern text, OUT attached text[], OUT failed text[],
     OUT skipped text[])
 RETURNS SETOF record LANGUAGE sql STABLE
@@ -2376,6 +2387,9 @@ AS $$
            coalesce(s.postgresql_connections, 0), coalesce(s.postgresql_spans, 0),
            coalesce(s.postgresql_encrypted, 0), coalesce(s.postgresql_mid_stream, 0),
            coalesce(s.postgresql_resyncs, 0), coalesce(s.postgresql_lost, 0),
+           coalesce(s.redis_connections, 0), coalesce(s.redis_spans, 0),
+           coalesce(s.redis_mid_stream, 0), coalesce(s.redis_resyncs, 0),
+           coalesce(s.redis_push_mode, 0), coalesce(s.redis_lost, 0),
            s.mode, s.pattern, coalesce(s.attached, '{}'), coalesce(s.failed, '{}'),
            coalesce(s.skipped, '{}')
     FROM @extschema@.captures c

@@ -11,6 +11,7 @@ PACKAGES=(
 	python3 python3-pytest python3-psycopg2 python3-yaml
 	make g++ clang-format libcap2-bin util-linux procps
 	graphviz gnuplot-nox
+	redis-server redis-tools
 	buildah mmdebstrap
 )
 # kubectl (for `kubectl kustomize deploy/`): Debian's kubernetes-client, unless
@@ -48,7 +49,21 @@ install_packages() {
 	# tshark asks whether non-root users may capture; answer it up front.
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
 	apt-get update
-	apt-get install -y --no-install-recommends "${missing[@]}"
+	# No package's service is started by the install (redis-server's would
+	# stay running on the host's loopback): the tests start their own servers
+	# inside the pod namespaces. policy-rc.d answers "not now" to every start.
+	local policy=/usr/sbin/policy-rc.d own_policy=0
+	if [[ ! -e "$policy" ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		own_policy=1
+	fi
+	apt-get install -y --no-install-recommends "${missing[@]}" || {
+		((own_policy)) && rm -f "$policy"
+		return 1
+	}
+	((own_policy)) && rm -f "$policy"
+	return 0
 }
 install_packages
 

@@ -114,6 +114,7 @@ PacketCapture::PacketCapture(const CaptureOptions& options) : options_(options) 
   if (!skel_) fail("cannot open the embedded BPF object", errno);
   skel_->rodata->send_payload = options.http ? 1 : 0;
   skel_->rodata->send_pgsql = options.pgsql ? 1 : 0;
+  skel_->rodata->send_redis = options.redis ? 1 : 0;
   // The kernel wakes the reader only once a sixteenth of the ring buffer is
   // waiting; below that, the reader's own periodic drain picks events up. A
   // forced wake-up costs the CPU that sends the event an interrupt and the

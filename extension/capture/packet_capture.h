@@ -60,6 +60,8 @@ struct CaptureOptions {
   bool http = false;
   // Send the payload of PostgreSQL connections (FlowSink::payload, l7 PGSQL).
   bool pgsql = false;
+  // Send the payload of Redis connections (FlowSink::payload, l7 REDIS).
+  bool redis = false;
 };
 
 // Kernel-side counters: the filter's per-CPU counters summed, plus the

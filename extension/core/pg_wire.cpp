@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/pg_query.h"
+#include "core/redis_wire.h"
 
 namespace ebpfc {
 
@@ -856,6 +857,7 @@ void PgSpanList::reserve(size_t bytes) {
 }
 
 const char* pg_span_name(const PgSpan& span, const char* text, char* buf, size_t cap) {
+  if (span.system == DbSystem::Redis) return redis_span_name(span, text, buf, cap);
   const std::string_view op = text_of(text, span.operation);
   const std::string_view coll = text_of(text, span.collection);
   if (span.flags & (kPgTls | kPgGssEncrypted)) return span.flags & kPgTls ? "TLS" : "GSSENC";
@@ -869,6 +871,10 @@ const char* pg_span_name(const PgSpan& span, const char* text, char* buf, size_t
 }
 
 void pg_attributes(const PgSpan& s, const char* text, AttributeSink& j) {
+  if (s.system == DbSystem::Redis) {
+    redis_attributes(s, text, j);
+    return;
+  }
   auto str = [&](const char* key, TextRef ref) {
     if (ref.len > 0) j.string(key, text + ref.offset, ref.len);
   };

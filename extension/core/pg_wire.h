@@ -47,8 +47,14 @@ enum PgSpanFlags : uint16_t {
   kPgUnknownStatement = 128,  // an Execute of a statement whose Parse was not seen
 };
 
-// One span: a query, an execute, or a session that went encrypted.
+// Which database protocol made a span: Redis spans travel in the same lists
+// (redis_wire.h) and are named and described by their own functions.
+enum class DbSystem : uint8_t { Postgresql = 0, Redis = 1 };
+
+// One span: a query, an execute, or a session that went encrypted (or a
+// Redis command, system Redis).
 struct PgSpan {
+  DbSystem system;
   uint8_t trace_id[16];
   uint8_t span_id[8];
   int64_t start_unix_us;
@@ -70,6 +76,7 @@ struct PgSpan {
   TextRef query;            // db.query.text
   TextRef database;         // db.namespace
   TextRef user;
+  TextRef error_code;  // Redis: the error reply's prefix (ERR, WRONGTYPE)
 };
 
 // The spans waiting in one buffer (like HttpSpanList): fixed parts in a

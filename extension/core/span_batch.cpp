@@ -68,6 +68,11 @@ void SpanBatch::flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& st
     had_http = pg_->on_flow_ended(key, connection_span_id, clock_, ids_, pg_spans_);
     after_pg(before);
   }
+  if (redis_ != nullptr && !had_http) {
+    const size_t before = pg_spans_.size();
+    had_http = redis_->on_flow_ended(key, connection_span_id, clock_, ids_, pg_spans_);
+    after_pg(before);
+  }
   if (!fits(sizeof(Span))) {
     dropped_++;
     return;
@@ -80,14 +85,18 @@ void SpanBatch::flow_ended(const ebpfc_flow_key& key, const ebpfc_flow_stats& st
 }
 
 void SpanBatch::payload(const ebpfc_payload_event& head) {
-  if (head.l7 == EBPFC_L7_PGSQL) {
-    if (pg_ == nullptr) return;
+  if (head.l7 == EBPFC_L7_PGSQL || head.l7 == EBPFC_L7_REDIS) {
+    const bool pg = head.l7 == EBPFC_L7_PGSQL;
+    if (pg ? pg_ == nullptr : redis_ == nullptr) return;
     if (pending_bytes() >= max_bytes_) {
       heads_shed_++;
       return;
     }
     const size_t before = pg_spans_.size();
-    pg_->on_payload(head, clock_, ids_, pg_spans_);
+    if (pg)
+      pg_->on_payload(head, clock_, ids_, pg_spans_);
+    else
+      redis_->on_payload(head, clock_, ids_, pg_spans_);
     after_pg(before);
     return;
   }
@@ -115,6 +124,11 @@ void SpanBatch::end_of_drain(uint64_t now_ns) {
     pg_->end_of_drain(now_ns, clock_, ids_, pg_spans_);
     after_pg(before);
   }
+  if (redis_ != nullptr) {
+    const size_t before = pg_spans_.size();
+    redis_->end_of_drain(now_ns, clock_, ids_, pg_spans_);
+    after_pg(before);
+  }
   if (http_ == nullptr) return;
   const size_t before = http_spans_.size();
   http_->end_of_drain(now_ns, clock_, ids_, http_spans_);
@@ -125,6 +139,11 @@ void SpanBatch::close_all() {
   if (pg_ != nullptr) {
     const size_t before = pg_spans_.size();
     pg_->close_all(clock_, ids_, pg_spans_);
+    after_pg(before);
+  }
+  if (redis_ != nullptr) {
+    const size_t before = pg_spans_.size();
+    redis_->close_all(clock_, ids_, pg_spans_);
     after_pg(before);
   }
   if (http_ == nullptr) return;

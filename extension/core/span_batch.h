@@ -25,6 +25,7 @@
 #include "core/http_span.h"
 #include "core/http_tracker.h"
 #include "core/pg_wire.h"
+#include "core/redis_wire.h"
 #include "core/span.h"
 #include "core/span_ids.h"
 #include "core/wall_clock.h"
@@ -40,6 +41,9 @@ class SpanBatch final : public FlowSink {
   void set_http(HttpTracker* http) { http_ = http; }
   // Follows the PostgreSQL connections (null: PostgreSQL is off).
   void set_pg(PgTracker* pg) { pg_ = pg; }
+  // Follows the Redis connections (null: Redis is off). Their spans go with
+  // PostgreSQL's (database client calls, PgSpan).
+  void set_redis(RedisTracker* redis) { redis_ = redis; }
   // Sets the bound and reserves the buffers' address space for it, so that
   // they never move their contents to grow (resident memory follows use).
   void set_max_bytes(size_t max_bytes);
@@ -129,6 +133,7 @@ class SpanBatch final : public FlowSink {
   std::vector<Span> open_;
   HttpTracker* http_ = nullptr;
   PgTracker* pg_ = nullptr;
+  RedisTracker* redis_ = nullptr;
   uint64_t oldest_ns_ = 0;
   uint64_t dropped_ = 0;
   uint64_t heads_shed_ = 0;

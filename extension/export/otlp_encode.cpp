@@ -274,7 +274,14 @@ void Encoder::pg_span(Writer& w, const PgSpan& s, const char* text) {
   KeyValueSink sink(w);
   pg_attributes(s, text, sink);
   w.end_list();
-  if (s.status == SpanStatus::Error) error_status(w, s.sqlstate[0] != '\0' ? s.sqlstate : "error");
+  if (s.status == SpanStatus::Error) {
+    if (s.system == DbSystem::Redis) {
+      const std::string code(text_of(text, s.error_code));
+      error_status(w, code.empty() ? "error" : code.c_str());
+    } else {
+      error_status(w, s.sqlstate[0] != '\0' ? s.sqlstate : "error");
+    }
+  }
   w.end();
 }
 

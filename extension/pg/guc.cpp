@@ -30,6 +30,9 @@ int g_http_query = static_cast<int>(HttpQueryMode::Redact);
 bool g_postgresql = true;
 int g_max_postgresql_connections = 1024;
 bool g_postgresql_raw_queries = false;
+bool g_redis = true;
+int g_max_redis_connections = 1024;
+bool g_redis_key_names = false;
 
 static const struct config_enum_entry kHttpQueryModes[] = {
     {"keep", static_cast<int>(HttpQueryMode::Keep), false},
@@ -218,6 +221,18 @@ static void define_reloadable_gucs() {
       "Store db.query.text as sent, literals included (off: literals become ?).",
       "Literals in SQL carry personal data and secrets.", &g_postgresql_raw_queries, false,
       PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomBoolVariable("ebpf_capture.redis",
+                           "Parse Redis's protocol (RESP) and write one span per command.", nullptr,
+                           &g_redis, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("ebpf_capture.max_redis_connections",
+                          "Redis connections followed at once per capture.", nullptr,
+                          &g_max_redis_connections, 1024, 16, 1000000, PGC_SIGHUP, 0, nullptr,
+                          nullptr, nullptr);
+  DefineCustomBoolVariable(
+      "ebpf_capture.redis_key_names",
+      "Store the key's name in db.query.text of Redis spans (off: the command name only).",
+      "Key names can carry user ids and other personal data; values are never stored.",
+      &g_redis_key_names, false, PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   DefineCustomStringVariable(
       "ebpf_capture.kube_api_url",
       "Kubernetes API server URL; empty: KUBERNETES_SERVICE_HOST/PORT (in a pod).", nullptr,

@@ -21,6 +21,9 @@ extern int g_http_query;                  // sighup: HttpQueryMode of targets' q
 extern bool g_postgresql;                 // sighup (next start): parse PostgreSQL's wire protocol
 extern int g_max_postgresql_connections;  // sighup (next start): PostgreSQL connections at once
 extern bool g_postgresql_raw_queries;     // sighup: db.query.text as sent, literals and all
+extern bool g_redis;                      // sighup (next start): parse Redis's protocol (RESP)
+extern int g_max_redis_connections;       // sighup (next start): Redis connections at once
+extern bool g_redis_key_names;            // sighup: db.query.text with the key's name
 
 // Storage (the launcher keeps it; see sql/ebpf_capture--0.1--0.2.sql).
 extern int g_partition_interval_min;         // sighup: time covered by one spans partition

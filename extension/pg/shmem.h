@@ -44,6 +44,12 @@ enum SlotCounter : int {
   kPgMidStream,         // PostgreSQL connections first seen without their start
   kPgResyncs,           // ... a direction found message boundaries again
   kPgLost,              // requests given up unanswered, connections given up or not followed
+  kRedisConnections,    // connections the filter took for Redis
+  kRedisSpans,          // Redis spans made
+  kRedisMidStream,      // Redis connections first seen without their start
+  kRedisResyncs,        // ... a direction found value boundaries again
+  kRedisPushMode,       // Redis connections that went to push mode (SUBSCRIBE, MONITOR)
+  kRedisLost,           // commands given up unanswered, connections given up or not followed
   kSlotCounterCount
 };
 constexpr int kFirstLaterCounter = kNotHttpConnections;

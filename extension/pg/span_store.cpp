@@ -237,7 +237,8 @@ void peer_values(const kube::PeerIdentity* src, const kube::PeerIdentity* dst, D
 
 // Text values every row of a batch shares, made once per batch.
 struct RowConstants {
-  Datum interface, tcp_name, client_kind, tcp_protocol, server_kind, http_protocol, pg_protocol;
+  Datum interface, tcp_name, client_kind, tcp_protocol, server_kind, http_protocol, pg_protocol,
+      redis_protocol;
   Datum status[3];  // by SpanStatus
   explicit RowConstants(const char* iface)
       : interface(make_text(iface)),
@@ -247,6 +248,7 @@ struct RowConstants {
         server_kind(make_text("SERVER")),
         http_protocol(make_text("http")),
         pg_protocol(make_text("postgresql")),
+        redis_protocol(make_text("redis")),
         status{make_text(status_name(SpanStatus::Unset)), make_text(status_name(SpanStatus::Ok)),
                make_text(status_name(SpanStatus::Error))} {}
   Datum status_of(SpanStatus s) const { return status[static_cast<int>(s) % 3]; }
@@ -333,7 +335,8 @@ void http_row(const HttpSpan& s, const char* text, const RowConstants& k,
   peer_values(who[0], who[1], v + kHttpColumns.peers, null + kHttpColumns.peers);
 }
 
-// One postgresql row in kPgColumns order; `text` holds the span's strings.
+// One postgresql (or redis) row in kPgColumns order; `text` holds the span's
+// strings.
 void pg_row(const PgSpan& s, const char* text, const RowConstants& k,
             const kube::PeerIdentity* const* who, Datum* v, bool* null) {
   std::memset(null, 0, sizeof(bool) * kPgColumns.n);
@@ -341,8 +344,9 @@ void pg_row(const PgSpan& s, const char* text, const RowConstants& k,
   v[1] = make_hex(s.span_id, 8);
   char buf[128];
   const char* name = pg_span_name(s, text, buf, sizeof(buf));
-  common_values(s, make_wire_text(name, strlen(name)), k.client_kind, k.pg_protocol,
-                s.request_bytes, s.response_bytes, k, v + 2);
+  common_values(s, make_wire_text(name, strlen(name)), k.client_kind,
+                s.system == DbSystem::Redis ? k.redis_protocol : k.pg_protocol, s.request_bytes,
+                s.response_bytes, k, v + 2);
   JsonbAttributes attributes;
   pg_attributes(s, text, attributes);
   v[kPgColumns.own] = attributes.finish();

@@ -201,7 +201,7 @@ EBPFC_SQL_FUNCTION(ebpf_capture_slots) {
     constexpr int kColumns = 4 + kSlotCounterCount + 3 + kLinkColumns;
     constexpr int kText = 4 + kFirstLaterCounter;    // metadata_state
     constexpr int kLinks = kColumns - kLinkColumns;  // mode
-    static_assert(kColumns == 33, "capture slot columns: see _capture_slots in the SQL script");
+    static_assert(kColumns == 39, "capture slot columns: see _capture_slots in the SQL script");
     Datum values[kColumns];
     bool nulls[kColumns] = {false};
     values[0] = CStringGetTextDatum(copy.interface);

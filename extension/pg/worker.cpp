@@ -24,6 +24,7 @@
 #include "core/flow_span.h"
 #include "core/http_tracker.h"
 #include "core/pg_wire.h"
+#include "core/redis_wire.h"
 #include "core/span_batch.h"
 #include "kube/kube_client.h"
 #include "kube/kube_config.h"
@@ -56,6 +57,7 @@ struct Worker {
   PacketCapture* capture = nullptr;
   HttpTracker* http = nullptr;
   PgTracker* pg = nullptr;
+  RedisTracker* redis = nullptr;
   kube::PodCache* pods = nullptr;            // who is behind an address, from the Kubernetes API
   kube::KubeClient* kube = nullptr;          // feeds `pods`; driven by its fd in the wait set
   PodPeerKeys* peer_keys = nullptr;          // pods as peers of the trace parent rules
@@ -191,6 +193,15 @@ void publish_counters() {
     set(kPgMidStream, p.mid_stream);
     set(kPgResyncs, p.resyncs);
     set(kPgLost, p.lost_requests + p.bad_messages + p.pool_full + p.pending_bound);
+  }
+  set(kRedisConnections, c.filter.l7_redis);
+  if (g_worker->redis != nullptr) {
+    const RedisCounters& r = g_worker->redis->counters();
+    set(kRedisSpans, r.spans);
+    set(kRedisMidStream, r.mid_stream);
+    set(kRedisResyncs, r.resyncs);
+    set(kRedisPushMode, r.pubsub);
+    set(kRedisLost, r.lost_requests + r.bad_values + r.pool_full + r.pending_bound);
   }
 }
 
@@ -454,6 +465,14 @@ PgTrackerOptions pg_options() {
   return o;
 }
 
+RedisTrackerOptions redis_options() {
+  RedisTrackerOptions o;
+  o.max_connections = static_cast<size_t>(g_max_redis_connections);
+  o.key_names = g_redis_key_names;
+  o.expire_after_ns = static_cast<uint64_t>(g_idle_timeout_ms) * 1000000ull + kCloseGraceNs;
+  return o;
+}
+
 HttpTrackerOptions http_options() {
   HttpTrackerOptions o;
   o.max_connections =
@@ -568,6 +587,7 @@ void run() {
     options.ring_buffer_bytes = static_cast<uint32_t>(g_ring_buffer_kb) * 1024u;
     options.http = g_http;
     options.pgsql = g_postgresql;
+    options.redis = g_redis;
     g_worker->capture = new PacketCapture(options);
     if (g_http) {
       g_worker->http = new HttpTracker(http_options(), *g_worker->capture);
@@ -576,6 +596,10 @@ void run() {
     if (g_postgresql) {
       g_worker->pg = new PgTracker(pg_options(), *g_worker->capture);
       g_worker->batch.set_pg(g_worker->pg);
+    }
+    if (g_redis) {
+      g_worker->redis = new RedisTracker(redis_options(), *g_worker->capture);
+      g_worker->batch.set_redis(g_worker->redis);
     }
     // One client for the worker's life, even when no API is configured (it
     // then idles and says why in capture_status).
@@ -666,6 +690,7 @@ void run() {
         fault::at("sighup");
         if (g_worker->http != nullptr) g_worker->http->set_options(http_options());
         if (g_worker->pg != nullptr) g_worker->pg->set_options(pg_options());
+        if (g_worker->redis != nullptr) g_worker->redis->set_options(redis_options());
         g_worker->batch.set_max_bytes(static_cast<size_t>(g_max_pending_memory_kb) * 1024);
         g_worker->otlp->configure();
       });

@@ -136,6 +136,7 @@ class LoadedFilter {
     uint32_t max_half_open_per_source = 64;
     bool pgsql = false;   // send the payload of PostgreSQL connections
     bool routed = false;  // at routed pod interfaces (capture_start('cali*'))
+    bool redis = false;  // send the payload of Redis connections
   };
 
   explicit LoadedFilter(const Options& o) {
@@ -148,6 +149,7 @@ class LoadedFilter {
     skel_->rodata->max_half_open_per_source = o.max_half_open_per_source;
     skel_->rodata->send_pgsql = o.pgsql ? 1 : 0;
     skel_->rodata->routed = o.routed ? 1 : 0;
+    skel_->rodata->send_redis = o.redis ? 1 : 0;
     bpf_map__set_max_entries(skel_->maps.flows, o.flow_table_size);
     bpf_map__set_max_entries(skel_->maps.events, o.ring_buffer_bytes);
     if (capture_bpf__load(skel_) != 0) {

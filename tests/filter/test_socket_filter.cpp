@@ -437,6 +437,84 @@ TEST_F(SocketFilterPg, MidStreamConnectionIsJudgedByMessageShapes) {
   EXPECT_EQ(filter_->counters().l7_pgsql, 1u);
 }
 
+class SocketFilterRedis : public SocketFilter {
+ protected:
+  void SetUp() override {
+    options_.http = true;
+    options_.pgsql = true;
+    options_.redis = true;
+    SocketFilter::SetUp();
+  }
+};
+
+std::string redis_cmd(const std::vector<std::string>& args) {
+  std::string out = "*" + std::to_string(args.size()) + "\r\n";
+  for (const auto& a : args) out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+  return out;
+}
+
+// A client's command array makes a connection Redis: both directions'
+// payload is sent, counted once; HTTP, PostgreSQL and other protocols are
+// classified as before.
+TEST_F(SocketFilterRedis, CommandArraysMakeAConnectionRedis) {
+  std::vector<ReplayFrame> frames;
+  exchange_connection(frames, 44000, redis_cmd({"SET", "k", "v"}), "+OK\r\n");
+  exchange_connection(frames, 44001, redis_cmd({"GET", "key:000000000001"}), "$3\r\nxxx\r\n");
+  exchange_connection(frames, 44002, "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+                      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  exchange_connection(frames, 44003, pg_msg('Q', std::string("SELECT 1\0", 9)), pg_msg('Z', "I"));
+  exchange_connection(frames, 44004, "PING\r\n", "+PONG\r\n");  // inline: not taken
+  exchange_connection(frames, 44005, "EHLO client.example\r\n", "250 mail.example\r\n");
+  replay(frames);
+  EXPECT_EQ(filter_->events().size(), 6u);
+  const auto heads = filter_->payloads();
+  // 2 + 2 Redis, 2 HTTP, 2 PostgreSQL, and the inline command's two
+  // segments: shorter than EBPFC_L7_PROBE_MIN at their streams' starts, they
+  // go to the HTTP parser unclassified, as before
+  ASSERT_EQ(heads.size(), 10u);
+  EXPECT_EQ(heads[0].l7, EBPFC_L7_REDIS);
+  EXPECT_EQ(heads[0].data, redis_cmd({"SET", "k", "v"}));
+  EXPECT_TRUE(heads[0].from_client);
+  EXPECT_EQ(heads[1].l7, EBPFC_L7_REDIS);
+  EXPECT_EQ(heads[1].data, "+OK\r\n");
+  EXPECT_EQ(heads[3].l7, EBPFC_L7_REDIS);
+  EXPECT_EQ(heads[4].l7, EBPFC_L7_HTTP);
+  EXPECT_EQ(heads[6].l7, EBPFC_L7_PGSQL);
+  EXPECT_EQ(heads[8].l7, EBPFC_L7_UNKNOWN);
+  EXPECT_EQ(filter_->counters().l7_redis, 2u);
+  EXPECT_EQ(filter_->counters().l7_pgsql, 1u);
+  EXPECT_EQ(filter_->counters().l7_not_http, 1u);  // SMTP
+}
+
+// Off, a Redis connection is one like any other: no payload.
+TEST_F(SocketFilterPg, RedisOffSendsNothing) {
+  std::vector<ReplayFrame> frames;
+  exchange_connection(frames, 44100, redis_cmd({"SET", "k", "v"}), "+OK\r\n");
+  replay(frames);
+  EXPECT_EQ(filter_->payloads().size(), 0u);
+  EXPECT_EQ(filter_->counters().l7_redis, 0u);
+  EXPECT_EQ(filter_->counters().l7_not_http, 1u);
+}
+
+// A connection first seen mid-stream (replies, then a command) is taken
+// for Redis at the client's next command.
+TEST_F(SocketFilterRedis, MidStreamConnectionIsTakenAtACommand) {
+  const uint16_t cport = 44200;
+  uint32_t c = 70000, s = 90000;
+  for (int i = 0; i < 3; i++) {  // the middle of a large reply
+    filter_->run(replay_frame(false, cport, s, c, kReplayAck, payload_of(1000, 'r')));
+    s += 1000;
+  }
+  const std::string q = redis_cmd({"HGETALL", "h"});
+  filter_->run(replay_frame(true, cport, c, s, kReplayPsh | kReplayAck, text_bytes(q)));
+  filter_->events();
+  const auto heads = filter_->payloads();
+  ASSERT_EQ(heads.size(), 1u);
+  EXPECT_EQ(heads[0].data, q);
+  EXPECT_EQ(heads[0].l7, EBPFC_L7_REDIS);
+  EXPECT_EQ(filter_->counters().l7_redis, 1u);
+}
+
 TEST_F(SocketFilter, ResetConnectionStaysClosedForUserSpaceAndCountsLateSegments) {
   replay(reset_connection(40004, 1000, 5000));
   // more of the client's data, sent before the reset reached it

@@ -30,8 +30,10 @@ WHERE p.oid = 'capture_status()'::regprocedure AND a.mode IN ('o', 't')
                  'spans_written', 'events_dropped', 'kernel_drops',
                  'flow_table_full', 'last_error', 'not_http_connections',
                  'postgresql_connections', 'postgresql_spans', 'postgresql_encrypted',
-                 'postgresql_mid_stream', 'postgresql_resyncs', 'postgresql_lost', 'mode',
-                 'pattern', 'attached', 'failed', 'skipped')
+                 'postgresql_mid_stream', 'postgresql_resyncs', 'postgresql_lost',
+                 'redis_connections', 'redis_spans', 'redis_mid_stream', 'redis_resyncs',
+                 'redis_push_mode', 'redis_lost', 'mode', 'pattern', 'attached', 'failed',
+                 'skipped')
 ORDER BY a.n;
 -- nobody but a superuser may call them: no EXECUTE for PUBLIC
 CREATE ROLE regress_ebpfc_nobody;

@@ -1,0 +1,192 @@
+// redis_fuzz.cpp - libFuzzer target for Redis's protocol parser and its
+// pairing (extension/core/redis_wire.*), and the filter's classifier
+// (bpf/l7_classify.h, ebpfc_redis_classify).
+//
+// The input is a connection's capture, as the kernel would report it:
+//
+//   config (1 byte) | records...
+//
+// config bit 0: the capture joined mid-stream (no stream starts); bit 1: key
+// names on. A record is ctl (1 byte) and its operands; ctl bit 0 is the
+// direction (1: the client), bits 1-3:
+//   0-3  n (2 bytes, little-endian, at most 4096), n bytes: the direction's
+//        next bytes, one segment
+//   4    a canned value of the protocol (next byte chooses), one segment
+//   5    n (1 byte): n*7 bytes are lost (sent, never reported)
+//   6    the last segment again (a retransmission)
+//   7    the connection closes; a new one starts on the same tracker
+// Every segment acknowledges all the other direction sent.
+//
+// Checked (CHECK aborts): every span is well formed (a Redis span, text
+// references inside the list's text, a name of at most kRedisNameMax bytes,
+// a query of at most the name, a space and kRedisKeyMax bytes, an error code
+// only on an error, times in order); the connections followed stay bounded;
+// at close nothing is left open.
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "core/redis_wire.h"
+#include "fuzz_check.h"
+#include "l7_classify.h"
+
+namespace {
+
+using namespace ebpfc;
+
+class Control final : public PayloadControl {
+ public:
+  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control&) override {}
+  void clear_l7_control(const ebpfc_flow_key&) override {}
+};
+
+std::string bulk(const std::string& s) {
+  return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
+}
+
+std::string canned(uint8_t k) {
+  switch (k % 16) {
+    case 0:
+      return "*3\r\n" + bulk("SET") + bulk("user:1") + bulk("v");
+    case 1:
+      return "*2\r\n" + bulk("GET") + bulk("user:1");
+    case 2:
+      return "+OK\r\n";
+    case 3:
+      return bulk("value");
+    case 4:
+      return "-WRONGTYPE Operation against a key\r\n";
+    case 5:
+      return "*1\r\n" + bulk("MULTI");
+    case 6:
+      return "+QUEUED\r\n";
+    case 7:
+      return "*2\r\n" + bulk("SUBSCRIBE") + bulk("ch");
+    case 8:
+      return "*3\r\n" + bulk("subscribe") + bulk("ch") + ":1\r\n";
+    case 9:
+      return ">2\r\n" + bulk("invalidate") + "*1\r\n" + bulk("a");
+    case 10:
+      return "%1\r\n+proto\r\n:3\r\n";
+    case 11:
+      return "|1\r\n+a\r\n,0.5\r\n";
+    case 12:
+      return "*2\r\n" + bulk("SELECT") + bulk("2");
+    case 13:
+      return "PING\r\n";
+    case 14:
+      return "*1\r\n" + bulk("EXEC");
+    default:
+      return "$4294967295\r\nxx";
+  }
+}
+
+void check_spans(const PgSpanList& out, size_t from) {
+  const size_t text_len = out.bytes();  // an upper bound of the text's size
+  for (size_t i = from; i < out.size(); i++) {
+    const PgSpan& s = out[i];
+    CHECK(s.system == DbSystem::Redis);
+    for (const TextRef r : {s.operation, s.query, s.database, s.error_code})
+      CHECK(r.offset + size_t{r.len} <= text_len);
+    CHECK(s.operation.len <= kRedisNameMax);
+    CHECK(s.query.len <= kRedisNameMax + 1 + kRedisKeyMax);
+    CHECK(s.error_code.len <= kRedisErrorMax);
+    CHECK(s.error_code.len == 0 || s.status == SpanStatus::Error);
+    CHECK(s.start_unix_us <= s.end_unix_us);
+    char buf[128];
+    CHECK(pg_span_name(s, out.text(), buf, sizeof(buf)) != nullptr);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1) return 0;
+  Control control;
+  RedisTrackerOptions options;
+  options.max_connections = 4;
+  options.key_names = (data[0] & 2) != 0;
+  RedisTracker tracker(options, control);
+  WallClock clock;
+  SpanIdGenerator ids(1);
+  PgSpanList out;
+  const bool mid = (data[0] & 1) != 0;
+
+  ebpfc_payload_event e{};
+  e.type = EBPFC_EVENT_PAYLOAD;
+  e.l7 = EBPFC_L7_REDIS;
+  e.key.family = 4;
+  e.key.port[0] = 6379;
+  e.key.port[1] = 40000;
+  uint32_t seq[2] = {1000, 5000};
+  uint64_t now = 1;
+  uint64_t first = 1;
+  std::string last[2];
+  size_t at = 1;
+
+  auto deliver = [&](unsigned role, const std::string& bytes) {
+    // The classifier sees the same bytes (it must never read past them).
+    __u8 head[EBPFC_L7_BUF_LEN] = {};
+    const size_t n = bytes.size() < EBPFC_L7_PROBE_LEN ? bytes.size() : EBPFC_L7_PROBE_LEN;
+    std::memcpy(head, bytes.data(), n);
+    (void)ebpfc_redis_classify(head, static_cast<__u32>(n));
+    e.sender = role == 0 ? 1 : 0;
+    e.from_client = role == 0;
+    e.flags = EBPFC_PAYLOAD_ACK | (mid ? 0 : EBPFC_PAYLOAD_STREAM_START);
+    e.stream_start = role == 0 ? 1000 : 5000;
+    e.ack = seq[role ^ 1];
+    e.flow_first_ns = first;
+    e.ts_ns = now += 1000;
+    e.seq = seq[role];
+    e.data_len = e.segment_len = static_cast<uint32_t>(bytes.size());
+    std::memcpy(e.data, bytes.data(), bytes.size());
+    const size_t before = out.size();
+    tracker.on_payload(e, clock, ids, out);
+    check_spans(out, before);
+    seq[role] += static_cast<uint32_t>(bytes.size());
+    last[role] = bytes;
+  };
+
+  while (at < size) {
+    const uint8_t ctl = data[at++];
+    const unsigned role = (ctl & 1) ? 0 : 1;
+    const unsigned op = (ctl >> 1) & 7;
+    if (op <= 3) {
+      if (at + 2 > size) break;
+      size_t n = data[at] | (size_t{data[at + 1]} << 8);
+      at += 2;
+      if (n > EBPFC_PAYLOAD_MAX) n = EBPFC_PAYLOAD_MAX;
+      if (n > size - at) n = size - at;
+      deliver(role, std::string(reinterpret_cast<const char*>(data + at), n));
+      at += n;
+    } else if (op == 4) {
+      if (at >= size) break;
+      deliver(role, canned(data[at++]));
+    } else if (op == 5) {
+      if (at >= size) break;
+      seq[role] += 7u * data[at++];
+    } else if (op == 6) {
+      if (last[role].empty()) continue;
+      seq[role] -= static_cast<uint32_t>(last[role].size());
+      deliver(role, last[role]);
+    } else {
+      uint8_t id[8];
+      const size_t before = out.size();
+      tracker.on_flow_ended(e.key, id, clock, ids, out);
+      tracker.end_of_drain(now, clock, ids, out);
+      check_spans(out, before);
+      CHECK(tracker.open_connections() == 0);
+      first++;
+      seq[0] = 1000;
+      seq[1] = 5000;
+      last[0].clear();
+      last[1].clear();
+    }
+    CHECK(tracker.open_connections() <= options.max_connections);
+  }
+  const size_t before = out.size();
+  tracker.close_all(clock, ids, out);
+  check_spans(out, before);
+  CHECK(tracker.open_connections() == 0);
+  return 0;
+}
