@@ -16,11 +16,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "capture_abi.h"
 #include "core/attribute_sink.h"
+#include "core/db_connections.h"
 #include "core/http_span.h"     // TextRef, text_of
 #include "core/http_tracker.h"  // PayloadControl
 #include "core/span.h"
@@ -145,55 +145,9 @@ class PgConnection;
 // Follows the PostgreSQL connections of one capture (the kernel sends the
 // payload of connections it takes for PostgreSQL, ebpfc_payload_event.l7 ==
 // EBPFC_L7_PGSQL).
-class PgTracker {
+class PgTracker final : public DbConnections<PgConnection, PgTrackerOptions, PgCounters> {
  public:
-  PgTracker(const PgTrackerOptions& options, PayloadControl& control);
-  ~PgTracker();
-  PgTracker(const PgTracker&) = delete;
-  PgTracker& operator=(const PgTracker&) = delete;
-
-  void set_options(const PgTrackerOptions& options) { options_ = options; }
-  const PgTrackerOptions& options() const { return options_; }
-
-  void on_payload(const ebpfc_payload_event& head, const WallClock& clock, SpanIdGenerator& ids,
-                  PgSpanList& out);
-  // As HttpTracker::on_flow_ended: true (and the tcp span's id) if followed.
-  bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8], const WallClock& clock,
-                     SpanIdGenerator& ids, PgSpanList& out);
-  void end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-  void close_all(const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-
-  // Connections followed now.
-  size_t open_connections() const { return followed_; }
-  const PgCounters& counters() const { return counters_; }
-
- private:
-  struct KeyHash {
-    size_t operator()(const ebpfc_flow_key& k) const;
-  };
-  struct KeyEq {
-    bool operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const;
-  };
-  // A connection: followed (conn), or not (null: over the bound; the
-  // kernel was told to stop sending its payload).
-  struct Entry {
-    PgConnection* conn;
-    uint64_t first_ns;
-    uint64_t last_ns;
-    bool ended;
-    bool control_set;
-  };
-  void finish(Entry& e, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-  void release(Entry& e);
-  void stop_payload(const ebpfc_flow_key& key, Entry& e);
-
-  PgTrackerOptions options_;
-  PayloadControl& control_;
-  std::unordered_map<ebpfc_flow_key, Entry, KeyHash, KeyEq> conns_;
-  std::vector<PgConnection*> free_;
-  std::vector<ebpfc_flow_key> ended_;
-  size_t followed_ = 0;
-  PgCounters counters_{};
+  using DbConnections::DbConnections;
 };
 
 }  // namespace ebpfc

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "core/db_connections_impl.h"
 #include "core/http_span.h"  // text_of
 
 namespace ebpfc {
@@ -732,133 +733,6 @@ void redis_attributes(const PgSpan& s, const char* text, AttributeSink& j) {
 // ----------------------------------------------------------------------------
 // The tracker.
 
-size_t RedisTracker::KeyHash::operator()(const ebpfc_flow_key& k) const {
-  uint64_t h = 1469598103934665603ull;
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(&k);
-  for (size_t i = 0; i < sizeof(k); i++) h = (h ^ p[i]) * 1099511628211ull;
-  return static_cast<size_t>(h);
-}
-
-bool RedisTracker::KeyEq::operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const {
-  return std::memcmp(&a, &b, sizeof(a)) == 0;
-}
-
-RedisTracker::RedisTracker(const RedisTrackerOptions& options, PayloadControl& control)
-    : options_(options), control_(control) {}
-
-RedisTracker::~RedisTracker() {
-  for (auto& e : conns_) delete e.second.conn;
-  for (RedisConnection* c : free_) delete c;
-}
-
-void RedisTracker::on_payload(const ebpfc_payload_event& head, const WallClock& clock,
-                              SpanIdGenerator& ids, PgSpanList& out) {
-  auto it = conns_.find(head.key);
-  bool inherited_control = false;
-  if (it != conns_.end() && it->second.ended && it->second.first_ns != head.flow_first_ns) {
-    inherited_control = it->second.control_set;
-    it->second.control_set = false;
-    release(it->second);
-    conns_.erase(it);
-    it = conns_.end();
-  }
-  if (it == conns_.end()) {
-    Entry e{nullptr, head.flow_first_ns, head.ts_ns, false, inherited_control};
-    if (followed_ >= options_.max_connections) {
-      counters_.pool_full++;
-      stop_payload(head.key, e);
-    } else {
-      if (!free_.empty()) {
-        e.conn = free_.back();
-        free_.pop_back();
-      } else {
-        e.conn = new RedisConnection();
-      }
-      e.conn->reset(head, ids);
-      followed_++;
-      counters_.connections++;
-    }
-    it = conns_.emplace(head.key, e).first;
-  }
-  Entry& e = it->second;
-  e.last_ns = head.ts_ns;
-  if (e.ended || e.conn == nullptr || e.conn->stopped) return;
-  RedisConnection& c = *e.conn;
-  c.last_ns = head.ts_ns;
-  const RedisConnection::Ctx ctx{&clock, &ids, &out, &counters_, &options_};
-  c.on_segment(head.from_client ? 0 : 1, head, ctx);
-  if (c.stopped && !e.control_set) stop_payload(c.key, e);
-}
-
-void RedisTracker::stop_payload(const ebpfc_flow_key& key, Entry& e) {
-  ebpfc_l7_control stop{};
-  stop.not_http = 1;
-  stop.first_ns = e.first_ns;
-  control_.set_l7_control(key, stop);
-  e.control_set = true;
-}
-
-void RedisTracker::finish(Entry& e, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out) {
-  if (e.conn == nullptr) return;
-  const RedisConnection::Ctx ctx{&clock, &ids, &out, &counters_, &options_};
-  e.conn->close(e.conn->last_ns, ctx);
-  free_.push_back(e.conn);
-  e.conn = nullptr;
-  followed_--;
-}
-
-void RedisTracker::release(Entry& e) {
-  if (e.conn != nullptr) {
-    free_.push_back(e.conn);
-    e.conn = nullptr;
-    followed_--;
-  }
-}
-
-bool RedisTracker::on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8],
-                                 const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out) {
-  auto it = conns_.find(key);
-  if (it == conns_.end() || it->second.ended) return false;
-  Entry& e = it->second;
-  e.ended = true;
-  ended_.push_back(key);
-  if (e.conn == nullptr) return false;
-  std::memcpy(span_id, e.conn->span_id, 8);
-  finish(e, clock, ids, out);
-  return true;
-}
-
-void RedisTracker::end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids,
-                                PgSpanList& out) {
-  for (const ebpfc_flow_key& key : ended_) {
-    auto it = conns_.find(key);
-    if (it == conns_.end() || !it->second.ended) continue;
-    if (it->second.control_set) control_.clear_l7_control(key);
-    release(it->second);
-    conns_.erase(it);
-  }
-  ended_.clear();
-  if (options_.expire_after_ns == 0) return;
-  for (auto it = conns_.begin(); it != conns_.end();) {
-    Entry& e = it->second;
-    if (!e.ended && now_ns > e.last_ns && now_ns - e.last_ns > options_.expire_after_ns) {
-      finish(e, clock, ids, out);
-      if (e.control_set) control_.clear_l7_control(it->first);
-      it = conns_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
-void RedisTracker::close_all(const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out) {
-  for (auto& entry : conns_) {
-    if (!entry.second.ended) finish(entry.second, clock, ids, out);
-    release(entry.second);
-    if (entry.second.control_set) control_.clear_l7_control(entry.first);
-  }
-  conns_.clear();
-  ended_.clear();
-}
+template class DbConnections<RedisConnection, RedisTrackerOptions, RedisCounters>;
 
 }  // namespace ebpfc

@@ -16,13 +16,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <unordered_map>
-#include <vector>
 
 #include "capture_abi.h"
 #include "core/attribute_sink.h"
-#include "core/http_tracker.h"  // PayloadControl
-#include "core/pg_wire.h"       // PgSpan, PgSpanList
+#include "core/db_connections.h"
+#include "core/pg_wire.h"  // PgSpan, PgSpanList
 #include "core/span_ids.h"
 #include "core/wall_clock.h"
 
@@ -73,52 +71,11 @@ class RedisConnection;
 
 // Follows the Redis connections of one capture (the kernel sends the payload
 // of connections it takes for Redis, ebpfc_payload_event.l7 ==
-// EBPFC_L7_REDIS). The same life cycle as PgTracker's.
-class RedisTracker {
+// EBPFC_L7_REDIS).
+class RedisTracker final
+    : public DbConnections<RedisConnection, RedisTrackerOptions, RedisCounters> {
  public:
-  RedisTracker(const RedisTrackerOptions& options, PayloadControl& control);
-  ~RedisTracker();
-  RedisTracker(const RedisTracker&) = delete;
-  RedisTracker& operator=(const RedisTracker&) = delete;
-
-  void set_options(const RedisTrackerOptions& options) { options_ = options; }
-  const RedisTrackerOptions& options() const { return options_; }
-
-  void on_payload(const ebpfc_payload_event& head, const WallClock& clock, SpanIdGenerator& ids,
-                  PgSpanList& out);
-  bool on_flow_ended(const ebpfc_flow_key& key, uint8_t span_id[8], const WallClock& clock,
-                     SpanIdGenerator& ids, PgSpanList& out);
-  void end_of_drain(uint64_t now_ns, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-  void close_all(const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-
-  size_t open_connections() const { return followed_; }
-  const RedisCounters& counters() const { return counters_; }
-
- private:
-  struct KeyHash {
-    size_t operator()(const ebpfc_flow_key& k) const;
-  };
-  struct KeyEq {
-    bool operator()(const ebpfc_flow_key& a, const ebpfc_flow_key& b) const;
-  };
-  struct Entry {
-    RedisConnection* conn;
-    uint64_t first_ns;
-    uint64_t last_ns;
-    bool ended;
-    bool control_set;
-  };
-  void finish(Entry& e, const WallClock& clock, SpanIdGenerator& ids, PgSpanList& out);
-  void release(Entry& e);
-  void stop_payload(const ebpfc_flow_key& key, Entry& e);
-
-  RedisTrackerOptions options_;
-  PayloadControl& control_;
-  std::unordered_map<ebpfc_flow_key, Entry, KeyHash, KeyEq> conns_;
-  std::vector<RedisConnection*> free_;
-  std::vector<ebpfc_flow_key> ended_;
-  size_t followed_ = 0;
-  RedisCounters counters_{};
+  using DbConnections::DbConnections;
 };
 
 }  // namespace ebpfc

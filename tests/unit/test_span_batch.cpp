@@ -217,4 +217,35 @@ TEST(SpanBatch, PostgresqlPayloadMakesPostgresqlSpans) {
   b.end_flush();
 }
 
+// Payload classified Redis goes to the Redis tracker (not to PostgreSQL's or
+// HTTP's); its spans travel with PostgreSQL's, marked Redis.
+TEST(SpanBatch, RedisPayloadMakesRedisSpans) {
+  StopControl control;
+  HttpTracker http(HttpTrackerOptions(), control);
+  PgTracker pg(PgTrackerOptions(), control);
+  RedisTracker redis(RedisTrackerOptions(), control);
+  SpanBatch b(1 << 20);
+  b.set_http(&http);
+  b.set_pg(&pg);
+  b.set_redis(&redis);
+  const ebpfc_flow_key key = ipv4_flow_key(40000, 6379);
+  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  b.payload(client_record(key, EBPFC_L7_REDIS, get, 100));
+  EXPECT_EQ(redis.open_connections(), 1u);
+  EXPECT_EQ(pg.open_connections(), 0u);
+  EXPECT_EQ(http.open_connections(), 0u);
+  b.flow_ended(key, closed_stats(get.size()), CloseReason::Fin);
+  b.end_of_drain(3000);
+  EXPECT_EQ(b.waiting(), 2u);  // the tcp span and the unanswered command's
+  b.begin_flush();
+  const SpanBatch::Chunk c = b.next_chunk(10);
+  ASSERT_EQ(c.ntcp, 1u);
+  ASSERT_EQ(c.npg, 1u);
+  EXPECT_EQ(c.pg[0].system, DbSystem::Redis);
+  EXPECT_EQ(std::memcmp(c.tcp[0].span_id, c.pg[0].connection_span_id, 8), 0);
+  EXPECT_TRUE(c.pg[0].flags & kRedisNoResponse);
+  b.chunk_done(c);
+  b.end_flush();
+}
+
 }  // namespace ebpfc
