@@ -116,7 +116,7 @@ s.close()
 # 5. SUBSCRIBE: push mode; a message published meanwhile
 s = conn(); ports["subscribe"] = s.getsockname()[1]
 s.sendall(cmd("GET", "before")); read_until(s, 1)
-s.sendall(cmd("SUBSCRIBE", "news")); read_until(s, 7)
+s.sendall(cmd("SUBSCRIBE", "news")); read_until(s, 6)
 p = conn(); ports["publish"] = p.getsockname()[1]
 p.sendall(cmd("PUBLISH", "news", "hello")); read_until(p, 1); p.close()
 read_until(s, 7)

@@ -317,6 +317,19 @@ TEST_F(RedisWire, PushesAndAttributesAreNoReplies) {
   EXPECT_EQ(tracker_.counters().pubsub, 0u);
 }
 
+// An attribute inside an aggregate precedes an element and is none itself.
+TEST_F(RedisWire, NestedAttributesAreNoElements) {
+  const std::string reply = "*2\r\n|1\r\n+ttl\r\n:3\r\n:5\r\n:6\r\n";
+  send(true, cmd({"MGET", "a", "b"}));
+  send(false, reply);
+  send(true, cmd({"GET", "c"}));
+  send(false, bulk("x"));
+  ASSERT_EQ(out_.size(), 2u);
+  EXPECT_EQ(out_[0].response_bytes, reply.size());
+  EXPECT_EQ(out_[1].response_bytes, bulk("x").size());
+  EXPECT_EQ(tracker_.counters().unpaired, 0u);
+}
+
 TEST_F(RedisWire, MultiExecPairsEveryCommand) {
   send(true, cmd({"MULTI"}) + cmd({"INCR", "a"}) + cmd({"LPUSH", "a", "x"}) + cmd({"EXEC"}));
   send(false, kOk + kQueued + kQueued + "*2\r\n:1\r\n-WRONGTYPE bad\r\n");
