@@ -321,6 +321,50 @@ TEST(OtlpEncode, PostgresqlSpansAreClientSpansOfTheClient) {
   EXPECT_EQ(a.at("server.port")["intValue"], "5432");
 }
 
+// A Redis span (a PgSpan of system Redis): the command as its name, the
+// error reply's prefix as the status message.
+TEST(OtlpEncode, RedisSpansCarryTheirErrorPrefix) {
+  Fixture fx;
+  PgSpanList pg;
+  PgSpan& s = pg.append();
+  s.system = DbSystem::Redis;
+  s.family = 4;
+  std::memcpy(s.src_addr, fx.tcp[0].src_addr, 16);
+  std::memcpy(s.dst_addr, fx.tcp[0].dst_addr, 16);
+  s.src_port = 40001;
+  s.dst_port = 6379;
+  s.start_unix_us = 1700000000000100;
+  s.end_unix_us = 1700000000000900;
+  s.status = SpanStatus::Error;
+  s.operation = pg.put("LPUSH", 5);
+  s.query = pg.put("LPUSH", 5);
+  s.database = pg.put("0", 1);
+  s.error_code = pg.put("WRONGTYPE", 9);
+  SpanBatch::Chunk c;
+  c.pg = pg.data();
+  c.npg = 1;
+  c.pg_text = pg.text();
+  const kube::PeerIdentity* peers[2] = {&fx.loadgen, &fx.productpage};
+  Encoder enc;
+  EncodeOptions o;
+  o.format = Format::Json;
+  o.compression = Compression::None;
+  o.interface = "cni0";
+  std::vector<uint8_t> out;
+  ASSERT_EQ(enc.encode(c, peers, o, out), 1u);
+  const json j = json::parse(std::string(out.begin(), out.end()));
+  const json& span = j["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+  EXPECT_EQ(span["name"], "LPUSH");
+  EXPECT_EQ(span["kind"], 3);
+  EXPECT_EQ(span["status"]["code"], 2);
+  EXPECT_EQ(span["status"]["message"], "WRONGTYPE");
+  const auto a = kv(span["attributes"]);
+  EXPECT_EQ(a.at("db.system.name")["stringValue"], "redis");
+  EXPECT_EQ(a.at("db.namespace")["stringValue"], "0");
+  EXPECT_EQ(a.at("db.response.status_code")["stringValue"], "WRONGTYPE");
+  EXPECT_EQ(a.at("server.port")["intValue"], "6379");
+}
+
 TEST(OtlpEncode, ProtobufHasTheSameStructureAndGzipRoundTrips) {
   Fixture fx;
   Encoder enc;
