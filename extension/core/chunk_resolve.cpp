@@ -40,8 +40,9 @@ void ResolvedChunk::resolve(const SpanBatch::Chunk& chunk, const kube::PodCache*
       const PgSpan& s = chunk.pg[i];
       const auto* src = who(pods, s.src_addr, s.start_unix_us);
       const auto* dst = who(pods, s.dst_addr, s.start_unix_us);
-      // A session span (it went encrypted) is no request.
-      if (s.flags & (kPgTls | kPgGssEncrypted)) continue;
+      // A session span (it went encrypted) is no request. (Redis spans,
+      // system Redis, have flags of their own.)
+      if (s.system == DbSystem::Postgresql && (s.flags & (kPgTls | kPgGssEncrypted))) continue;
       rollup_.add_request(s.start_unix_us, s.end_unix_us, Rollup::end(src, s.family, s.src_addr),
                           Rollup::end(dst, s.family, s.dst_addr), s.status == SpanStatus::Error);
     }
