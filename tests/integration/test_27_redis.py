@@ -190,9 +190,11 @@ def test_raw_client_truth(cluster, redis_pod):
     assert names["subscribe"] == ["GET", "SUBSCRIBE"], names
     assert sub[1]["attributes"]["db.redis.push_mode"] is True
     assert names["publish"] == ["PUBLISH"], names
-    st = cluster.status()
-    assert st["redis_push_mode"] >= 1
-    assert st["redis_connections"] >= 6 and st["redis_spans"] >= len(rows)
+    # the counters are published on the worker's own schedule
+    st = wait_for(lambda: (lambda s: s if s["redis_push_mode"] >= 1 and
+                           s["redis_spans"] >= len(rows) else None)(cluster.status()),
+                  desc="the counters")
+    assert st["redis_connections"] >= 6
 
 
 def test_redis_cli(cluster, redis_pod):
