@@ -136,7 +136,7 @@ class LoadedFilter {
     uint32_t max_half_open_per_source = 64;
     bool pgsql = false;   // send the payload of PostgreSQL connections
     bool routed = false;  // at routed pod interfaces (capture_start('cali*'))
-    bool redis = false;  // send the payload of Redis connections
+    bool redis = false;   // send the payload of Redis connections
   };
 
   explicit LoadedFilter(const Options& o) {

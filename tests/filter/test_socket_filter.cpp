@@ -294,18 +294,20 @@ TEST_F(SocketFilterHttp, ARequestInSmallPiecesIsSentWhole) {
 }
 
 // The routed program with everything on, as a capture of 'cali*' loads it
-// by default (HTTP payloads, PostgreSQL's classifier, one source's share of
-// the flows map): the verifier must take it within its complexity bound.
+// by default (HTTP payloads, PostgreSQL's and Redis's classifiers, one
+// source's share of the flows map): the verifier must take it within its
+// complexity bound.
 TEST(SocketFilterLoad, RoutedWithHttpLoads) {
   LoadedFilter::Options o;
   o.routed = true;
   o.http = true;
   o.pgsql = true;
+  o.redis = true;
   ASSERT_NE(o.max_half_open_per_source, 0u);
   std::unique_ptr<LoadedFilter> f;
   ASSERT_NO_THROW(f = std::make_unique<LoadedFilter>(o));
   const uint32_t insns = f->verified_insns();
-  std::printf("routed, HTTP, PostgreSQL, source share: %u instructions verified\n", insns);
+  std::printf("routed, HTTP, PostgreSQL, Redis, source share: %u instructions verified\n", insns);
   EXPECT_LT(insns, 1000000u);
 }
 
