@@ -1577,6 +1577,36 @@ BEGIN
 END
 $$;
 
+-- Spans from the nodes that answer, each request once (the rule of
+-- _hub_window: a node's record counts when its client node is '', is the
+-- node itself, or did not answer): queries[i] is what node nodes[i] (at
+-- foreign server servers[i]) runs, and returns (node name, span as text)
+-- rows. The nodes that did not answer are noted (_hub_note_coverage).
+CREATE FUNCTION @extschema@._hub_spans(servers text[], nodes text[], others text[],
+                                      queries text[])
+RETURNS SETOF @extschema@.spans
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        servers, nodes, queries, 'node text, span text',
+        'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
+        NULL::@extschema@._hub_span_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered, @extschema@._hub_missing(others, r.failed));
+    RETURN QUERY
+        SELECT (g.span).*
+        FROM unnest(r.got) g
+        WHERE @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  IN ('', g.node)
+           OR NOT @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
+                  = ANY (r.answered);
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._hub_spans(text[], text[], text[], text[]) FROM PUBLIC;
+
 -- The spans of one trace on every node that answers, each request once
 -- (the rule of _hub_window).
 CREATE FUNCTION @extschema@._hub_trace(a_trace_id text)
@@ -1586,28 +1616,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     asked record;
-    queries text[];
-    r record;
 BEGIN
     SELECT * INTO asked FROM @extschema@._hub_asked();
-    queries := ARRAY(
-        SELECT format('SELECT %L::text, s::text FROM @extschema@.spans s WHERE s.trace_id = %L',
-                      n, a_trace_id)
-        FROM unnest(asked.nodes) WITH ORDINALITY AS u(n, o) ORDER BY o);
-    SELECT * INTO r FROM @extschema@._hub_gather(
-        asked.servers, asked.nodes, queries, 'node text, span text',
-        'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
-        NULL::@extschema@._hub_span_row);
-    PERFORM @extschema@._hub_note_coverage(r.answered,
-                                            @extschema@._hub_missing(asked.others, r.failed));
     RETURN QUERY
-        SELECT (g.span).*
-        FROM unnest(r.got) g
-        WHERE @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
-                  IN ('', g.node)
-           OR NOT @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
-                  = ANY (r.answered)
-        ORDER BY (g.span).start_time, (g.span).span_id;
+        SELECT * FROM @extschema@._hub_spans(asked.servers, asked.nodes, asked.others, ARRAY(
+            SELECT format('SELECT %L::text, s::text FROM @extschema@.spans s '
+                          'WHERE s.trace_id = %L', u.node, a_trace_id)
+            FROM unnest(asked.nodes) WITH ORDINALITY AS u(node, o) ORDER BY o)) s
+        ORDER BY s.start_time, s.span_id;
 END
 $$;
 
@@ -1642,7 +1658,6 @@ AS $$
 DECLARE
     asked record;
     queries text[];
-    r record;
     cond text;
 BEGIN
     cond := format('s.protocol = %L AND s.start_time >= %L AND s.start_time < %L', 'http',
@@ -1667,19 +1682,8 @@ BEGIN
                       'ORDER BY s.end_time - s.start_time DESC, s.start_time LIMIT %4$s)) x',
                       u.node, cond, '', greatest(n, 0))
         FROM unnest(asked.nodes) WITH ORDINALITY AS u(node, o) ORDER BY o);
-    SELECT * INTO r FROM @extschema@._hub_gather(
-        asked.servers, asked.nodes, queries, 'node text, span text',
-        'ROW(t.node, t.span::@extschema@.spans)::@extschema@._hub_span_row',
-        NULL::@extschema@._hub_span_row);
-    PERFORM @extschema@._hub_note_coverage(r.answered,
-                                            @extschema@._hub_missing(asked.others, r.failed));
     RETURN QUERY
-        SELECT (g.span).*
-        FROM unnest(r.got) g
-        WHERE @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
-                  IN ('', g.node)
-           OR NOT @extschema@._service_map_client_node((g.span).src_pod, (g.span).src_node)
-                  = ANY (r.answered);
+        SELECT * FROM @extschema@._hub_spans(asked.servers, asked.nodes, asked.others, queries);
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@._hub_slowest(timestamptz, timestamptz, text, text, int)
