@@ -5,6 +5,7 @@
 
 #include "core/db_connections_impl.h"
 #include "core/pg_query.h"
+#include "core/stream_cursor.h"
 #include "core/redis_wire.h"
 
 namespace ebpfc {
@@ -210,40 +211,20 @@ class PgConnection {
   void on_segment(unsigned role, const ebpfc_payload_event& h, const Ctx& ctx) {
     if (stopped) return;
     Dir& d = dir_[role];
-    const uint8_t* data = h.data;
-    size_t len = std::min<uint32_t>(h.data_len, EBPFC_PAYLOAD_MAX);
-    const uint32_t seg_len = std::max<uint32_t>(h.segment_len, static_cast<uint32_t>(len));
-    uint32_t seq = h.seq;
-    if (!d.seq_valid) {
-      d.seq_valid = true;
+    const SegmentNews n = d.cursor.take(h);
+    if (n.repeat) return;
+    if (n.first) {
       const bool at_start = (h.flags & EBPFC_PAYLOAD_STREAM_START) && h.stream_start == h.seq;
       if (!at_start) {
         if (!mid_stream) ctx.counters->mid_stream++;
         mid_stream = true;
         d.mode = Mode::Resync;
       }
-    } else {
-      const int32_t delta = static_cast<int32_t>(seq - d.next_seq);
-      if (delta < 0) {  // a retransmission, or an overlap: only what is new
-        const uint32_t old = static_cast<uint32_t>(-static_cast<int64_t>(delta));
-        if (old >= seg_len) return;
-        const size_t drop = std::min<size_t>(old, len);
-        data += drop;
-        len -= drop;
-        seq += old;
-        if (old > drop) {  // the new part starts in bytes that were not sent
-          gap(role, seg_len - old, ctx);
-          d.next_seq = seq + (seg_len - old);
-          return;
-        }
-      } else if (delta > 0) {
-        gap(role, static_cast<uint32_t>(delta), ctx);
-      }
     }
-    const uint32_t new_len = seg_len - (seq - h.seq);
-    d.next_seq = seq + new_len;
+    if (n.hole > 0) gap(role, n.hole, ctx);
+    if (n.beyond_head) return;
     if (d.mode == Mode::Resync) {
-      if (len == 0 || !plausible_chain(data, len, role == 0)) return;
+      if (n.len == 0 || !plausible_chain(n.data, n.len, role == 0)) return;
       d.mode = Mode::Messages;
       d.untyped = false;
       d.hdr_len = 0;
@@ -251,8 +232,8 @@ class PgConnection {
       d.in_body = false;
       ctx.counters->resyncs++;
     }
-    feed(role, data, len, h.ts_ns, ctx);
-    if (!stopped && new_len > len) gap(role, static_cast<uint32_t>(new_len - len), ctx);
+    feed(role, n.data, n.len, h.ts_ns, ctx);
+    if (!stopped && n.wire_len > n.len) gap(role, static_cast<uint32_t>(n.wire_len - n.len), ctx);
   }
 
   // Everything still waiting becomes a span (the connection ended).
@@ -273,10 +254,9 @@ class PgConnection {
 
   struct Dir {
     Mode mode;
-    bool seq_valid;
+    StreamCursor cursor;
     bool untyped;  // the next message is a startup packet (no type byte)
     bool in_body;
-    uint32_t next_seq;
     uint8_t hdr[8];
     uint8_t hdr_len;
     uint8_t type;
@@ -288,8 +268,8 @@ class PgConnection {
     std::vector<char> keep;
     void clear() {
       mode = Mode::Messages;
-      seq_valid = untyped = in_body = false;
-      next_seq = 0;
+      cursor.reset();
+      untyped = in_body = false;
       hdr_len = 0;
       type = 0;
       body_len = remaining = 0;

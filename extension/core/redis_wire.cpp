@@ -7,6 +7,7 @@
 
 #include "core/db_connections_impl.h"
 #include "core/http_span.h"  // text_of
+#include "core/stream_cursor.h"
 
 namespace ebpfc {
 
@@ -167,12 +168,9 @@ class RedisConnection {
   void on_segment(unsigned role, const ebpfc_payload_event& h, const Ctx& ctx) {
     if (stopped) return;
     Dir& d = dir_[role];
-    const uint8_t* data = h.data;
-    size_t len = std::min<uint32_t>(h.data_len, EBPFC_PAYLOAD_MAX);
-    const uint32_t seg_len = std::max<uint32_t>(h.segment_len, static_cast<uint32_t>(len));
-    uint32_t seq = h.seq;
-    if (!d.seq_valid) {
-      d.seq_valid = true;
+    const SegmentNews n = d.cursor.take(h);
+    if (n.repeat) return;
+    if (n.first) {
       const bool at_start = (h.flags & EBPFC_PAYLOAD_STREAM_START) && h.stream_start == h.seq;
       if (!at_start) {
         if (!mid_stream) {
@@ -184,26 +182,11 @@ class RedisConnection {
       } else if (role == 0 && !mid_stream) {
         db_known_ = true;  // a new connection starts in database 0
       }
-    } else {
-      const int32_t delta = static_cast<int32_t>(seq - d.next_seq);
-      if (delta < 0) {  // a retransmission, or an overlap: only what is new
-        const uint32_t old = static_cast<uint32_t>(-static_cast<int64_t>(delta));
-        if (old >= seg_len) return;
-        const size_t drop = std::min<size_t>(old, len);
-        data += drop;
-        len -= drop;
-        seq += old;
-        if (old > drop) {
-          gap(role, ctx);
-          d.next_seq = seq + (seg_len - old);
-          return;
-        }
-      } else if (delta > 0) {
-        gap(role, ctx);
-      }
     }
-    const uint32_t new_len = seg_len - (seq - h.seq);
-    d.next_seq = seq + new_len;
+    if (n.hole > 0) gap(role, ctx);
+    if (n.beyond_head) return;
+    const uint8_t* data = n.data;
+    const size_t len = n.len;
     if (d.mode == Mode::Resync) {
       if (len == 0 || !plausible_start(data, len, role == 0)) return;
       if (role == 1) {
@@ -228,8 +211,8 @@ class RedisConnection {
       d.reset_value();
       ctx.counters->resyncs++;
     }
-    feed(role, data, len, seq, h.ts_ns, ctx);
-    if (!stopped && new_len > len) gap(role, ctx);
+    feed(role, data, len, n.seq, h.ts_ns, ctx);
+    if (!stopped && n.wire_len > len) gap(role, ctx);
   }
 
   // Everything still waiting becomes a span (the connection ended).
@@ -248,8 +231,7 @@ class RedisConnection {
 
   struct Dir {
     Mode mode;
-    bool seq_valid;
-    uint32_t next_seq;
+    StreamCursor cursor;
     State st;
     uint8_t type;      // of the value being read
     uint8_t top_type;  // of the top-level value being read
@@ -274,8 +256,7 @@ class RedisConnection {
     size_t err_len;
     void clear() {
       mode = Mode::Values;
-      seq_valid = false;
-      next_seq = 0;
+      cursor.reset();
       reset_value();
     }
     void reset_value() {
