@@ -8,13 +8,7 @@
 //
 // config bit 0: the capture joined mid-stream (no stream starts); bit 1: key
 // names on. A record is ctl (1 byte) and its operands; ctl bit 0 is the
-// direction (1: the client), bits 1-3:
-//   0-3  n (2 bytes, little-endian, at most 4096), n bytes: the direction's
-//        next bytes, one segment
-//   4    a canned value of the protocol (next byte chooses), one segment
-//   5    n (1 byte): n*7 bytes are lost (sent, never reported)
-//   6    the last segment again (a retransmission)
-//   7    the connection closes; a new one starts on the same tracker
+// direction; the records are those of segment_script.h.
 // Every segment acknowledges all the other direction sent.
 //
 // Checked (CHECK aborts): every span is well formed (a Redis span, text
@@ -28,6 +22,7 @@
 
 #include "core/redis_wire.h"
 #include "fuzz_check.h"
+#include "segment_script.h"
 #include "l7_classify.h"
 
 namespace {
@@ -118,11 +113,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   e.key.family = 4;
   e.key.port[0] = 6379;
   e.key.port[1] = 40000;
-  uint32_t seq[2] = {1000, 5000};
+  SegmentScript script;
+  const uint32_t* seq = script.seq;
   uint64_t now = 1;
   uint64_t first = 1;
-  std::string last[2];
-  size_t at = 1;
 
   auto deliver = [&](unsigned role, const std::string& bytes) {
     // The classifier sees the same bytes (it must never read past them).
@@ -143,47 +137,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const size_t before = out.size();
     tracker.on_payload(e, clock, ids, out);
     check_spans(out, before);
-    seq[role] += static_cast<uint32_t>(bytes.size());
-    last[role] = bytes;
   };
 
-  while (at < size) {
-    const uint8_t ctl = data[at++];
-    const unsigned role = (ctl & 1) ? 0 : 1;
-    const unsigned op = (ctl >> 1) & 7;
-    if (op <= 3) {
-      if (at + 2 > size) break;
-      size_t n = data[at] | (size_t{data[at + 1]} << 8);
-      at += 2;
-      if (n > EBPFC_PAYLOAD_MAX) n = EBPFC_PAYLOAD_MAX;
-      if (n > size - at) n = size - at;
-      deliver(role, std::string(reinterpret_cast<const char*>(data + at), n));
-      at += n;
-    } else if (op == 4) {
-      if (at >= size) break;
-      deliver(role, canned(data[at++]));
-    } else if (op == 5) {
-      if (at >= size) break;
-      seq[role] += 7u * data[at++];
-    } else if (op == 6) {
-      if (last[role].empty()) continue;
-      seq[role] -= static_cast<uint32_t>(last[role].size());
-      deliver(role, last[role]);
-    } else {
-      uint8_t id[8];
-      const size_t before = out.size();
-      tracker.on_flow_ended(e.key, id, clock, ids, out);
-      tracker.end_of_drain(now, clock, ids, out);
-      check_spans(out, before);
-      CHECK(tracker.open_connections() == 0);
-      first++;
-      seq[0] = 1000;
-      seq[1] = 5000;
-      last[0].clear();
-      last[1].clear();
-    }
-    CHECK(tracker.open_connections() <= options.max_connections);
-  }
+  script.play(
+      data, size, 1, deliver, canned,
+      [&] {
+        uint8_t id[8];
+        const size_t before = out.size();
+        tracker.on_flow_ended(e.key, id, clock, ids, out);
+        tracker.end_of_drain(now, clock, ids, out);
+        check_spans(out, before);
+        CHECK(tracker.open_connections() == 0);
+        first++;
+      },
+      [&] { CHECK(tracker.open_connections() <= options.max_connections); });
   const size_t before = out.size();
   tracker.close_all(clock, ids, out);
   check_spans(out, before);
