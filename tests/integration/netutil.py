@@ -49,6 +49,7 @@ hostile  --iface eth0 --dst-mac MAC --src-ip4 A --dst-ip4 B --src-ip6 A6
 """
 
 import argparse
+import errno
 import ipaddress
 import json
 import os
@@ -174,14 +175,26 @@ def cmd_serve(args):
 
 def connect(host, port, timeout=15.0, lport=0, src=None):
     fam = family_of(host)
-    sock = socket.socket(fam, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    if lport:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if lport or src:
-        sock.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), lport))
-    sock.connect((host, port))
-    return sock
+    # A fixed local port is busy until this side's last connection on the
+    # same four-tuple has its FIN acknowledged (LAST_ACK); on a loaded
+    # machine that takes a moment: try again for up to two seconds.
+    deadline = time.monotonic() + 2.0
+    while True:
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        if lport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            if lport or src:
+                sock.bind((src or ("::" if fam == socket.AF_INET6 else "0.0.0.0"), lport))
+            sock.connect((host, port))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if not lport or exc.errno not in (errno.EADDRNOTAVAIL, errno.EADDRINUSE) \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def do_round(sock, up, down):
