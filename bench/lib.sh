@@ -672,3 +672,69 @@ bench_put_meta() {
 	put meta.url "$URL"
 	put meta.ns "$EBPFC_NS"
 }
+
+# bench_protocol_pairs NAME PAIRS RATE COUNT: the capture on and off around a
+# load, for the protocol benchmarks (pg_bench.sh, redis_bench.sh). The caller
+# defines run_window WINDOW (runs the load once; records WINDOW.t0, WINDOW.t1,
+# WINDOW.RATE, the load's rate, and WINDOW.COUNT, the requests it made) and
+# window_spans WINDOW (prints the spans recorded for that window's requests).
+# PAIRS pairs alternate off-on, on-off, ...; then the medians over the pairs
+# (throughput with / without, recall, the worker's CPU per span) are printed,
+# kept as `summary` and the results copied to $BENCH_RESULTS_DIR/NAME-STAMP.tsv.
+bench_protocol_pairs() {
+	local name="$1" pairs="$2" rate="$3" count="$4" p summary out
+	for p in $(seq "$pairs"); do
+		if ((p % 2)); then
+			log "pair $p: off, then on"
+			run_window "p$p.off"
+			bench_measure_on "p$p.on"
+		else
+			log "pair $p: on, then off"
+			bench_measure_on "p$p.on"
+			run_window "p$p.off"
+		fi
+	done
+	summary="$(for p in $(seq "$pairs"); do
+		printf '%s %s %s %s %s\n' "$(got "p$p.off.$rate")" "$(got "p$p.on.$rate")" \
+			"$(got "p$p.on.$count")" "$(got "p$p.on.spans")" "$(got "p$p.on.worker_ticks")"
+	done | python3 -c '
+import statistics, sys
+tick = 1e6 / float(sys.argv[1])
+rate, count = sys.argv[2], sys.argv[3]
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+ratio = [on / off for off, on, _, _, _ in rows]
+recall = [s / t for _, _, t, s, _ in rows]
+cpu = [w * tick / s for _, _, _, s, w in rows if s > 0]
+print("pairs=%d %s_off=%.0f %s_on=%.0f throughput_ratio=%.3f (min %.3f max %.3f) "
+      "recall=%.5f (min %.5f) worker_us_per_span=%.2f spans=%d %s=%d" % (
+      len(rows), rate, statistics.median(r[0] for r in rows), rate,
+      statistics.median(r[1] for r in rows),
+      statistics.median(ratio), min(ratio), max(ratio), statistics.median(recall), min(recall),
+      statistics.median(cpu) if cpu else float("nan"), sum(r[3] for r in rows), count,
+      sum(r[2] for r in rows)))
+' "$CLK_TCK" "$rate" "$count")"
+	put summary "$summary"
+	bench_put_meta
+	out="$BENCH_RESULTS_DIR/$name-$STAMP.tsv"
+	cp "$RESULTS" "$out"
+	log "results: $out"
+	echo "$summary"
+}
+
+# bench_measure_on WINDOW: run_window with the capture on, then the window's
+# spans (waiting for them), the worker's CPU and the capture's status.
+BENCH_CURRENT=""
+bench_current_spans() { window_spans "$BENCH_CURRENT"; }
+bench_measure_on() {
+	local name="$1" ticks0 ticks1
+	bench_capture_start
+	ticks0="$(proc_ticks "$WORKER_PID")"
+	run_window "$name"
+	BENCH_CURRENT="$name"
+	bench_drain bench_current_spans
+	ticks1="$(proc_ticks "$WORKER_PID")"
+	put "$name.worker_ticks" "$((ticks1 - ticks0))"
+	put "$name.spans" "$(window_spans "$name")"
+	put "$name.status" "$(status_row)"
+	bench_capture_stop bench_current_spans
+}
