@@ -1643,14 +1643,15 @@ BEGIN
 END
 $$;
 
--- The slowest HTTP exchanges of [window_start, window_end) on every node that
--- answers, of one edge when source/target are given, each request once (the
--- rule of _hub_window): every node sends its n slowest that it records as
--- the client's node (or that no node's client made) and its n slowest of
--- the others, which count only when their client's node did not answer.
--- slowest_requests() on a hub reads this.
-CREATE FUNCTION @extschema@._hub_slowest(window_start timestamptz, window_end timestamptz,
-                                        source text, target text, n int)
+-- The slowest (or, newest, the latest) HTTP exchanges of [window_start,
+-- window_end) on every node that answers, of one edge when source/target are
+-- given, each request once (the rule of _hub_window): every node sends its n
+-- first that it records as the client's node (or that no node's client
+-- made) and its n first of the others, which count only when their client's
+-- node did not answer. slowest_requests() and recent_requests() on a hub
+-- read this.
+CREATE FUNCTION @extschema@._hub_requests(window_start timestamptz, window_end timestamptz,
+                                         source text, target text, n int, newest boolean)
 RETURNS SETOF @extschema@.spans
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -1659,6 +1660,8 @@ DECLARE
     asked record;
     queries text[];
     cond text;
+    first text := CASE WHEN newest THEN 's.start_time DESC, s.span_id'
+                       ELSE 's.end_time - s.start_time DESC, s.start_time' END;
 BEGIN
     cond := format('s.protocol = %L AND s.start_time >= %L AND s.start_time < %L', 'http',
                    window_start, window_end);
@@ -1675,19 +1678,19 @@ BEGIN
         SELECT format('SELECT %1$L::text, x.s::text FROM ('
                       '(SELECT s FROM @extschema@.spans s WHERE %2$s AND '
                       '@extschema@._service_map_client_node(s.src_pod, s.src_node) IN (%3$L, %1$L) '
-                      'ORDER BY s.end_time - s.start_time DESC, s.start_time LIMIT %4$s) '
+                      'ORDER BY %5$s LIMIT %4$s) '
                       'UNION ALL '
                       '(SELECT s FROM @extschema@.spans s WHERE %2$s AND '
                       '@extschema@._service_map_client_node(s.src_pod, s.src_node) NOT IN (%3$L, %1$L) '
-                      'ORDER BY s.end_time - s.start_time DESC, s.start_time LIMIT %4$s)) x',
-                      u.node, cond, '', greatest(n, 0))
+                      'ORDER BY %5$s LIMIT %4$s)) x',
+                      u.node, cond, '', greatest(n, 0), first)
         FROM unnest(asked.nodes) WITH ORDINALITY AS u(node, o) ORDER BY o);
     RETURN QUERY
         SELECT * FROM @extschema@._hub_spans(asked.servers, asked.nodes, asked.others, queries);
 END
 $$;
-REVOKE ALL ON FUNCTION @extschema@._hub_slowest(timestamptz, timestamptz, text, text, int)
-    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._hub_requests(timestamptz, timestamptz, text, text, int,
+                                                boolean) FROM PUBLIC;
 
 
 -- ============================================================================
@@ -1838,13 +1841,12 @@ BEGIN ATOMIC
                CASE WHEN t.protocol = 'http' THEN t.src_addr ELSE t.dst_addr END AS addr) o;
 END;
 
--- The slowest HTTP exchanges of [window_start, window_end), optionally of
--- one edge of the service map (source and target as service_map_edges
--- names them), with their traces: what the dashboard's "slowest requests"
--- table lists and its trace view opens.
-CREATE FUNCTION @extschema@.slowest_requests(window_start timestamptz, window_end timestamptz,
-                                             source text DEFAULT NULL, target text DEFAULT NULL,
-                                             n int DEFAULT 50)
+-- The slowest (or, newest, the latest) HTTP exchanges of [window_start,
+-- window_end), optionally of one edge of the service map (source and target
+-- as service_map_edges names them), with their traces: this database's, or
+-- on a hub every node's (_hub_requests).
+CREATE FUNCTION @extschema@._requests(window_start timestamptz, window_end timestamptz,
+                                      source text, target text, n int, newest boolean)
 RETURNS TABLE (trace_id text, start_time timestamptz, source text, target text,
                http_method text, http_target text, http_status int, status text,
                latency_ms double precision)
@@ -1859,7 +1861,8 @@ BEGIN ATOMIC
                                                   s.dst_node, s.dst_addr) AS dst,
                  s.http_method, s.http_target, s.http_status, s.status,
                  extract(epoch FROM s.end_time - s.start_time)::double precision * 1000
-                     AS latency_ms
+                     AS latency_ms,
+                 s.span_id
           FROM @extschema@.spans s
           WHERE NOT @extschema@._hub_active() AND s.protocol = 'http'
             AND s.start_time >= window_start AND s.start_time < window_end
@@ -1870,22 +1873,54 @@ BEGIN ATOMIC
                  @extschema@._service_map_node_id(s.dst_namespace, s.dst_workload, s.dst_pod,
                                                   s.dst_node, s.dst_addr),
                  s.http_method, s.http_target, s.http_status, s.status,
-                 extract(epoch FROM s.end_time - s.start_time)::double precision * 1000
-          FROM @extschema@._hub_slowest(window_start, window_end, slowest_requests.source,
-                                        slowest_requests.target, n) s
+                 extract(epoch FROM s.end_time - s.start_time)::double precision * 1000,
+                 s.span_id
+          FROM @extschema@._hub_requests(window_start, window_end, _requests.source,
+                                         _requests.target, n, newest) s
           WHERE @extschema@._hub_active()) x
-    WHERE (slowest_requests.source IS NULL OR slowest_requests.source = ''
-           OR x.src = slowest_requests.source)
-      AND (slowest_requests.target IS NULL OR slowest_requests.target = ''
-           OR x.dst = slowest_requests.target)
-    ORDER BY x.latency_ms DESC, x.start_time
+    WHERE (_requests.source IS NULL OR _requests.source = '' OR x.src = _requests.source)
+      AND (_requests.target IS NULL OR _requests.target = '' OR x.dst = _requests.target)
+    ORDER BY CASE WHEN newest THEN NULL ELSE x.latency_ms END DESC,
+             CASE WHEN newest THEN x.start_time END DESC,
+             CASE WHEN newest THEN x.span_id END,
+             x.start_time
     LIMIT greatest(n, 0);
+END;
+
+-- The slowest HTTP exchanges of a window, optionally of one edge: what the
+-- dashboard's "slowest requests" table lists and its trace view opens.
+CREATE FUNCTION @extschema@.slowest_requests(window_start timestamptz, window_end timestamptz,
+                                             source text DEFAULT NULL, target text DEFAULT NULL,
+                                             n int DEFAULT 50)
+RETURNS TABLE (trace_id text, start_time timestamptz, source text, target text,
+               http_method text, http_target text, http_status int, status text,
+               latency_ms double precision)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM @extschema@._requests(window_start, window_end, source, target, n, false);
+END;
+
+-- The latest HTTP exchanges of a window, newest first, optionally of one
+-- edge: the dashboard's "recent requests" table.
+CREATE FUNCTION @extschema@.recent_requests(window_start timestamptz, window_end timestamptz,
+                                            source text DEFAULT NULL, target text DEFAULT NULL,
+                                            n int DEFAULT 100)
+RETURNS TABLE (trace_id text, start_time timestamptz, source text, target text,
+               http_method text, http_target text, http_status int, status text,
+               latency_ms double precision)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM @extschema@._requests(window_start, window_end, source, target, n, true);
 END;
 
 REVOKE ALL ON FUNCTION @extschema@.trace_tree(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._trace_tags(jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.trace_view(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._requests(timestamptz, timestamptz, text, text, int, boolean)
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.slowest_requests(timestamptz, timestamptz, text, text, int)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recent_requests(timestamptz, timestamptz, text, text, int)
     FROM PUBLIC;
 
 -- ---- the service map and traces, on a node or on a hub -------------------
@@ -2232,11 +2267,13 @@ BEGIN
     EXECUTE format('ALTER ROLE %I SET tcp_keepalives_count = 3', a_role);
     EXECUTE format('ALTER ROLE %I SET client_connection_check_interval = %L', a_role, '10s');
     EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', a_role);
-    EXECUTE format('GRANT SELECT ON @extschema@.spans, @extschema@.service_map_minutes TO %I',
-                   a_role);
+    EXECUTE format('GRANT SELECT ON @extschema@.spans, @extschema@.service_map_minutes, '
+                   '@extschema@.open_connections TO %I', a_role);
     -- what a hub asks: _service_map_window_of, and what it calls
     EXECUTE format('GRANT EXECUTE ON FUNCTION '
                    '@extschema@._service_map_window_of(timestamptz, timestamptz), '
+                   '@extschema@._request_series_of(timestamptz, timestamptz, interval), '
+                   '@extschema@._open_connection_edges_of(), '
                    '@extschema@._service_map_rollup_of_spans(timestamptz, timestamptz), '
                    '@extschema@._service_map_minute(timestamptz), '
                    '@extschema@._service_map_bucket(interval), '
@@ -2249,6 +2286,206 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION @extschema@._hub_node_access(text, text, boolean) FROM PUBLIC;
+
+-- ---- the dashboard's time series and open connections, node or hub -------
+
+-- What the hub reads from each node for them.
+CREATE TYPE @extschema@._hub_series_row AS (
+    node text, bin timestamptz, dst_id text, bucket smallint, client_node text,
+    spans bigint, errors bigint);
+CREATE TYPE @extschema@._hub_open_row AS (
+    node text, caller text, callee text, dst_port int, client_node text, connections bigint,
+    bytes_sent bigint, bytes_received bigint, oldest timestamptz, reported_at timestamptz);
+
+-- A node's requests (the rollup's buckets 1 to 112: HTTP exchanges,
+-- database calls) of the minutes that overlap [window_start, window_end),
+-- summed per bin of bin_len (a whole number of minutes, bins aligned to
+-- whole multiples of it since 2000-01-01 UTC), callee, latency bucket and
+-- client node. A hub asks each node for this.
+CREATE FUNCTION @extschema@._request_series_of(window_start timestamptz,
+                                               window_end timestamptz, bin_len interval)
+RETURNS TABLE (bin timestamptz, dst_id text, bucket smallint, client_node text, spans bigint,
+               errors bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT date_bin(bin_len, m.minute, timestamptz '2000-01-01 00:00:00+00'), m.dst_id,
+           m.bucket, m.client_node, sum(m.spans)::bigint, sum(m.errors)::bigint
+    FROM @extschema@.service_map_minutes m
+    WHERE m.bucket > 0 AND m.minute >= @extschema@._service_map_minute(window_start)
+      AND m.minute < window_end
+    GROUP BY 1, 2, 3, 4
+$$;
+REVOKE ALL ON FUNCTION @extschema@._request_series_of(timestamptz, timestamptz, interval)
+    FROM PUBLIC;
+
+-- The same from every node that answers, each request once (the rule of
+-- _hub_window), the nodes missing noted (_hub_note_coverage).
+CREATE FUNCTION @extschema@._hub_request_series(window_start timestamptz,
+                                                window_end timestamptz, bin_len interval)
+RETURNS TABLE (bin timestamptz, dst_id text, bucket smallint, spans bigint, errors bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    asked record;
+    r record;
+BEGIN
+    SELECT * INTO asked FROM @extschema@._hub_asked();
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        asked.servers, asked.nodes, ARRAY(
+            SELECT format('SELECT %L::text, w.bin, w.dst_id, w.bucket, w.client_node, w.spans, '
+                          'w.errors FROM @extschema@._request_series_of(%L, %L, %L) w', n,
+                          @extschema@._hub_time(window_start), @extschema@._hub_time(window_end),
+                          bin_len)
+            FROM unnest(asked.nodes) WITH ORDINALITY AS u(n, o) ORDER BY o),
+        'node text, bin timestamptz, dst_id text, bucket smallint, client_node text, '
+        'spans bigint, errors bigint',
+        'ROW(t.*)::@extschema@._hub_series_row', NULL::@extschema@._hub_series_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
+    RETURN QUERY
+        SELECT g.bin, g.dst_id, g.bucket, sum(g.spans)::bigint, sum(g.errors)::bigint
+        FROM unnest(r.got) g
+        WHERE g.client_node = '' OR g.client_node = g.node OR NOT g.client_node = ANY (r.answered)
+        GROUP BY g.bin, g.dst_id, g.bucket;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._hub_request_series(timestamptz, timestamptz, interval)
+    FROM PUBLIC;
+
+-- Requests served per workload (the callee, as the map names it) over time,
+-- from the rollup: one row per bin of `step` (rounded up to whole minutes)
+-- and callee, with the count, the rate, the errors and latency quantiles
+-- estimated from the rollup's latency buckets, as the map's are. On a hub,
+-- every node's. What the dashboard's time series show.
+CREATE FUNCTION @extschema@.request_series(window_start timestamptz, window_end timestamptz,
+                                           step interval DEFAULT interval '1 minute')
+RETURNS TABLE ("time" timestamptz, workload text, requests bigint,
+               requests_per_s double precision, errors bigint,
+               error_ratio double precision, p50_ms double precision,
+               p95_ms double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bin_len interval;
+BEGIN
+    IF window_start IS NULL OR window_end IS NULL OR NOT isfinite(window_start)
+       OR NOT isfinite(window_end) THEN
+        RAISE EXCEPTION 'request_series needs a finite window'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF step IS NULL OR extract(epoch FROM step) <= 0 THEN
+        RAISE EXCEPTION 'request_series needs a positive step, not %', coalesce(step::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- at most a year per bin
+    bin_len := make_interval(mins => least(ceil(extract(epoch FROM step) / 60), 527040)::int);
+    RETURN QUERY
+        WITH rows AS (
+            SELECT l.bin, l.dst_id, l.bucket, sum(l.spans)::bigint AS spans,
+                   sum(l.errors)::bigint AS errors
+            FROM @extschema@._request_series_of(window_start, window_end, bin_len) l
+            WHERE NOT @extschema@._hub_active()
+            GROUP BY 1, 2, 3
+            UNION ALL
+            SELECT h.bin, h.dst_id, h.bucket, h.spans, h.errors
+            FROM @extschema@._hub_request_series(window_start, window_end, bin_len) h
+            WHERE @extschema@._hub_active()
+        )
+        SELECT r.bin, r.dst_id, sum(r.spans)::bigint,
+               sum(r.spans)::float8 / extract(epoch FROM bin_len)::float8,
+               sum(r.errors)::bigint,
+               sum(r.errors)::float8 / nullif(sum(r.spans), 0)::float8,
+               @extschema@._service_map_quantile(0.5, array_agg(r.bucket), array_agg(r.spans)),
+               @extschema@._service_map_quantile(0.95, array_agg(r.bucket), array_agg(r.spans))
+        FROM rows r
+        GROUP BY r.bin, r.dst_id
+        ORDER BY r.bin, r.dst_id;
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@.request_series(timestamptz, timestamptz, interval)
+    FROM PUBLIC;
+
+-- A node's open connections (the open_connections table), summed per
+-- caller, callee, port and client node. A hub asks each node for this.
+CREATE FUNCTION @extschema@._open_connection_edges_of()
+RETURNS TABLE (caller text, callee text, dst_port int, client_node text, connections bigint,
+               bytes_sent bigint, bytes_received bigint, oldest timestamptz,
+               reported_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT @extschema@._service_map_node_id(o.src_namespace, o.src_workload, o.src_pod,
+                                            o.src_node, o.src_addr),
+           @extschema@._service_map_node_id(o.dst_namespace, o.dst_workload, o.dst_pod,
+                                            o.dst_node, o.dst_addr),
+           o.dst_port, @extschema@._service_map_client_node(o.src_pod, o.src_node),
+           count(*), sum(o.bytes_sent)::bigint, sum(o.bytes_received)::bigint,
+           min(o.start_time), max(o.reported_at)
+    FROM @extschema@.open_connections o
+    GROUP BY 1, 2, 3, 4
+$$;
+REVOKE ALL ON FUNCTION @extschema@._open_connection_edges_of() FROM PUBLIC;
+
+-- The same from every node that answers, each connection once (the rule of
+-- _hub_window), the nodes missing noted.
+CREATE FUNCTION @extschema@._hub_open_connection_edges()
+RETURNS SETOF @extschema@._hub_open_row
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    asked record;
+    r record;
+BEGIN
+    SELECT * INTO asked FROM @extschema@._hub_asked();
+    SELECT * INTO r FROM @extschema@._hub_gather(
+        asked.servers, asked.nodes, ARRAY(
+            SELECT format('SELECT %L::text, w.* FROM @extschema@._open_connection_edges_of() w', n)
+            FROM unnest(asked.nodes) WITH ORDINALITY AS u(n, o) ORDER BY o),
+        'node text, caller text, callee text, dst_port int, client_node text, '
+        'connections bigint, bytes_sent bigint, bytes_received bigint, oldest timestamptz, '
+        'reported_at timestamptz',
+        'ROW(t.*)::@extschema@._hub_open_row', NULL::@extschema@._hub_open_row);
+    PERFORM @extschema@._hub_note_coverage(r.answered,
+                                            @extschema@._hub_missing(asked.others, r.failed));
+    RETURN QUERY
+        SELECT g.*
+        FROM unnest(r.got) g
+        WHERE g.client_node = '' OR g.client_node = g.node OR NOT g.client_node = ANY (r.answered);
+END
+$$;
+REVOKE ALL ON FUNCTION @extschema@._hub_open_connection_edges() FROM PUBLIC;
+
+-- The connections open now (their spans are written when they close), per
+-- caller, callee and port, the most bytes first: how many, the bytes so far
+-- each way, how long the oldest has been open (until the last report). On
+-- a hub, every node's, each connection once.
+CREATE FUNCTION @extschema@.open_connection_edges(n int DEFAULT 100)
+RETURNS TABLE (caller text, callee text, dst_port int, connections bigint, bytes_sent bigint,
+               bytes_received bigint, oldest_s double precision, reported_at timestamptz)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT e.caller, e.callee, e.dst_port, sum(e.connections)::bigint,
+           sum(e.bytes_sent)::bigint, sum(e.bytes_received)::bigint,
+           extract(epoch FROM max(e.reported_at) - min(e.oldest))::double precision,
+           max(e.reported_at)
+    FROM (SELECT l.caller, l.callee, l.dst_port, l.connections, l.bytes_sent,
+                 l.bytes_received, l.oldest, l.reported_at
+          FROM @extschema@._open_connection_edges_of() l
+          WHERE NOT @extschema@._hub_active()
+          UNION ALL
+          SELECT h.caller, h.callee, h.dst_port, h.connections, h.bytes_sent,
+                 h.bytes_received, h.oldest, h.reported_at
+          FROM @extschema@._hub_open_connection_edges() h
+          WHERE @extschema@._hub_active()) e
+    GROUP BY e.caller, e.callee, e.dst_port
+    ORDER BY sum(e.bytes_sent) + sum(e.bytes_received) DESC, e.caller, e.callee, e.dst_port
+    LIMIT greatest(n, 0);
+END;
+REVOKE ALL ON FUNCTION @extschema@.open_connection_edges(int) FROM PUBLIC;
 
 -- ============================================================================
 -- PostgreSQL's wire protocol: spans of protocol 'postgresql'

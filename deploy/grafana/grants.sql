@@ -2,12 +2,13 @@
 -- superuser in the database that holds the extension; psql -v
 -- password=... to set its password). The service map functions are plain SQL
 -- run with the caller's rights, so the role needs SELECT on spans and on
--- the rollup they read, and EXECUTE on them and on their helpers; and SELECT
--- on open_connections for the panel of connections open now; the trace view
--- and the slowest-requests table read spans through trace_view,
--- trace_tree and slowest_requests. On a hub (docs/hub.md) the same grants
--- read every node: the functions that read the nodes run with their owner's
--- rights, the role needs nothing more.
+-- the rollup they read, and EXECUTE on them and on their helpers; the time
+-- series read the rollup through request_series, the tables of recent and
+-- slowest requests and the trace view read spans through recent_requests,
+-- slowest_requests, trace_view and trace_tree, the table of connections
+-- open now reads open_connections through open_connection_edges. On a hub
+-- (docs/hub.md) the same grants read every node: the functions that read
+-- the nodes run with their owner's rights, the role needs nothing more.
 \set ON_ERROR_STOP 1
 SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'grafana_reader') AS create_role \gset
 \if :create_role
@@ -35,7 +36,9 @@ GRANT EXECUTE ON FUNCTION
     _hub_coverage_id(),
     _hub_coverage_node(),
     _hub_trace(text),
-    _hub_slowest(timestamptz, timestamptz, text, text, int),
+    _hub_requests(timestamptz, timestamptz, text, text, int, boolean),
+    _hub_request_series(timestamptz, timestamptz, interval),
+    _hub_open_connection_edges(),
     trace_spans(text),
     _service_map_quantile(double precision, smallint[], bigint[]),
     _service_map_dot_quote(text),
@@ -48,5 +51,11 @@ GRANT EXECUTE ON FUNCTION
     trace_tree(text),
     _trace_tags(jsonb),
     trace_view(text),
-    slowest_requests(timestamptz, timestamptz, text, text, int)
+    _requests(timestamptz, timestamptz, text, text, int, boolean),
+    slowest_requests(timestamptz, timestamptz, text, text, int),
+    recent_requests(timestamptz, timestamptz, text, text, int),
+    _request_series_of(timestamptz, timestamptz, interval),
+    request_series(timestamptz, timestamptz, interval),
+    _open_connection_edges_of(),
+    open_connection_edges(int)
 TO grafana_reader;

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Pods, now_utc, pod_ip4, pod_run, run, set_guc, wait_for
+from grafana import DASHBOARD_VARIABLES, dashboard_targets, expand_macros
 from httpenv import Nginx
 
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboard.json"
 GRANTS = REPO / "deploy" / "grafana" / "grants.sql"
 
 NODE_FIELDS = ["id", "title", "subtitle", "mainstat", "secondarystat", "arc__success",
@@ -696,54 +696,6 @@ TRACE_FIELDS = ["traceID", "spanID", "parentSpanID", "operationName", "serviceNa
                 "serviceTags", "startTime", "duration"]
 
 
-def dashboard_targets():
-    dash = json.loads(DASHBOARD.read_text())
-    out = []
-
-    def walk(panels):
-        for p in panels:
-            walk(p.get("panels", []))
-            for t in p.get("targets", []):
-                if t.get("rawSql"):
-                    out.append((p, t))
-
-    walk(dash["panels"])
-    return dash, out
-
-
-# The dashboard's variables, as they stand when nothing was clicked.
-DASHBOARD_VARIABLES = {"trace_id": "", "edge_source": "", "edge_target": ""}
-
-
-def expand_macros(sql, t_from, t_to, interval_s, variables=None):
-    """Grafana's PostgreSQL macros, expanded as Grafana does, to a literal
-    time range, and the dashboard's variables. A macro or variable not
-    handled here fails the test rather than passing through unexpanded."""
-    for name, value in (variables or DASHBOARD_VARIABLES).items():
-        sql = sql.replace(f"${name}", value)
-    f = t_from.isoformat()
-    t = t_to.isoformat()
-
-    def group(m, alias):
-        args = [a.strip() for a in m.group(1).split(",")]
-        col = args[0]
-        expr = f"floor(extract(epoch from {col})/{interval_s})*{interval_s}"
-        return f'{expr} AS "time"' if alias else expr
-
-    sql = re.sub(r"\$__timeFilter\(([^)]*)\)",
-                 lambda m: f"{m.group(1).strip()} BETWEEN '{f}' AND '{t}'", sql)
-    sql = re.sub(r"\$__timeGroupAlias\(([^)]*)\)", lambda m: group(m, True), sql)
-    sql = re.sub(r"\$__timeGroup\(([^)]*)\)", lambda m: group(m, False), sql)
-    sql = sql.replace("$__timeFrom()", f"'{f}'").replace("$__timeTo()", f"'{t}'")
-    sql = sql.replace("$__interval_ms", str(interval_s * 1000))
-    sql = sql.replace("$__interval", f"{interval_s}s")
-    sql = sql.replace("$__unixEpochFrom()", str(int(t_from.timestamp())))
-    sql = sql.replace("$__unixEpochTo()", str(int(t_to.timestamp())))
-    left = re.findall(r"\$\w+", sql)
-    assert not left, f"unexpanded Grafana macros or variables {left} in:\n{sql}"
-    return sql
-
-
 def test_dashboard_is_grafana_json():
     dash, targets = dashboard_targets()
     types = {p["type"] for p, _ in targets}
@@ -828,6 +780,76 @@ def test_dashboard_rates_match_the_map(smdb, mix):
     checkout = f"{mix['ns']}/checkout"
     rows = [r for r in smdb.sql(sql) if r["metric"] == checkout]
     total = sum(float(r["requests/s"]) * 60 for r in rows)
-    # BETWEEN includes the window's end instant, the map does not: one
-    # request of the mix starts exactly at T1
-    assert round(total) == 42 + 1, rows
+    # [T0, T1): the request that starts exactly at T1 is the next minute's
+    assert round(total) == 42, rows
+    edges = smdb.sql("SELECT sum(detail__requests) AS n FROM service_map_edges(%s, %s) "
+                     "WHERE target = %s", (T0, T1, checkout))
+    assert round(total) == edges[0]["n"], (rows, edges)
+
+
+def test_request_series_bins(smdb, mix):
+    """request_series: per bin of the step and callee, the requests, errors
+    and latency quantiles of the spans that started in that bin, computed
+    here from the mix itself."""
+    rows = in_window(mix["rows"], T0, T1)
+    for step_min in (1, 3, 10):
+        got = {(r["time"], r["workload"]): r for r in smdb.sql(
+            "SELECT * FROM request_series(%s, %s, %s)", (T0, T1, timedelta(minutes=step_min)))}
+        want = {}
+        for r in rows:
+            if r["protocol"] != "http":
+                continue
+            # bins are whole multiples of the step since 2000-01-01 UTC
+            origin = datetime(2000, 1, 1, tzinfo=timezone.utc)
+            k = (r["start"] - origin) // timedelta(minutes=step_min)
+            key = (origin + k * timedelta(minutes=step_min), r["dst"].node_id())
+            w = want.setdefault(key, dict(n=0, err=0, lat=[]))
+            w["n"] += 1
+            w["err"] += r["status"] == "ERROR"
+            w["lat"].append(r["latency_ms"])
+        assert set(got) == set(want), (step_min, sorted(set(got) ^ set(want)))
+        for key, w in want.items():
+            g = got[key]
+            assert (g["requests"], g["errors"]) == (w["n"], w["err"]), (step_min, key, g, w)
+            assert close(g["requests_per_s"], w["n"] / (step_min * 60)), (key, g)
+            assert close(g["error_ratio"], w["err"] / w["n"]), (key, g)
+            assert hist_quantile_ok(g["p50_ms"], w["lat"], 0.5), (key, g, sorted(w["lat"]))
+            assert hist_quantile_ok(g["p95_ms"], w["lat"], 0.95), (key, g, sorted(w["lat"]))
+    # a step under a minute is a minute (the rollup's resolution)
+    fine = smdb.sql("SELECT count(*) AS n FROM request_series(%s, %s, '10 seconds')", (T0, T1))
+    per_minute = smdb.sql("SELECT count(*) AS n FROM request_series(%s, %s)", (T0, T1))
+    assert fine == per_minute
+    for bad in ("0", "-1 minute"):
+        with pytest.raises(Exception, match="positive step"):
+            smdb.sql("SELECT * FROM request_series(%s, %s, %s)", (T0, T1, bad))
+    with pytest.raises(Exception, match="finite window"):
+        smdb.sql("SELECT * FROM request_series('-infinity', %s)", (T1,))
+
+
+def test_recent_requests_newest_first(smdb, mix):
+    """recent_requests: the window's HTTP exchanges, newest first, of one
+    edge when asked, at most n."""
+    rows = sorted((r for r in in_window(mix["rows"], T0, T1) if r["protocol"] == "http"),
+                  key=lambda r: r["start"], reverse=True)
+    got = smdb.sql("SELECT * FROM recent_requests(%s, %s, n => 1000)", (T0, T1))
+    assert [g["start_time"] for g in got] == [r["start"] for r in rows]
+    assert [(g["source"], g["target"]) for g in got] == \
+        [(r["src"].node_id(), r["dst"].node_id()) for r in rows]
+    five = smdb.sql("SELECT start_time FROM recent_requests(%s, %s, n => 5)", (T0, T1))
+    assert [g["start_time"] for g in five] == [r["start"] for r in rows[:5]]
+    src, dst = f"{mix['ns']}/checkout", f"{mix['ns']}/payments"
+    edge = smdb.sql("SELECT * FROM recent_requests(%s, %s, %s, %s)", (T0, T1, src, dst))
+    assert len(edge) == 10 and {(g["source"], g["target"]) for g in edge} == {(src, dst)}, edge
+
+
+def test_open_connection_edges(smdb, mix):
+    """open_connection_edges: the open_connections table per caller, callee
+    and port."""
+    a, b = mix["a"], mix["b"]
+    got = [r for r in smdb.sql("SELECT * FROM open_connection_edges()")
+           if r["caller"] == a.node_id()]
+    assert sorted((r["callee"], r["dst_port"], r["connections"], r["bytes_sent"],
+                   r["bytes_received"]) for r in got) == \
+        [(b.node_id(), 5432, 1, 1000, 2000), (b.node_id(), 6379, 1, 1000, 2000)], got
+    assert all(7190 <= r["oldest_s"] <= 7300 for r in got), got
+    assert smdb.sql("SELECT * FROM open_connection_edges(0)") == []

@@ -36,6 +36,7 @@ import pytest
 
 from conftest import (LIB, MAIN_PORT, NETUTIL, NS, PG_BINDIR, PY, REPO, Cluster, run,
                       set_guc, wait_for)
+from grafana import dashboard_targets, expand_macros
 from test_08_kube import FakeApi
 
 HUB_NS = f"{NS}-hb"
@@ -545,6 +546,89 @@ def test_grafana_role_reads_the_cluster_map(env, traffic):
                 cur.execute("SELECT * FROM hub_nodes")
     finally:
         conn.close()
+
+
+def grafana_reader(cluster):
+    """A connection as deploy/grafana/grants.sql's read-only role."""
+    grants = (REPO / "deploy" / "grafana" / "grants.sql").read_text()
+    g = subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BINDIR}/psql", "-X", "-q",
+                        "-h", cluster.dir, "-p", str(cluster.port), "-U", "postgres",
+                        "-d", "postgres", "-v", "ON_ERROR_STOP=1"],
+                       input=grants, capture_output=True, text=True, timeout=60)
+    assert g.returncode == 0, g.stderr
+    return cluster.connect(user="grafana_reader")
+
+
+def test_the_dashboards_panels_read_every_node(env, traffic):
+    """Every panel of the Grafana dashboard answers for the cluster on a
+    hub: the request series and the recent requests count each request
+    once, as the map does; the table of open connections counts a
+    connection between two nodes once."""
+    t0, t1 = traffic
+    env.wait_hub_nodes({node_name(k): "up" for k in (1, 2, 3)})
+    # a connection between two nodes, open: node 1's web to node 3's db
+    for k in (1, 3):
+        set_guc(env.nodes[k], "ebpf_capture.open_connections_interval", "300ms")
+    held = subprocess.Popen(["ip", "netns", "exec", pod_ns(1, 1), PY, str(NETUTIL), "ctl",
+                             "--host", pod_ip(3, 1), "--port", str(TCP_PORT)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    conn = None
+    try:
+        assert "lport" in json.loads(held.stdout.readline())
+        held.stdin.write("round 300 700\n")
+        held.stdin.flush()
+        assert json.loads(held.stdout.readline())["ok"]
+        ask = ("SELECT connections, bytes_sent, bytes_received FROM open_connection_edges() "
+               "WHERE caller = 'shop/web' AND callee = 'data/db' AND dst_port = %s")
+
+        def on_both():
+            got = [env.nodes[k].sql(ask, (TCP_PORT,)) for k in (1, 3)]
+            return all(g and g[0]["bytes_received"] >= 700 for g in got) and got
+        on_nodes = wait_for(on_both, 20, 0.2, desc="the open connection on nodes 1 and 3")
+        assert [g[0]["connections"] for g in on_nodes] == [1, 1], on_nodes
+        hub = env.hub.sql(ask, (TCP_PORT,))
+        assert [(r["connections"], r["bytes_sent"], r["bytes_received"]) for r in hub] == \
+            [(1, on_nodes[0][0]["bytes_sent"], on_nodes[0][0]["bytes_received"])], hub
+
+        conn = grafana_reader(env.hub)
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            _, targets = dashboard_targets()
+            for panel, target in targets:
+                cur.execute(expand_macros(target["rawSql"], t0, t1, 60))
+                assert cur.fetchall(), (panel["title"], target["rawSql"])
+            assert not conn.notices, conn.notices
+            # the traffic's requests, newest first, each once
+            cur.execute("SELECT * FROM recent_requests(%s, %s, n => 1000)", (t0, t1))
+            recent = cur.fetchall()
+            per_edge = {}
+            for r in recent:
+                e = (r["source"], r["target"])
+                per_edge[e] = per_edge.get(e, 0) + 1
+            assert per_edge == {e: n for e, (n, _) in TRUTH.items() if n}, per_edge
+            assert [r["start_time"] for r in recent] == \
+                sorted((r["start_time"] for r in recent), reverse=True)
+            # the series over the whole minutes around the traffic: what
+            # recent_requests lists there, per callee
+            cur.execute("SELECT date_trunc('minute', %s::timestamptz) AS m0, "
+                        "date_trunc('minute', now()) + interval '1 minute' AS m1", (t0,))
+            m0, m1 = cur.fetchone().values()
+            cur.execute("SELECT workload, sum(requests) AS n FROM request_series(%s, %s) "
+                        "GROUP BY 1", (m0, m1))
+            series = {r["workload"]: r["n"] for r in cur.fetchall()}
+            cur.execute("SELECT target, count(*) AS n FROM recent_requests(%s, %s, n => 100000) "
+                        "GROUP BY 1", (m0, m1))
+            listed = {r["target"]: r["n"] for r in cur.fetchall()}
+            assert series == listed, (series, listed)
+            assert series["shop/api"] >= 9 and series["shop/web"] >= 2, series
+    finally:
+        if conn is not None:
+            conn.close()
+        with contextlib.suppress(Exception):
+            held.stdin.write("close\n")
+            held.stdin.flush()
+        held.wait(10)
+        for k in (1, 3):
+            set_guc(env.nodes[k], "ebpf_capture.open_connections_interval", None)
 
 
 def test_a_fourth_node_joins_at_runtime(env, traffic):
