@@ -10,6 +10,7 @@
 
 #include "core/pg_query.h"
 #include "core/pg_wire.h"
+#include "db_wire_fixture.h"
 #include "json_text_sink.h"
 #include "l7_classify.h"
 
@@ -179,92 +180,14 @@ TEST(PgQuery, TagRows) {
 // ---------------------------------------------------------------------------
 // The tracker.
 
-class NullControl final : public PayloadControl {
- public:
-  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control& c) override {
-    stops += c.not_http;
-  }
-  void clear_l7_control(const ebpfc_flow_key&) override {}
-  int stops = 0;
-};
-
-class PgWire : public ::testing::Test {
+class PgWire : public DbWireFixture<PgTracker, PgTrackerOptions> {
  protected:
-  PgWire() : tracker_(PgTrackerOptions(), control_), ids_(7) {
-    std::memset(&key_, 0, sizeof(key_));
-    key_.family = 4;
-    key_.addr[0][10] = key_.addr[0][11] = 0xff;
-    key_.addr[0][12] = 10;
-    key_.addr[0][15] = 2;  // the server 10.0.0.2:5432
-    key_.addr[1][10] = key_.addr[1][11] = 0xff;
-    key_.addr[1][12] = 10;
-    key_.addr[1][15] = 3;
-    key_.port[0] = 5432;
-    key_.port[1] = 40000;
-    seq_[0] = 1000;  // the client's
-    seq_[1] = 9000;
-  }
+  PgWire() : DbWireFixture(5432, EBPFC_L7_PGSQL, false) {}
 
-  // What one side sends, as one segment (split into records as the kernel does).
-  void send(bool from_client, const std::string& bytes, bool mid_stream = false) {
-    const unsigned role = from_client ? 0 : 1;
-    size_t off = 0;
-    do {
-      const size_t n = std::min<size_t>(bytes.size() - off, EBPFC_PAYLOAD_MAX);
-      ebpfc_payload_event e{};
-      e.type = EBPFC_EVENT_PAYLOAD;
-      e.sender = from_client ? 1 : 0;
-      e.from_client = from_client;
-      e.l7 = EBPFC_L7_PGSQL;
-      e.key = key_;
-      e.ts_ns = now_ += 1000;
-      e.flow_first_ns = 1;
-      e.seq = seq_[role] + static_cast<uint32_t>(off);
-      e.segment_len = static_cast<uint32_t>(n);
-      e.data_len = static_cast<uint32_t>(n);
-      if (!mid_stream) {
-        e.flags |= EBPFC_PAYLOAD_STREAM_START;
-        e.stream_start = start_[role];
-      }
-      std::memcpy(e.data, bytes.data() + off, n);
-      tracker_.on_payload(e, clock_, ids_, out_);
-      off += n;
-    } while (off < bytes.size());
-    seq_[role] += static_cast<uint32_t>(bytes.size());
-  }
-  // Bytes of one side that the capture did not see.
-  void lose(bool from_client, size_t n) { seq_[from_client ? 0 : 1] += static_cast<uint32_t>(n); }
   void connect(const std::string& user = "alice", const std::string& db = "shop") {
     send(true, startup(user, db));
     send(false, auth_ok() + msg('S', cstr("server_version") + cstr("15.0")) + ready());
   }
-  void end() {
-    uint8_t id[8];
-    tracker_.on_flow_ended(key_, id, clock_, ids_, out_);
-    tracker_.end_of_drain(now_, clock_, ids_, out_);
-  }
-  std::string text(TextRef r) const { return std::string(text_of(out_.text(), r)); }
-  std::string attrs(size_t i) const {
-    char buf[4096];
-    JsonTextSink sink(buf, sizeof(buf));
-    pg_attributes(out_[i], out_.text(), sink);
-    sink.finish();
-    return buf;
-  }
-  std::string name(size_t i) const {
-    char buf[128];
-    return pg_span_name(out_[i], out_.text(), buf, sizeof(buf));
-  }
-
-  NullControl control_;
-  PgTracker tracker_;
-  WallClock clock_;
-  SpanIdGenerator ids_;
-  PgSpanList out_;
-  ebpfc_flow_key key_;
-  uint32_t start_[2] = {1000, 9000};
-  uint32_t seq_[2];
-  uint64_t now_ = 1000000;
 };
 
 TEST_F(PgWire, SimpleQueryIsOneSpanWithItsRowsAndNames) {

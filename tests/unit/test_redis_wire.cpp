@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/redis_wire.h"
+#include "db_wire_fixture.h"
 #include "json_text_sink.h"
 #include "l7_classify.h"
 
@@ -85,81 +86,10 @@ TEST(RedisClassify, OtherClassifiersSayNo) {
 // ---------------------------------------------------------------------------
 // The tracker.
 
-class NullControl final : public PayloadControl {
- public:
-  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control& c) override {
-    stops += c.not_http;
-  }
-  void clear_l7_control(const ebpfc_flow_key&) override {}
-  int stops = 0;
-};
-
-class RedisWire : public ::testing::Test {
+class RedisWire : public DbWireFixture<RedisTracker, RedisTrackerOptions> {
  protected:
-  RedisWire() : tracker_(RedisTrackerOptions(), control_), ids_(7) {
-    std::memset(&key_, 0, sizeof(key_));
-    key_.family = 4;
-    key_.addr[0][10] = key_.addr[0][11] = 0xff;
-    key_.addr[0][12] = 10;
-    key_.addr[0][15] = 2;  // the server 10.0.0.2:6379
-    key_.addr[1][10] = key_.addr[1][11] = 0xff;
-    key_.addr[1][12] = 10;
-    key_.addr[1][15] = 3;
-    key_.port[0] = 6379;
-    key_.port[1] = 40000;
-    seq_[0] = 1000;  // the client's
-    seq_[1] = 9000;
-  }
+  RedisWire() : DbWireFixture(6379, EBPFC_L7_REDIS, true) {}
 
-  // What one side sends, as one segment (split into records of at most
-  // `piece` bytes), acknowledging all the other side sent.
-  void send(bool from_client, const std::string& bytes, bool mid_stream = false,
-            size_t piece = EBPFC_PAYLOAD_MAX) {
-    const unsigned role = from_client ? 0 : 1;
-    size_t off = 0;
-    do {
-      const size_t n = std::min<size_t>(bytes.size() - off, piece);
-      ebpfc_payload_event e{};
-      e.type = EBPFC_EVENT_PAYLOAD;
-      e.sender = from_client ? 1 : 0;
-      e.from_client = from_client;
-      e.l7 = EBPFC_L7_REDIS;
-      e.key = key_;
-      e.ts_ns = now_ += 1000;
-      e.flow_first_ns = 1;
-      e.seq = seq_[role] + static_cast<uint32_t>(off);
-      e.segment_len = static_cast<uint32_t>(n);
-      e.data_len = static_cast<uint32_t>(n);
-      e.flags = EBPFC_PAYLOAD_ACK;
-      e.ack = seq_[role ^ 1];
-      if (!mid_stream) {
-        e.flags |= EBPFC_PAYLOAD_STREAM_START;
-        e.stream_start = start_[role];
-      }
-      std::memcpy(e.data, bytes.data() + off, n);
-      tracker_.on_payload(e, clock_, ids_, out_);
-      off += n;
-    } while (off < bytes.size());
-    seq_[role] += static_cast<uint32_t>(bytes.size());
-  }
-  void lose(bool from_client, size_t n) { seq_[from_client ? 0 : 1] += static_cast<uint32_t>(n); }
-  void end() {
-    uint8_t id[8];
-    tracker_.on_flow_ended(key_, id, clock_, ids_, out_);
-    tracker_.end_of_drain(now_, clock_, ids_, out_);
-  }
-  std::string text(TextRef r) const { return std::string(text_of(out_.text(), r)); }
-  std::string attrs(size_t i) const {
-    char buf[4096];
-    JsonTextSink sink(buf, sizeof(buf));
-    pg_attributes(out_[i], out_.text(), sink);
-    sink.finish();
-    return buf;
-  }
-  std::string name(size_t i) const {
-    char buf[128];
-    return pg_span_name(out_[i], out_.text(), buf, sizeof(buf));
-  }
   std::vector<std::string> names() const {
     std::vector<std::string> v;
     for (size_t i = 0; i < out_.size(); i++) v.push_back(name(i));
@@ -170,16 +100,6 @@ class RedisWire : public ::testing::Test {
     o.key_names = true;
     tracker_.set_options(o);
   }
-
-  NullControl control_;
-  RedisTracker tracker_;
-  WallClock clock_;
-  SpanIdGenerator ids_;
-  PgSpanList out_;
-  ebpfc_flow_key key_;
-  uint32_t start_[2] = {1000, 9000};
-  uint32_t seq_[2];
-  uint64_t now_ = 1000000;
 };
 
 TEST_F(RedisWire, OneSpanPerCommandAndReply) {
