@@ -21,19 +21,13 @@
 #include <string>
 
 #include "core/redis_wire.h"
+#include "db_fuzz_run.h"
 #include "fuzz_check.h"
-#include "segment_script.h"
 #include "l7_classify.h"
 
 namespace {
 
 using namespace ebpfc;
-
-class Control final : public PayloadControl {
- public:
-  void set_l7_control(const ebpfc_flow_key&, const ebpfc_l7_control&) override {}
-  void clear_l7_control(const ebpfc_flow_key&) override {}
-};
 
 std::string bulk(const std::string& s) {
   return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
@@ -97,63 +91,15 @@ void check_spans(const PgSpanList& out, size_t from) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  Control control;
+  ebpfc_fuzz::NullControl control;
   RedisTrackerOptions options;
   options.max_connections = 4;
   options.key_names = (data[0] & 2) != 0;
   RedisTracker tracker(options, control);
-  WallClock clock;
-  SpanIdGenerator ids(1);
-  PgSpanList out;
-  const bool mid = (data[0] & 1) != 0;
-
-  ebpfc_payload_event e{};
-  e.type = EBPFC_EVENT_PAYLOAD;
-  e.l7 = EBPFC_L7_REDIS;
-  e.key.family = 4;
-  e.key.port[0] = 6379;
-  e.key.port[1] = 40000;
-  SegmentScript script;
-  const uint32_t* seq = script.seq;
-  uint64_t now = 1;
-  uint64_t first = 1;
-
-  auto deliver = [&](unsigned role, const std::string& bytes) {
-    // The classifier sees the same bytes (it must never read past them).
-    __u8 head[EBPFC_L7_BUF_LEN] = {};
-    const size_t n = bytes.size() < EBPFC_L7_PROBE_LEN ? bytes.size() : EBPFC_L7_PROBE_LEN;
-    std::memcpy(head, bytes.data(), n);
-    (void)ebpfc_redis_classify(head, static_cast<__u32>(n));
-    e.sender = role == 0 ? 1 : 0;
-    e.from_client = role == 0;
-    e.flags = EBPFC_PAYLOAD_ACK | (mid ? 0 : EBPFC_PAYLOAD_STREAM_START);
-    e.stream_start = role == 0 ? 1000 : 5000;
-    e.ack = seq[role ^ 1];
-    e.flow_first_ns = first;
-    e.ts_ns = now += 1000;
-    e.seq = seq[role];
-    e.data_len = e.segment_len = static_cast<uint32_t>(bytes.size());
-    std::memcpy(e.data, bytes.data(), bytes.size());
-    const size_t before = out.size();
-    tracker.on_payload(e, clock, ids, out);
-    check_spans(out, before);
-  };
-
-  script.play(
-      data, size, 1, deliver, canned,
-      [&] {
-        uint8_t id[8];
-        const size_t before = out.size();
-        tracker.on_flow_ended(e.key, id, clock, ids, out);
-        tracker.end_of_drain(now, clock, ids, out);
-        check_spans(out, before);
-        CHECK(tracker.open_connections() == 0);
-        first++;
-      },
-      [&] { CHECK(tracker.open_connections() <= options.max_connections); });
-  const size_t before = out.size();
-  tracker.close_all(clock, ids, out);
-  check_spans(out, before);
-  CHECK(tracker.open_connections() == 0);
+  ebpfc_fuzz::run_db_fuzz(
+      data, size, tracker, options.max_connections,
+      {EBPFC_L7_REDIS, 6379, true, (data[0] & 1) != 0},
+      [](const __u8* head, __u32 n, __u32, bool) { (void)ebpfc_redis_classify(head, n); }, canned,
+      check_spans);
   return 0;
 }
